@@ -1,0 +1,374 @@
+//! Serve any `tower::Service` over narun: an axum `Router` works unchanged.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), narun::consumer::Error> {
+//! use axum::{routing::get, Router};
+//! let app = Router::new().route("/hello/", get(|| async { "hi" }));
+//! narun::consumer::serve(narun::consumer::Options::new("hello"), app).await
+//! # }
+//! ```
+//!
+//! The service registers as a NATS Micro v1 service (name = subject = the
+//! service name, endpoint `handler`, queue group `q`), so `$SRV.PING`,
+//! `$SRV.INFO` and `$SRV.STATS` answer and `nats micro info hello` works.
+//! Requests are handled concurrently up to [`Options::concurrency`]; a
+//! handler panic becomes a 500 and the consumer keeps serving.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tower::{Service, ServiceExt as _};
+
+use crate::nats::{self as nats_conn, NatsOptions};
+use crate::wire;
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// NATS URL(s), comma-separated. Default: `$NATS_URL`, else `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// nkey seed file for NATS auth.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// NATS creds file.
+    pub creds_file: Option<PathBuf>,
+    /// Micro service name, also the NATS subject the gateway routes to.
+    pub service_name: String,
+    /// Micro service version (SemVer).
+    pub version: String,
+    /// Micro service description.
+    pub description: String,
+    /// Requests handled at once. Default: 4 × available cores.
+    pub concurrency: usize,
+    /// How long a graceful stop waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Options {
+    /// Defaults for service `service_name`.
+    pub fn new(service_name: impl Into<String>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Options {
+            nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| nats_conn::DEFAULT_URL.into()),
+            nkey_seed_file: None,
+            creds_file: None,
+            service_name: service_name.into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            concurrency: cores * 4,
+            drain_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Why the consumer could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid service name {0:?}: NATS Micro allows only A-Z, a-z, 0-9, '-' and '_'")]
+    ServiceName(String),
+    #[error("invalid version {0:?}: NATS Micro requires SemVer (e.g. 1.2.3)")]
+    Version(String),
+    #[error("concurrency must be at least 1")]
+    Concurrency,
+    #[error(transparent)]
+    Nats(#[from] nats_conn::NatsConfigError),
+    #[error("cannot register the Micro service: {0}")]
+    Service(String),
+}
+
+/// Check a Micro service name (`[A-Za-z0-9_-]+`).
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn valid_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<_> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), Error> {
+        if !valid_service_name(&self.service_name) {
+            return Err(Error::ServiceName(self.service_name.clone()));
+        }
+        if !valid_semver(&self.version) {
+            return Err(Error::Version(self.version.clone()));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Concurrency);
+        }
+        Ok(())
+    }
+}
+
+/// Serve `svc` until SIGINT or SIGTERM, then drain in-flight requests.
+pub async fn serve<S, B>(opts: Options, svc: S) -> Result<(), Error>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with_shutdown(opts, svc, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Serve `svc` until `shutdown` resolves, then stop taking requests and drain
+/// the in-flight ones (up to [`Options::drain_timeout`]).
+pub async fn serve_with_shutdown<S, B, F>(opts: Options, svc: S, shutdown: F) -> Result<(), Error>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    opts.validate()?;
+    let mut nopts = NatsOptions::new(
+        &opts.nats_url,
+        format!("NATS Micro Service - {}", opts.service_name),
+    );
+    nopts.nkey_seed_file = opts.nkey_seed_file.clone();
+    nopts.creds_file = opts.creds_file.clone();
+    let client = nats_conn::connect(&nopts).await?;
+    serve_on(client, opts, svc, shutdown).await
+}
+
+/// Serve on an existing client (shares its connection).
+pub async fn serve_on<S, B, F>(
+    client: async_nats::Client,
+    opts: Options,
+    svc: S,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    opts.validate()?;
+    let service = client
+        .service_builder()
+        .description(&opts.description)
+        .queue_group(wire::QUEUE_GROUP)
+        .start(&opts.service_name, &opts.version)
+        .await
+        .map_err(|e| Error::Service(e.to_string()))?;
+    let mut endpoint = service
+        .endpoint_builder()
+        .name(wire::HTTP_ENDPOINT)
+        .queue_group(wire::QUEUE_GROUP)
+        .add(&opts.service_name)
+        .await
+        .map_err(|e| Error::Service(e.to_string()))?;
+    tracing::info!(service = %opts.service_name, concurrency = opts.concurrency, "serving over NATS");
+
+    let permits = Arc::new(Semaphore::new(opts.concurrency));
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Back-pressure: take a request from NATS only when a slot is free.
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let request = tokio::select! {
+            _ = &mut shutdown => break,
+            r = endpoint.next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let svc = svc.clone();
+        let max_payload = client.server_info().max_payload;
+        tasks.spawn(async move {
+            let _permit = permit;
+            handle(request, svc, max_payload).await;
+        });
+        // Reap finished tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+
+    tracing::info!(service = %opts.service_name, in_flight = tasks.len(), "stopping: draining in-flight requests");
+    // Unsubscribe first so NATS routes new requests to other replicas.
+    let _ = endpoint.stop().await;
+    let drained = tokio::time::timeout(opts.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(service = %opts.service_name, "drain timeout: abandoning in-flight requests");
+    }
+    let _ = service.stop().await;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// What one request produced.
+enum Outcome {
+    Reply(Vec<u8>),
+    Fail(u16, String),
+}
+
+async fn handle<S, B>(request: service::Request, svc: S, max_payload: usize)
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let outcome = match wire::decode_request(&request.message.payload) {
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable request");
+            Outcome::Fail(400, "Failed to decode BHTTP request".into())
+        }
+        Ok(req) => {
+            let req = req.map(Full::new);
+            // A handler panic unwinds to here: answer 500 and keep serving.
+            match AssertUnwindSafe(call_service(svc, req, max_payload))
+                .catch_unwind()
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!("handler panicked");
+                    Outcome::Reply(internal_error_response())
+                }
+            }
+        }
+    };
+    let result = match outcome {
+        Outcome::Reply(bytes) => request.respond(Ok(bytes.into())).await,
+        Outcome::Fail(code, status) => {
+            request
+                .respond(Err(service::error::Error {
+                    status,
+                    code: code as usize,
+                }))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot send reply");
+    }
+}
+
+async fn call_service<S, B>(svc: S, req: http::Request<Full<Bytes>>, max_payload: usize) -> Outcome
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>,
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Ok(resp) = svc.oneshot(req).await;
+    let (parts, body) = resp.into_parts();
+    let body = match Limited::new(body, max_payload).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            tracing::warn!(error = %e, "response body failed or exceeds the NATS max payload");
+            return Outcome::Fail(500, "Response body too large or unreadable".into());
+        }
+    };
+    match wire::encode_response(parts.status, &parts.headers, &body) {
+        Ok(bytes) if bytes.len() <= max_payload => Outcome::Reply(bytes),
+        Ok(bytes) => Outcome::Fail(
+            500,
+            format!(
+                "Response of {} bytes exceeds the NATS max payload of {max_payload}",
+                bytes.len()
+            ),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode response");
+            Outcome::Fail(500, "Failed to encode response".into())
+        }
+    }
+}
+
+fn internal_error_response() -> Vec<u8> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    wire::encode_response(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        &headers,
+        b"Internal Server Error\n",
+    )
+    .expect("static response encodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_follow_micro_rules() {
+        for ok in ["hello", "grpc-hello-service", "a_b", "X9"] {
+            assert!(valid_service_name(ok), "{ok}");
+        }
+        for bad in ["", "a.b", "a b", "a*", "a>", "héllo"] {
+            assert!(!valid_service_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_must_be_semver() {
+        assert!(valid_semver("0.1.0"));
+        assert!(valid_semver("1.2.3-rc.1+build"));
+        assert!(!valid_semver("1.2"));
+        assert!(!valid_semver("v1.2.3"));
+    }
+
+    #[test]
+    fn options_validation_names_the_problem() {
+        let mut o = Options::new("a.b");
+        assert!(matches!(o.validate(), Err(Error::ServiceName(_))));
+        o.service_name = "ok".into();
+        o.concurrency = 0;
+        assert!(matches!(o.validate(), Err(Error::Concurrency)));
+    }
+}

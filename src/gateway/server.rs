@@ -1,0 +1,616 @@
+//! Listeners, connections, forwarding and shutdown of the gateway.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::config::Config;
+use super::metrics::{Metrics, UNMATCHED};
+use super::rescue::{rescue, Failure};
+use super::routes::{HttpRoute, Resolution, RouteTable};
+use crate::nats::{self as nats_conn, NatsOptions};
+use crate::{sd, wire};
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot use the sockets passed by systemd: {0}")]
+    Inherited(std::io::Error),
+    #[error(transparent)]
+    Nats(#[from] nats_conn::NatsConfigError),
+}
+
+type Body = Full<Bytes>;
+
+/// Shared state of one running gateway.
+struct Gateway {
+    cfg: Config,
+    routes: RouteTable,
+    nats: async_nats::Client,
+    metrics: Metrics,
+    permits: Semaphore,
+}
+
+/// Run the gateway until SIGTERM/SIGINT, then drain.
+pub async fn run(cfg: Config) -> Result<(), GatewayError> {
+    run_until(cfg, crate::consumer::shutdown_signal()).await
+}
+
+/// Run the gateway until `shutdown` resolves, then stop accepting and drain
+/// in-flight requests for up to `shutdown_timeout`.
+pub async fn run_until(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let mut inherited =
+        sd::inherited_sockets(&["http", "grpc", "metrics"]).map_err(GatewayError::Inherited)?;
+    let http = listener(&mut inherited, "http", true, cfg.server_addr, "HTTP").await?;
+    let metrics_listener = match cfg.metrics_addr {
+        Some(addr) => Some(listener(&mut inherited, "metrics", false, addr, "metrics").await?),
+        None => None,
+    };
+
+    let mut nopts = NatsOptions::new(&cfg.nats_url, "NATS HTTP Gateway");
+    nopts.nkey_seed_file = cfg.nkey_seed_file.clone();
+    nopts.creds_file = cfg.creds_file.clone();
+    nopts.tls_ca_file = cfg.tls_ca_file.clone();
+    let nats = nats_conn::connect(&nopts).await?;
+
+    let gw = Arc::new(Gateway {
+        routes: RouteTable::new(cfg.http_routes.clone()),
+        permits: Semaphore::new(cfg.max_in_flight),
+        metrics: Metrics::new(),
+        nats,
+        cfg,
+    });
+    let http_addr = http.local_addr().ok();
+    tracing::info!(addr = ?http_addr, routes = gw.routes.routes().len(), "HTTP listener ready");
+
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics listener ready");
+        tokio::spawn(serve_metrics(l, gw.metrics.clone()));
+    }
+
+    // READY once listeners are bound and NATS is connected; requests are
+    // served (with 503) even before that.
+    sd::status("waiting for NATS");
+    let ready_gw = gw.clone();
+    tokio::spawn(async move {
+        nats_conn::wait_connected(&ready_gw.nats).await;
+        sd::ready(&format!(
+            "serving {} routes on {}",
+            ready_gw.routes.routes().len(),
+            http_addr.map_or_else(|| "?".into(), |a| a.to_string())
+        ));
+    });
+    let _watchdog = sd::spawn_watchdog(|| true);
+
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = http.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    spawn_connection(gw.clone(), stream, peer, &graceful);
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    drop(http);
+    sd::stopping("draining in-flight requests");
+    tracing::info!("shutting down: no longer accepting, draining in-flight requests");
+    match tokio::time::timeout(gw.cfg.shutdown_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("shutdown timeout: closing remaining connections"),
+    }
+    let _ = gw.nats.flush().await;
+    Ok(())
+}
+
+async fn listener(
+    inherited: &mut sd::InheritedSockets,
+    name: &str,
+    fallback: bool,
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<TcpListener, GatewayError> {
+    if let Some(l) = inherited.take(name, fallback) {
+        tracing::info!(socket = name, "using socket passed by systemd");
+        return TcpListener::from_std(l).map_err(GatewayError::Inherited);
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { what, addr, source })
+}
+
+/// Per-connection activity, for the idle timeout.
+#[derive(Default)]
+struct Activity {
+    last_ms: AtomicU64,
+    active: AtomicUsize,
+}
+
+fn spawn_connection(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    graceful: &GracefulShutdown,
+) {
+    let started = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+        started,
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gw.cfg.header_read_timeout)
+        .max_buf_size(gw.cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(gw.cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    let svc_gw = gw.clone();
+    let svc_activity = activity.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let gw = svc_gw.clone();
+        let activity = svc_activity.clone();
+        async move {
+            activity.active.fetch_add(1, Ordering::Relaxed);
+            let resp = gw.handle(req, peer).await;
+            activity.active.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection(io, service).into_owned();
+    let conn = graceful.watch(conn);
+    let idle = gw.cfg.idle_timeout;
+    tokio::spawn(async move {
+        tokio::pin!(conn);
+        let mut tick = tokio::time::interval(idle / 4);
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tick.tick() => {
+                    let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+                    if activity.active.load(Ordering::Relaxed) == 0 && started.elapsed() - last > idle {
+                        tracing::debug!(%peer, "closing idle connection");
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A TCP stream that records when it last carried bytes.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+    started: Instant,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        self.activity
+            .last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+impl Gateway {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let (resp, label) = match self.routes.resolve(&method, req.uri().path()) {
+            Resolution::NotFound => (text(StatusCode::NOT_FOUND, "404 page not found"), UNMATCHED),
+            Resolution::Redirect(mut location) => {
+                if let Some(q) = req.uri().query() {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                let mut r = text(StatusCode::MOVED_PERMANENTLY, "Moved Permanently");
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                (r, UNMATCHED)
+            }
+            Resolution::MethodNotAllowed { allow } => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+                (r, UNMATCHED)
+            }
+            Resolution::Forward(route) => {
+                let resp = match self.forward(route, req, peer).await {
+                    Ok(r) => r,
+                    Err((failure, request_id)) => {
+                        let rescue = rescue(&failure);
+                        let mut r = text(rescue.http, &rescue.message);
+                        if matches!(failure, Failure::Overloaded) {
+                            r.headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        }
+                        if let Some(id) = request_id {
+                            r.headers_mut().insert(REQUEST_ID, id);
+                        }
+                        r
+                    }
+                };
+                (resp, route.pattern.as_str())
+            }
+        };
+        self.metrics.http(
+            &method,
+            label,
+            resp.status().as_u16(),
+            start.elapsed().as_secs_f64(),
+        );
+        resp
+    }
+
+    /// Forward one request to the route's service. Dropping this future
+    /// (client gone) abandons the NATS wait.
+    async fn forward(
+        &self,
+        route: &HttpRoute,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, (Failure, Option<HeaderValue>)> {
+        let _in_flight = self.metrics.in_flight();
+        let Ok(_permit) = self.permits.try_acquire() else {
+            return Err((Failure::Overloaded, None));
+        };
+        let (mut parts, body) = req.into_parts();
+        let request_id = request_id(&parts.headers);
+        let fail = |f: Failure| (f, Some(request_id.clone()));
+
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(fail(Failure::Disconnected));
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.cfg.max_body_bytes) {
+            return Err(fail(Failure::BodyTooLarge));
+        }
+        let limit = usize::try_from(self.cfg.max_body_bytes).unwrap_or(usize::MAX);
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(fail(Failure::BodyTooLarge))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "client body read failed");
+                return Err(fail(Failure::Unencodable));
+            }
+        };
+
+        decorate_request(&mut parts.headers, &request_id, peer);
+        let authority = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let payload = wire::encode_request(&parts.method, &authority, &path, &parts.headers, &body)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "cannot encode request");
+                fail(Failure::Unencodable)
+            })?;
+        if payload.len() > self.nats.server_info().max_payload {
+            return Err(fail(Failure::PayloadTooLarge));
+        }
+
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(wire::CONTENT_TYPE_HEADER, wire::CONTENT_TYPE_BHTTP);
+        let outcome = self
+            .nats
+            .send_request(
+                route.service.clone(),
+                async_nats::Request::new()
+                    .payload(payload.into())
+                    .headers(headers)
+                    .timeout(Some(route.timeout)),
+            )
+            .await;
+        let reply = match outcome {
+            Ok(msg) => msg,
+            Err(e) => {
+                use async_nats::RequestErrorKind as K;
+                let failure = match e.kind() {
+                    K::TimedOut => Failure::Timeout,
+                    K::NoResponders => Failure::NoResponders,
+                    K::MaxPayloadExceeded => Failure::PayloadTooLarge,
+                    K::InvalidSubject | K::Other => {
+                        tracing::warn!(subject = %route.service, error = %e, "NATS request failed");
+                        Failure::Nats
+                    }
+                };
+                self.metrics
+                    .nats(&route.service, rescue(&failure).nats_outcome);
+                return Err(fail(failure));
+            }
+        };
+        self.metrics.nats(&route.service, "success");
+        if let Some(err) = wire::service_error(reply.headers.as_ref()) {
+            return Err(fail(Failure::Consumer(err)));
+        }
+        let decoded = wire::decode_response(&reply.payload).map_err(|e| {
+            tracing::warn!(subject = %route.service, error = %e, "undecodable reply");
+            fail(Failure::BadReply)
+        })?;
+        let (mut rparts, rbody) = decoded.into_parts();
+        // hyper frames the body itself.
+        rparts.headers.remove(header::CONTENT_LENGTH);
+        rparts.headers.remove(header::TRANSFER_ENCODING);
+        rparts.headers.remove(header::CONNECTION);
+        if parts.method == Method::HEAD {
+            return Ok(Response::from_parts(rparts, Full::new(Bytes::new())));
+        }
+        rparts.headers.insert(REQUEST_ID, request_id);
+        Ok(Response::from_parts(rparts, Full::new(rbody)))
+    }
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The client's `x-request-id` if it is sane, else a new random one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&random_hex(16)).expect("hex is a valid header value")
+        })
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parse a W3C `traceparent` (version 00): returns (trace-id, flags).
+pub fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let mut it = v.split('-');
+    let (version, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let ok = version == "00"
+        && it.next().is_none()
+        && hex(trace, 32)
+        && trace != "0".repeat(32)
+        && hex(parent, 16)
+        && parent != "0".repeat(16)
+        && hex(flags, 2);
+    ok.then_some((trace, flags))
+}
+
+/// Headers the gateway adds for the consumer: request id, W3C trace context
+/// (the trace continues with the gateway as a new parent), client address.
+fn decorate_request(headers: &mut HeaderMap, request_id: &HeaderValue, peer: SocketAddr) {
+    headers.insert(REQUEST_ID, request_id.clone());
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
+        .map(|(t, f)| (t.to_owned(), f.to_owned()));
+    let (trace, flags) = incoming.unwrap_or_else(|| (random_hex(16), "00".to_owned()));
+    let traceparent = format!("00-{trace}-{}-{flags}", random_hex(8));
+    headers.insert(
+        "traceparent",
+        HeaderValue::from_str(&traceparent).expect("hex is a valid header value"),
+    );
+    let ip = peer.ip().to_canonical().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+async fn serve_metrics(listener: TcpListener, metrics: Metrics) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        r
+                    } else {
+                        text(StatusCode::NOT_FOUND, "404 page not found")
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_validated() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse_traceparent(good),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "01"))
+        );
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn decorate_continues_the_trace_and_appends_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        let id = HeaderValue::from_static("req-1");
+        decorate_request(&mut h, &id, "127.0.0.2:5000".parse().unwrap());
+        let tp = h["traceparent"].to_str().unwrap();
+        let (trace, flags) = parse_traceparent(tp).unwrap();
+        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(flags, "01");
+        assert!(!tp.contains("00f067aa0ba902b7"), "new parent id");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-request-id"], "req-1");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        h.insert(REQUEST_ID, "abc".parse().unwrap());
+        assert_eq!(request_id(&h), "abc");
+    }
+}

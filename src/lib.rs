@@ -1,0 +1,30 @@
+//! narun: ship static binaries to fleets of Linux machines and expose them as
+//! HTTP and gRPC APIs over NATS, with systemd as the only supervisor.
+//!
+//! Module map (one module per external system):
+//!
+//! - [`wire`]: the only owner of the wire contract between gateways and
+//!   consumers (BHTTP over NATS Micro, header names, limits).
+//! - [`nats`]: the one place that builds NATS clients.
+//! - [`consumer`] (feature `consumer`): serve any `tower::Service` (an axum
+//!   `Router`, ...) as a NATS Micro service.
+//! - [`gateway`] (feature `gateway`): the HTTP front door.
+//! - [`sd`] (feature `gateway`): the service manager's notify socket and
+//!   socket activation.
+
+#![deny(unsafe_code)]
+
+pub mod nats;
+pub mod wire;
+
+#[cfg(feature = "consumer")]
+pub mod consumer;
+
+#[cfg(feature = "gateway")]
+pub mod gateway;
+
+#[cfg(feature = "gateway")]
+pub mod sd;
+
+/// The version string reported by every narun component.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

