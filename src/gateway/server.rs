@@ -84,6 +84,12 @@ pub async fn run_until(
         nats,
         cfg,
     });
+    if !gw.cfg.grpc_routes.is_empty() {
+        tracing::warn!(
+            routes = gw.cfg.grpc_routes.len(),
+            "gRPC routes are configured but gRPC ingress is not served by this version"
+        );
+    }
     let http_addr = http.local_addr().ok();
     tracing::info!(addr = ?http_addr, routes = gw.routes.routes().len(), "HTTP listener ready");
 

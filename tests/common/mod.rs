@@ -378,6 +378,31 @@ pub async fn http(
     }
 }
 
+/// One HTTP/2 request with prior knowledge (h2c) on a fresh connection.
+pub async fn http2(addr: SocketAddr, method: &str, path: &str, body: impl Into<Bytes>) -> HttpReply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::new(body.into()))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("h2 exchange");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let (parts, body) = resp.into_parts();
+    HttpReply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.expect("response body").to_bytes(),
+    }
+}
+
 /// Send raw bytes and read the whole answer until the server closes or 5 s pass.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
