@@ -379,7 +379,12 @@ pub async fn http(
 }
 
 /// One HTTP/2 request with prior knowledge (h2c) on a fresh connection.
-pub async fn http2(addr: SocketAddr, method: &str, path: &str, body: impl Into<Bytes>) -> HttpReply {
+pub async fn http2(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> HttpReply {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
