@@ -230,8 +230,10 @@ where
     }
 
     tracing::info!(service = %opts.service_name, in_flight = tasks.len(), "stopping: draining in-flight requests");
-    // Unsubscribe first so NATS routes new requests to other replicas.
+    // Unsubscribe first (endpoint and $SRV.* verbs) so NATS routes new
+    // requests to other replicas and discovery stops listing this one.
     let _ = endpoint.stop().await;
+    let _ = service.stop().await;
     let drained = tokio::time::timeout(opts.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -239,7 +241,6 @@ where
     if drained.is_err() {
         tracing::warn!(service = %opts.service_name, "drain timeout: abandoning in-flight requests");
     }
-    let _ = service.stop().await;
     let _ = client.flush().await;
     Ok(())
 }

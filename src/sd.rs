@@ -4,6 +4,8 @@
 //! `NOTIFY_SOCKET` and no sockets are inherited without `LISTEN_FDS`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -29,25 +31,41 @@ fn send(states: &[NotifyState]) {
     }
 }
 
-/// If the unit sets `WatchdogSec=`, ping at half the interval for as long as
-/// the returned task runs. `healthy` is asked before each ping: a process
-/// that is stuck stops pinging and systemd restarts it.
-pub fn spawn_watchdog<F>(healthy: F) -> Option<tokio::task::JoinHandle<()>>
-where
-    F: Fn() -> bool + Send + 'static,
-{
+/// If the unit sets `WatchdogSec=`, ping at half the interval as long as
+/// the tokio runtime is alive. A runtime task records a heartbeat; a plain
+/// thread sends the pings (the notify socket is blocking, and must never
+/// stall a runtime worker) only while the heartbeat is fresh, so a stuck
+/// runtime stops the pings and systemd restarts the process.
+pub fn spawn_watchdog() -> Option<Duration> {
     let interval = sd_notify::watchdog_enabled()?;
-    let period = (interval / 2).max(Duration::from_millis(100));
-    tracing::info!(?interval, "systemd watchdog enabled");
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
+    let period = (interval / 2).max(Duration::from_millis(50));
+    let origin = std::time::Instant::now();
+    let beat = Arc::new(AtomicU64::new(0));
+    let runtime_beat = beat.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period / 2);
         loop {
             tick.tick().await;
-            if healthy() {
-                send(&[NotifyState::Watchdog]);
-            }
+            runtime_beat.store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
-    }))
+    });
+    let spawned = std::thread::Builder::new()
+        .name("sd-watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            let last = Duration::from_millis(beat.load(Ordering::Relaxed));
+            if origin.elapsed().saturating_sub(last) < interval {
+                send(&[NotifyState::Watchdog]);
+            } else {
+                tracing::error!("runtime unresponsive: withholding watchdog ping");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the watchdog thread");
+        return None;
+    }
+    tracing::info!(?interval, "systemd watchdog enabled");
+    Some(interval)
 }
 
 /// Sockets passed by the service manager, by `FileDescriptorName=`.

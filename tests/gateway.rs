@@ -754,3 +754,120 @@ routes:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_stop_drains_in_flight_and_unsubscribes() {
+    let nats = NatsServer::start();
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let router = Router::new().fallback(any(move || {
+        let g = g.clone();
+        let entered_tx = entered_tx.clone();
+        async move {
+            let released = g.notified();
+            entered_tx.send(()).unwrap();
+            released.await;
+            "drained"
+        }
+    }));
+    let mut opts = narun::consumer::Options::new("stopper");
+    opts.nats_url = nats.url();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(narun::consumer::serve_with_shutdown(opts, router, async {
+        let _ = stop_rx.await;
+    }));
+    wait_service(&nats.url(), "stopper").await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let payload =
+        narun::wire::encode_request(&http::Method::GET, "h", "/", &http::HeaderMap::new(), b"")
+            .unwrap();
+    let c2 = client.clone();
+    let in_flight = tokio::spawn(async move {
+        c2.send_request(
+            "stopper",
+            async_nats::Request::new()
+                .payload(payload.into())
+                .timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+    });
+    entered.recv().await.expect("request reached the handler");
+    stop_tx.send(()).unwrap();
+    // After the stop the service no longer answers pings...
+    eventually(Duration::from_secs(10), "service unsubscribed", || async {
+        client
+            .request("$SRV.PING.stopper", Bytes::new())
+            .await
+            .is_err()
+    })
+    .await;
+    // ...but the in-flight request still completes.
+    assert!(!served.is_finished(), "draining");
+    gate.notify_waiters();
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request answered");
+    let resp = narun::wire::decode_response(&reply.payload).unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body().as_ref(), b"drained");
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_answers_undecodable_requests_with_a_micro_error() {
+    let nats = NatsServer::start();
+    let _c = consumer(&nats.url(), "strict", echo_router(), 2).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let reply = client
+        .request("strict", Bytes::from_static(b"\x07garbage"))
+        .await
+        .unwrap();
+    let h = reply.headers.expect("error headers");
+    assert_eq!(h.get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    assert_eq!(
+        h.get("Nats-Service-Error").unwrap().as_str(),
+        "Failed to decode BHTTP request"
+    );
+    assert!(reply.payload.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_watchdog_is_pinged() {
+    use std::io::Read;
+    let nats = NatsServer::start();
+    let _c = consumer(&nats.url(), "echo", echo_router(), 2).await;
+    let dir_routes = r#"  - path: "/e/"
+    methods: ["GET"]
+    service: "echo""#;
+    // WATCHDOG_USEC set as systemd does for WatchdogSec=: the gateway must ping.
+    let gw = GatewayProc::spawn_with_env(
+        &nats.url(),
+        dir_routes,
+        "idle_timeout_seconds: 1\nheader_read_timeout_seconds: 30",
+        &[("WATCHDOG_USEC", "200000")],
+    );
+    gw.wait_notify("READY=1", Duration::from_secs(20));
+    gw.wait_notify("WATCHDOG=1", Duration::from_secs(5));
+
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /e/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Keep-alive connection, now idle: the gateway closes it (read gets EOF).
+    let started = std::time::Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) => panic!(
+                "expected the idle connection to be closed: {e}; gateway stderr:\n{}",
+                gw.proc.stderr()
+            ),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -110,7 +110,7 @@ pub async fn run_until(
             http_addr.map_or_else(|| "?".into(), |a| a.to_string())
         ));
     });
-    let _watchdog = sd::spawn_watchdog(|| true);
+    sd::spawn_watchdog();
 
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -253,6 +253,16 @@ impl GatewayProc {
 
     /// Start without waiting for READY.
     pub fn spawn(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        Self::spawn_with_env(nats_url, routes_yaml, extra_yaml, &[])
+    }
+
+    /// Start without waiting for READY, with extra environment variables.
+    pub fn spawn_with_env(
+        nats_url: &str,
+        routes_yaml: &str,
+        extra_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -269,6 +279,7 @@ impl GatewayProc {
             .arg(&cfg_path)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "narun=debug,info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap())

