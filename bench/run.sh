@@ -212,28 +212,65 @@ aux_after() { # aux_after KEY REQUESTS SCALE
     DETAIL[$1]=$d
 }
 
-# measure KEY CONNS URL PIDS...: warm-up, then a measured wrk run; records
-# req/s, p50, p99 (µs), peak/current RSS (KiB, summed over PIDS) and server
-# CPU per request (µs, summed over PIDS).
-measure() {
-    local key=$1 conns=$2 url=$3; shift 3
-    local pids=("$@") out c0=0 c1=0 p hwm=0 rss=0
-    log "$key: warm-up $WARMUP, then $DURATION at $conns connections"
-    wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$WORK/post.lua" "$url" >"$WORK/$key-warmup.txt" 2>&1 \
-        || die "wrk warm-up failed for $key: $(cat "$WORK/$key-warmup.txt")"
+# CPU seen by the whole machine (user+nice+system; softirq excluded) and by
+# everything this script started, to detect other load disturbing a run.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
+our_ticks() {
+    local t=0 p
+    for p in "${PIDS[@]}" "${NGINX_WORKERS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done
+    echo "$t"
+}
+NGINX_WORKERS=()
+NCPU=$(nproc)
+declare -A OTHER
+OTHER_LIMIT=5 # % of the machine
+
+# run_window KEY REQUESTS_FILE SCALE PIDS... -- CMD...: runs the load tool CMD
+# (output to $WORK/KEY.txt) and records, over that window, the CPU of PIDS
+# (the process(es) under test), of AUX, and of anything else on the machine.
+run_window() {
+    local key=$1; shift
+    local pids=() p
+    while [[ $1 != -- ]]; do pids+=("$1"); shift; done
+    shift
+    local c0=0 c1=0 m0 m1 o0 o1 t0 t1 tool
     for p in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$p"))); done
     aux_before
-    wrk -t "$WRK_THREADS" -c "$conns" -d "$DURATION" --latency -s "$WORK/post.lua" "$url" >"$WORK/$key.txt" 2>&1 \
-        || die "wrk failed for $key: $(cat "$WORK/$key.txt")"
+    m0=$(machine_ticks); o0=$(our_ticks); t0=$EPOCHREALTIME
+    local TIMEFORMAT='%3U %3S'
+    { time "$@" >"$WORK/$key.txt" 2>&1; } 2>"$WORK/$key.time" \
+        || die "$1 failed for $key: $(cat "$WORK/$key.txt")"
+    m1=$(machine_ticks); o1=$(our_ticks); t1=$EPOCHREALTIME
+    tool=$(awk -v t="$CLK_TCK" '{printf "%d", ($1 + $2) * t}' "$WORK/$key.time")
+    OTHER[$key]=$(awk -v d=$((m1 - m0 - (o1 - o0) - tool)) -v t="$CLK_TCK" -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" -v n="$NCPU" \
+        'BEGIN {v = d / t / s / n * 100; printf "%.0f", (v < 0 ? 0 : v)}')
+    local hwm=0 rss=0
     for p in "${pids[@]}"; do
-        kill -0 "$p" 2>/dev/null || die "$key: server process $p died during the run"
+        kill -0 "$p" 2>/dev/null || die "$key: process $p died during the run"
         c1=$((c1 + $(cpu_ticks "$p")))
         hwm=$((hwm + $(kib "$p" VmHWM)))
         rss=$((rss + $(kib "$p" VmRSS)))
     done
-    cat "$WORK/$key.txt" >>"$WORK/wrk-all.txt"
+    HWM[$key]=$hwm
+    RSS[$key]=$rss
+    W_CPU_TICKS=$((c1 - c0))
+    if [[ ${OTHER[$key]} -gt $OTHER_LIMIT ]]; then
+        log "WARNING: other processes used ${OTHER[$key]}% of the machine's CPU during $key"
+    fi
+}
+
+# measure KEY CONNS URL PIDS...: wrk warm-up, then a measured wrk run;
+# records req/s, p50, p99 (µs), peak/current RSS (KiB, summed over PIDS)
+# and CPU per request (µs, summed over PIDS).
+measure() {
+    local key=$1 conns=$2 url=$3; shift 3
+    log "$key: warm-up $WARMUP, then $DURATION at $conns connections"
+    wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$WORK/post.lua" "$url" >"$WORK/$key-warmup.txt" 2>&1 \
+        || die "wrk warm-up failed for $key: $(cat "$WORK/$key-warmup.txt")"
+    run_window "$key" "$@" -- \
+        wrk -t "$WRK_THREADS" -c "$conns" -d "$DURATION" --latency -s "$WORK/post.lua" "$url"
+    local out bad=0 f requests
     out=$(grep '^RESULT' "$WORK/$key.txt") || die "$key: no result from wrk: $(cat "$WORK/$key.txt")"
-    local bad=0 f
     for f in status_err connect_err read_err write_err timeout_err; do
         bad=$((bad + $(field "$out" "$f")))
     done
@@ -241,45 +278,34 @@ measure() {
     if [[ $bad -ne 0 ]] || grep -q 'Non-2xx' "$WORK/$key.txt"; then
         die "$key: not every request returned 200 ($out): $(cat "$WORK/$key.txt")"
     fi
-    local requests; requests=$(field "$out" requests)
+    requests=$(field "$out" requests)
     [[ $requests -gt 0 ]] || die "$key: no request completed"
     RPS[$key]=$(field "$out" rps)
     P50[$key]=$(field "$out" p50_us)
     P99[$key]=$(field "$out" p99_us)
-    HWM[$key]=$hwm
-    RSS[$key]=$rss
-    CPU[$key]=$(per_req $((c1 - c0)) "$requests" 1)
+    CPU[$key]=$(per_req "$W_CPU_TICKS" "$requests" 1)
     aux_after "$key" "$requests" 1
     ROWS+=("$key")
 }
 
-# measure_nats KEY CONC SUBJECT PIDS...: nats-load run (its own warm-up).
+# measure_nats KEY CONC SUBJECT PIDS...: nats-load run (its own warm-up,
+# then the measured time; every reply must be a BHTTP 200).
 measure_nats() {
     local key=$1 conc=$2 subject=$3; shift 3
-    local pids=("$@") out c0=0 c1=0 p hwm=0 rss=0
     log "$key: nats-load warm-up $WARMUP, then $DURATION at concurrency $conc"
-    for p in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$p"))); done
-    aux_before
-    "$BASE" nats-load --nats-url "$NATS_URL" --subject "$subject" --concurrency "$conc" \
-        --duration "$DURATION" --warmup "$WARMUP" --payload-file "$WORK/payload.json" \
-        >"$WORK/$key.txt" 2>&1 || die "nats-load failed for $key: $(cat "$WORK/$key.txt")"
-    for p in "${pids[@]}"; do
-        kill -0 "$p" 2>/dev/null || die "$key: process $p died during the run"
-        c1=$((c1 + $(cpu_ticks "$p")))
-        hwm=$((hwm + $(kib "$p" VmHWM)))
-        rss=$((rss + $(kib "$p" VmRSS)))
-    done
+    run_window "$key" "$@" -- \
+        "$BASE" nats-load --nats-url "$NATS_URL" --subject "$subject" --concurrency "$conc" \
+        --duration "$DURATION" --warmup "$WARMUP" --payload-file "$WORK/payload.json"
+    local out requests scale
     out=$(grep '^RESULT' "$WORK/$key.txt") || die "$key: no result: $(cat "$WORK/$key.txt")"
     [[ $(field "$out" errors) == 0 ]] || die "$key: failed requests: $out"
-    local requests; requests=$(field "$out" requests)
+    requests=$(field "$out" requests)
     RPS[$key]=$(field "$out" rps)
     P50[$key]=$(field "$out" p50_us)
     P99[$key]=$(field "$out" p99_us)
-    HWM[$key]=$hwm
-    RSS[$key]=$rss
-    # The CPU of the warm-up is included here: scale to all requests sent.
-    local scale; scale=$(awk -v w="$WARMUP_MS" -v m="$DURATION_MS" 'BEGIN {print 1 + w / m}')
-    CPU[$key]=$(per_req $((c1 - c0)) "$requests" "$scale")
+    # The window includes the warm-up: scale to all the requests sent.
+    scale=$(awk -v w="$WARMUP_MS" -v m="$DURATION_MS" 'BEGIN {print 1 + w / m}')
+    CPU[$key]=$(per_req "$W_CPU_TICKS" "$requests" "$scale")
     aux_after "$key" "$requests" "$scale"
     ROWS+=("$key")
 }
@@ -338,6 +364,7 @@ for c in "${CONNS[@]}"; do
     measure "b$c" "$c" "http://127.0.0.1:$NGINX_PORT/hello/" "$NGINX_PID" "${NGINX_WORKERS[@]}"
 done
 stop "$NGINX_PID"
+NGINX_WORKERS=()
 stop "$PLAIN_PID"
 
 # (c) minimal gateway -> raw responder.
@@ -411,13 +438,20 @@ SUMMARY=$WORK/summary.txt
     echo "narun bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $DURATION per measurement after a $WARMUP warm-up"
     echo "wrk -t$WRK_THREADS (a-d), bench-baselines nats-load (e); nginx worker_processes 1; $(nats-server --version 2>&1 | head -n1)"
     echo
-    printf '%-28s %5s %10s %9s %9s %10s %10s %9s\n' target conns "req/s" p50 p99 "peak RSS" "end RSS" "cpu/req"
+    printf '%-28s %5s %10s %9s %9s %10s %10s %9s %6s\n' target conns "req/s" p50 p99 "peak RSS" "end RSS" "cpu/req" other
+    disturbed=0
     for key in "${ROWS[@]}"; do
-        printf '%-28s %5s %10.0f %9s %9s %10s %10s %7sus\n' "$(label "$key")" "$(conns_of "$key")" \
+        mark=""
+        if [[ ${OTHER[$key]} -gt $OTHER_LIMIT ]]; then mark="!"; disturbed=1; fi
+        printf '%-28s %5s %10.0f %9s %9s %10s %10s %7sus %5s%%%s\n' "$(label "$key")" "$(conns_of "$key")" \
             "${RPS[$key]}" "$(ms "${P50[$key]}")" "$(ms "${P99[$key]}")" \
-            "$(mib "${HWM[$key]}")" "$(mib "${RSS[$key]}")" "${CPU[$key]}"
+            "$(mib "${HWM[$key]}")" "$(mib "${RSS[$key]}")" "${CPU[$key]}" "${OTHER[$key]}" "$mark"
     done
     echo
+    echo "other = CPU used by processes this script did not start, in % of the machine ($NCPU cores)."
+    if [[ $disturbed -eq 1 ]]; then
+        echo "! = above ${OTHER_LIMIT}%: that measurement was disturbed by other load; rerun on an idle machine."
+    fi
     echo "RSS and cpu/req are those of the process(es) under test: (a) plain, (b) nginx master+worker,"
     echo "(c) minimal gateway, (d) narun gateway, (e1) hello consumer, (e2) raw service. (e) conns = requests in flight."
     echo "Peak RSS (VmHWM) is cumulative over the process' life (16c then 64c)."

@@ -20,6 +20,10 @@ apt_install() {
 # A C toolchain (ring, a dependency of the NATS client, builds C code).
 command -v cc >/dev/null 2>&1 || apt_install build-essential
 
+# protoc, for the gRPC example and tests (proto/build.rs generates code from
+# proto/hello.proto); the narun library itself does not need it.
+command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
+
 # Rust >= 1.85. Debian bookworm's `cargo` is too old; its rustc-web is not.
 if ! command -v cargo >/dev/null 2>&1; then
   if apt-cache show cargo-web >/dev/null 2>&1; then

@@ -12,7 +12,16 @@
 //! service name, endpoint `handler`, queue group `q`), so `$SRV.PING`,
 //! `$SRV.INFO` and `$SRV.STATS` answer and `nats micro info hello` works.
 //! Requests are handled concurrently up to [`Options::concurrency`]; a
-//! handler panic becomes a 500 and the consumer keeps serving.
+//! handler panic becomes a 500 and the consumer keeps serving. A request
+//! carrying the gateway's deadline ([`crate::wire::TIMEOUT_HEADER`]) is
+//! abandoned once it has passed.
+//!
+//! gRPC services (tonic-generated servers, or any `tower::Service` speaking
+//! gRPC over HTTP/2 requests) are served the same way with [`serve_grpc`]:
+//! endpoint `grpc_handler`, the wire format of [`crate::wire::grpc`], unary
+//! and server-streaming methods, errors as gRPC code numbers, a panicking
+//! handler answered with INTERNAL. Both share one serving loop
+//! (concurrency limit, graceful drain).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,6 +41,8 @@ use tower::{Service, ServiceExt as _};
 
 use crate::nats::{self as nats_conn, NatsOptions};
 use crate::wire;
+
+mod grpc;
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -157,15 +168,17 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
 {
+    let client = connect(&opts, "NATS Micro Service").await?;
+    serve_on(client, opts, svc, shutdown).await
+}
+
+/// Validate the options and build the NATS client named `<kind> - <service>`.
+async fn connect(opts: &Options, kind: &str) -> Result<async_nats::Client, Error> {
     opts.validate()?;
-    let mut nopts = NatsOptions::new(
-        &opts.nats_url,
-        format!("NATS Micro Service - {}", opts.service_name),
-    );
+    let mut nopts = NatsOptions::new(&opts.nats_url, format!("{kind} - {}", opts.service_name));
     nopts.nkey_seed_file = opts.nkey_seed_file.clone();
     nopts.creds_file = opts.creds_file.clone();
-    let client = nats_conn::connect(&nopts).await?;
-    serve_on(client, opts, svc, shutdown).await
+    Ok(nats_conn::connect(&nopts).await?)
 }
 
 /// Serve on an existing client (shares its connection).
@@ -186,6 +199,112 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
 {
+    serve_endpoint(
+        client,
+        opts,
+        wire::HTTP_ENDPOINT,
+        shutdown,
+        move |request, ctx| handle(request, svc.clone(), ctx),
+    )
+    .await
+}
+
+/// Serve a gRPC service (a tonic-generated server such as
+/// `GreeterServer::new(impl)`, or tonic `Routes` for several) until SIGINT
+/// or SIGTERM, then drain in-flight calls.
+///
+/// The service registers as NATS Micro v1 with endpoint `grpc_handler` in
+/// queue group `q`; the wire format is described in [`crate::wire::grpc`].
+/// Unary and server-streaming methods work; errors travel as gRPC code
+/// numbers.
+pub async fn serve_grpc<S, B>(opts: Options, svc: S) -> Result<(), Error>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_grpc_with_shutdown(opts, svc, shutdown_signal()).await
+}
+
+/// [`serve_grpc`] until `shutdown` resolves, then drain in-flight calls
+/// (up to [`Options::drain_timeout`]).
+pub async fn serve_grpc_with_shutdown<S, B, F>(
+    opts: Options,
+    svc: S,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    let client = connect(&opts, "NATS gRPC Consumer").await?;
+    serve_grpc_on(client, opts, svc, shutdown).await
+}
+
+/// [`serve_grpc_with_shutdown`] on an existing client (shares its connection).
+pub async fn serve_grpc_on<S, B, F>(
+    client: async_nats::Client,
+    opts: Options,
+    svc: S,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    serve_endpoint(
+        client,
+        opts,
+        wire::GRPC_ENDPOINT,
+        shutdown,
+        move |request, ctx| grpc::handle(request, svc.clone(), ctx),
+    )
+    .await
+}
+
+/// What every request handler gets besides the request.
+#[derive(Clone)]
+struct Ctx {
+    client: async_nats::Client,
+    /// The NATS server's max payload.
+    max_payload: usize,
+}
+
+/// The serving loop shared by HTTP and gRPC: registers the Micro service
+/// with one endpoint, runs `handler` for each request concurrently (up to
+/// [`Options::concurrency`], taking a request from NATS only when a slot is
+/// free), and on `shutdown` unsubscribes then drains.
+async fn serve_endpoint<H, Fut, F>(
+    client: async_nats::Client,
+    opts: Options,
+    endpoint_name: &str,
+    shutdown: F,
+    handler: H,
+) -> Result<(), Error>
+where
+    H: Fn(service::Request, Ctx) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+    F: Future<Output = ()>,
+{
     opts.validate()?;
     let service = client
         .service_builder()
@@ -196,12 +315,17 @@ where
         .map_err(|e| Error::Service(e.to_string()))?;
     let mut endpoint = service
         .endpoint_builder()
-        .name(wire::HTTP_ENDPOINT)
+        .name(endpoint_name)
         .queue_group(wire::QUEUE_GROUP)
         .add(&opts.service_name)
         .await
         .map_err(|e| Error::Service(e.to_string()))?;
-    tracing::info!(service = %opts.service_name, concurrency = opts.concurrency, "serving over NATS");
+    tracing::info!(
+        service = %opts.service_name,
+        endpoint = endpoint_name,
+        concurrency = opts.concurrency,
+        "serving over NATS"
+    );
 
     let permits = Arc::new(Semaphore::new(opts.concurrency));
     let mut tasks = JoinSet::new();
@@ -219,11 +343,17 @@ where
                 None => break,
             },
         };
-        let svc = svc.clone();
-        let max_payload = client.server_info().max_payload;
+        let ctx = Ctx {
+            max_payload: client.server_info().max_payload,
+            client: client.clone(),
+        };
+        let work = handler(request, ctx);
         tasks.spawn(async move {
             let _permit = permit;
-            handle(request, svc, max_payload).await;
+            // Handlers answer their own panics; this is the last resort.
+            if AssertUnwindSafe(work).catch_unwind().await.is_err() {
+                tracing::error!("request task panicked");
+            }
         });
         // Reap finished tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
@@ -251,7 +381,7 @@ enum Outcome {
     Fail(u16, String),
 }
 
-async fn handle<S, B>(request: service::Request, svc: S, max_payload: usize)
+async fn handle<S, B>(request: service::Request, svc: S, ctx: Ctx)
 where
     S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
         + Send
@@ -261,6 +391,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The gateway stops waiting after this: so does the handler.
+    let time_left = wire::request_timeout(request.message.headers.as_ref());
     let outcome = match wire::decode_request(&request.message.payload) {
         Err(e) => {
             tracing::debug!(error = %e, "undecodable request");
@@ -269,14 +401,23 @@ where
         Ok(req) => {
             let req = req.map(Full::new);
             // A handler panic unwinds to here: answer 500 and keep serving.
-            match AssertUnwindSafe(call_service(svc, req, max_payload))
-                .catch_unwind()
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => {
+            let call = AssertUnwindSafe(call_service(svc, req, ctx.max_payload)).catch_unwind();
+            let result = match time_left {
+                Some(left) => tokio::time::timeout(left, call).await.ok(),
+                None => Some(call.await),
+            };
+            match result {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(_)) => {
                     tracing::error!("handler panicked");
                     Outcome::Reply(internal_error_response())
+                }
+                None => {
+                    tracing::debug!("deadline passed: request abandoned");
+                    Outcome::Fail(
+                        504,
+                        "Deadline exceeded before the response was ready".into(),
+                    )
                 }
             }
         }
@@ -286,7 +427,7 @@ where
         Outcome::Fail(code, status) => {
             request
                 .respond(Err(service::error::Error {
-                    status,
+                    status: wire::header_safe(&status),
                     code: code as usize,
                 }))
                 .await

@@ -8,9 +8,14 @@
 //! - [`nats`]: the one place that builds NATS clients.
 //! - [`consumer`] (feature `consumer`): serve any `tower::Service` (an axum
 //!   `Router`, ...) as a NATS Micro service.
-//! - [`gateway`] (feature `gateway`): the HTTP front door.
+//! - [`gateway`] (feature `gateway`): the HTTP and gRPC front door.
 //! - [`sd`] (feature `gateway`): the service manager's notify socket and
 //!   socket activation.
+//! - [`spec`] (feature `store`): the ServiceSpec (YAML in KV `app-configs`),
+//!   its validation and per-node hash; pure.
+//! - [`store`] (feature `store`): the NATS data model (bucket, stream and
+//!   subject names and settings, JSON formats, secret crypto, binaries).
+//! - [`cli`] (feature `cli`): the `narun` management commands.
 
 #![deny(unsafe_code)]
 
@@ -23,8 +28,23 @@ pub mod consumer;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 
-#[cfg(feature = "gateway")]
+#[cfg(any(feature = "gateway", feature = "node"))]
 pub mod sd;
+
+#[cfg(feature = "node")]
+pub mod systemd;
+
+#[cfg(feature = "node")]
+pub mod node;
+
+#[cfg(feature = "store")]
+pub mod spec;
+
+#[cfg(feature = "store")]
+pub mod store;
+
+#[cfg(feature = "cli")]
+pub mod cli;
 
 /// The version string reported by every narun component.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+mod node_cmd;
 
 /// sysexits(3) EX_CONFIG: systemd units use `RestartPreventExitStatus=78`.
 const EX_CONFIG: u8 = 78;
@@ -12,7 +14,8 @@ const EX_CONFIG: u8 = 78;
 #[command(
     name = "narun",
     version,
-    about = "Ship static binaries to Linux fleets and expose them as HTTP and gRPC APIs over NATS"
+    about = "Ship static binaries to Linux fleets and expose them as HTTP and gRPC APIs over NATS",
+    after_help = narun::cli::EXIT_CODES_HELP
 )]
 struct Cli {
     /// Log format: `text` for terminals, `json` for log shippers.
@@ -44,13 +47,18 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run the node agent: apps from NATS as transient systemd units.
+    Node(node_cmd::NodeArgs),
+    #[command(flatten)]
+    Manage(narun::cli::Command),
 }
 
-fn init_logging(format: LogFormat) {
-    // LOG_LEVEL (Go narun's variable) or RUST_LOG; default info.
+fn init_logging(format: LogFormat, default: &str) {
+    // LOG_LEVEL (Go narun's variable) or RUST_LOG; default info (daemons)
+    // or warn (management commands, -v for more).
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("LOG_LEVEL"))
-        .unwrap_or_else(|_| "info".into())
+        .unwrap_or_else(|_| default.into())
         .to_lowercase();
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| {
         eprintln!("narun: invalid log level {filter:?}, using info");
@@ -67,9 +75,15 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let default_log = match &cli.command {
+        Command::Manage(c) => c.log_filter(),
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_log);
     match cli.command {
         Command::Gateway { config, check } => gateway(config, check),
+        Command::Node(args) => node_cmd::run(args),
+        Command::Manage(c) => narun::cli::run(c, Cli::command),
     }
 }
 

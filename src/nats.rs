@@ -99,8 +99,14 @@ pub fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(5))
 }
 
-/// Build the connect options (no I/O but reading credential files).
+/// Build the connect options (no I/O but reading credential files). The
+/// first connection is retried forever in the background.
 pub async fn connect_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsConfigError> {
+    Ok(base_options(opts).await?.retry_on_initial_connect())
+}
+
+/// The options every client shares (no initial-connect retry).
+async fn base_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsConfigError> {
     let mut co = match &opts.creds_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -132,7 +138,6 @@ pub async fn connect_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsC
         .name(&opts.name)
         .connection_timeout(opts.connect_timeout)
         .ping_interval(Duration::from_secs(20))
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
@@ -158,6 +163,17 @@ fn log_event(name: &str, event: Event) {
 pub async fn connect(opts: &NatsOptions) -> Result<Client, NatsConfigError> {
     let addrs = server_addrs(&opts.urls)?;
     let co = connect_options(opts).await?;
+    Ok(co.connect(addrs).await?)
+}
+
+/// Build a client for a short-lived command (the CLI): one attempt per
+/// server within `connect_timeout`, failing with
+/// [`NatsConfigError::Connect`] when none answers, so the command can say
+/// so at once instead of waiting forever. Once connected it reconnects like
+/// every other client.
+pub async fn connect_now(opts: &NatsOptions) -> Result<Client, NatsConfigError> {
+    let addrs = server_addrs(&opts.urls)?;
+    let co = base_options(opts).await?;
     Ok(co.connect(addrs).await?)
 }
 

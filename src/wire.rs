@@ -22,6 +22,19 @@
 //!
 //! Service name = subject = route `service`; endpoint [`HTTP_ENDPOINT`] (or
 //! [`GRPC_ENDPOINT`]) in queue group [`QUEUE_GROUP`].
+//!
+//! # Deadlines (narun only)
+//!
+//! The narun gateway adds [`TIMEOUT_HEADER`] `Narun-Timeout-Ms: <n>` to every
+//! request: the time, in whole milliseconds, it will still wait for the
+//! reply when it sends the request. A consumer stops working on the request
+//! once that time has passed since it received it. Go consumers ignore it.
+//!
+//! # gRPC over NATS
+//!
+//! See [`grpc`]: unary calls as in the Go narun, plus server streaming.
+
+pub mod grpc;
 
 use std::io::{Cursor, Read};
 
@@ -44,6 +57,8 @@ pub const HTTP_ENDPOINT: &str = "handler";
 pub const GRPC_ENDPOINT: &str = "grpc_handler";
 /// Queue group every consumer endpoint joins, so NATS load-balances between replicas.
 pub const QUEUE_GROUP: &str = "q";
+/// NATS header with the time the gateway still waits, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "Narun-Timeout-Ms";
 
 /// Go decoder limit on the method (bytes).
 pub const MAX_METHOD_LEN: usize = 64;
@@ -347,9 +362,42 @@ pub fn service_error(headers: Option<&async_nats::HeaderMap>) -> Option<ServiceE
     Some(ServiceError { code, message })
 }
 
+/// The time left to answer a request, from its [`TIMEOUT_HEADER`].
+pub fn request_timeout(headers: Option<&async_nats::HeaderMap>) -> Option<std::time::Duration> {
+    let ms: u64 = headers?.get(TIMEOUT_HEADER)?.as_str().trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}
+
+/// A [`TIMEOUT_HEADER`] value for `left` (whole milliseconds, at least 1).
+pub fn timeout_value(left: std::time::Duration) -> String {
+    left.as_millis().max(1).to_string()
+}
+
+/// `text` made safe for a NATS header value (NATS headers cannot hold line
+/// breaks: each becomes a space).
+pub fn header_safe(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_header_round_trip_and_safe_values() {
+        let mut h = async_nats::HeaderMap::new();
+        assert_eq!(request_timeout(Some(&h)), None);
+        h.insert(
+            TIMEOUT_HEADER,
+            timeout_value(std::time::Duration::from_micros(1500)).as_str(),
+        );
+        assert_eq!(
+            request_timeout(Some(&h)),
+            Some(std::time::Duration::from_millis(1))
+        );
+        assert_eq!(timeout_value(std::time::Duration::ZERO), "1");
+        assert_eq!(header_safe("a\r\nb"), "a  b");
+    }
 
     /// §4.2.5: the request the Go gateway produced for
     /// `curl -X POST -H 'Content-Type: application/json' -d '{"name":"NATS User"}' http://localhost:8080/hello/`.

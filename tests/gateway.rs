@@ -871,3 +871,39 @@ async fn idle_connections_are_closed_and_watchdog_is_pinged() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_abandons_a_request_once_the_gateway_deadline_passes() {
+    struct Dropped(tokio::sync::mpsc::UnboundedSender<()>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let nats = NatsServer::start();
+    let (tx, mut dropped) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let router = Router::new().fallback(any(move || {
+        let tx = tx.clone();
+        async move {
+            let _d = Dropped(tx);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }
+    }));
+    let _c = consumer(&nats.url(), "patient", router, 2).await;
+    let gw = GatewayProc::start(
+        &nats.url(),
+        r#"  - path: "/p/"
+    methods: ["GET"]
+    service: "patient"
+    timeout: "300ms""#,
+        "",
+    );
+    let r = http(gw.http, "GET", "/p/", &[], "").await;
+    assert_eq!(r.status, 504);
+    // The gateway sent Narun-Timeout-Ms: the handler is dropped, not left
+    // running for its 30 s.
+    tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+        .await
+        .expect("the consumer drops the handler at the deadline");
+}

@@ -1,8 +1,12 @@
 //! Prometheus metrics of the gateway: the Go metric names (§8 of the Go
 //! reference) with bounded label values: the route pattern, never the raw
-//! path; a fixed method set.
+//! path; a fixed method set. gRPC methods are bounded too: a method label is
+//! the full `/pkg.Service/Method` of a routed service, at most
+//! [`MAX_GRPC_METHODS`] distinct ones (then [`OTHER`]), and [`UNROUTED`] for
+//! calls to services without a route.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +18,12 @@ use prometheus_client::registry::Registry;
 
 /// `path` label of requests that matched no route.
 pub const UNMATCHED: &str = "<unmatched>";
+/// `grpc_method` label of calls to services without a route (or malformed).
+pub const UNROUTED: &str = "<unrouted>";
+/// `grpc_method` label once [`MAX_GRPC_METHODS`] distinct methods are known.
+pub const OTHER: &str = "<other>";
+/// The most distinct `grpc_method` label values.
+pub const MAX_GRPC_METHODS: usize = 1024;
 
 /// Prometheus' default buckets (`prometheus.DefBuckets`), as in Go.
 const DEF_BUCKETS: [f64; 11] = [
@@ -39,6 +49,17 @@ struct NatsLabels {
     status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    grpc_method: String,
+    grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcDurationLabels {
+    grpc_method: String,
+}
+
 /// The gateway's metrics, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -47,6 +68,10 @@ pub struct Metrics {
     http_duration: Family<HttpDurationLabels, Histogram>,
     nats_requests: Family<NatsLabels, Counter>,
     in_flight: Gauge,
+    grpc_requests: Family<GrpcLabels, Counter>,
+    grpc_duration: Family<GrpcDurationLabels, Histogram>,
+    grpc_in_flight: Gauge,
+    grpc_methods: Arc<Mutex<HashSet<String>>>,
 }
 
 fn histogram() -> Histogram {
@@ -103,13 +128,71 @@ impl Metrics {
             "HTTP requests being forwarded right now",
             in_flight.clone(),
         );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        let grpc_duration =
+            Family::<GrpcDurationLabels, Histogram>::new_with_constructor(histogram as fn() -> _);
+        let grpc_in_flight = Gauge::default();
+        registry.register(
+            "grpc_gateway_requests",
+            "gRPC calls by method and status code",
+            grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_gateway_request_duration_seconds",
+            "gRPC call duration (until the end of the response stream) by method",
+            grpc_duration.clone(),
+        );
+        registry.register(
+            "grpc_gateway_in_flight_requests",
+            "gRPC calls being forwarded right now",
+            grpc_in_flight.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             http_requests,
             http_duration,
             nats_requests,
             in_flight,
+            grpc_requests,
+            grpc_duration,
+            grpc_in_flight,
+            grpc_methods: Arc::default(),
         }
+    }
+
+    /// The `grpc_method` label for a call to a routed service: the method
+    /// itself while fewer than [`MAX_GRPC_METHODS`] are known, else [`OTHER`].
+    pub fn grpc_method_label(&self, method: &str) -> String {
+        let mut known = self.grpc_methods.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(method) {
+            return method.to_owned();
+        }
+        if known.len() >= MAX_GRPC_METHODS {
+            return OTHER.to_owned();
+        }
+        known.insert(method.to_owned());
+        method.to_owned()
+    }
+
+    /// Record a finished gRPC call with its final status code.
+    pub fn grpc(&self, method: &str, code: u16, seconds: f64) {
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                grpc_method: method.to_owned(),
+                grpc_code: crate::wire::grpc::code_name(code),
+            })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&GrpcDurationLabels {
+                grpc_method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Track one in-flight gRPC call until the guard drops.
+    pub fn grpc_in_flight(&self) -> InFlight {
+        self.grpc_in_flight.inc();
+        InFlight(self.grpc_in_flight.clone())
     }
 
     /// Record a finished HTTP request. `path` is a route pattern or [`UNMATCHED`].
@@ -182,6 +265,31 @@ mod tests {
         ) || text.contains(r#"http_gateway_request_duration_seconds_bucket{method="POST",path="/hello/",le="0.025"} 1"#));
         assert!(text.contains(r#"gateway_nats_requests_total{subject="hello",status="success"} 1"#));
         assert!(text.contains("http_gateway_in_flight_requests 0"));
+    }
+
+    #[test]
+    fn grpc_metrics_use_go_names_and_bounded_labels() {
+        let m = Metrics::new();
+        let label = m.grpc_method_label("/hello.v1.Greeter/SayHello");
+        m.grpc(&label, 3, 0.01);
+        m.grpc(UNROUTED, 12, 0.001);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"grpc_gateway_requests_total{grpc_method="/hello.v1.Greeter/SayHello",grpc_code="InvalidArgument"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"grpc_gateway_requests_total{grpc_method="<unrouted>",grpc_code="Unimplemented"} 1"#
+        ));
+        assert!(text
+            .contains("grpc_gateway_request_duration_seconds_count{grpc_method=\"<unrouted>\"} 1"));
+        for i in 0..MAX_GRPC_METHODS + 10 {
+            m.grpc_method_label(&format!("/a.B/M{i}"));
+        }
+        assert_eq!(m.grpc_method_label("/a.B/new"), OTHER);
+        assert_eq!(
+            m.grpc_method_label("/hello.v1.Greeter/SayHello"),
+            "/hello.v1.Greeter/SayHello"
+        );
     }
 
     #[test]

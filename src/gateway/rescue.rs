@@ -5,26 +5,8 @@ use http::StatusCode;
 
 use crate::wire::ServiceError;
 
-/// gRPC status codes (grpc/doc/statuscodes.md).
-pub mod grpc {
-    pub const OK: u16 = 0;
-    pub const CANCELLED: u16 = 1;
-    pub const UNKNOWN: u16 = 2;
-    pub const INVALID_ARGUMENT: u16 = 3;
-    pub const DEADLINE_EXCEEDED: u16 = 4;
-    pub const NOT_FOUND: u16 = 5;
-    pub const ALREADY_EXISTS: u16 = 6;
-    pub const PERMISSION_DENIED: u16 = 7;
-    pub const RESOURCE_EXHAUSTED: u16 = 8;
-    pub const FAILED_PRECONDITION: u16 = 9;
-    pub const ABORTED: u16 = 10;
-    pub const OUT_OF_RANGE: u16 = 11;
-    pub const UNIMPLEMENTED: u16 = 12;
-    pub const INTERNAL: u16 = 13;
-    pub const UNAVAILABLE: u16 = 14;
-    pub const DATA_LOSS: u16 = 15;
-    pub const UNAUTHENTICATED: u16 = 16;
-}
+/// gRPC status codes (grpc/doc/statuscodes.md), owned by the wire contract.
+pub use crate::wire::grpc::code as grpc;
 
 /// Why a request could not be answered by a consumer.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +31,20 @@ pub enum Failure {
     BadReply,
     /// The consumer answered with a NATS Micro error.
     Consumer(ServiceError),
+    /// gRPC: no `grpc:` route for the service.
+    NotRouted(String),
+    /// gRPC: the path is not `/pkg.Service/Method`.
+    MalformedMethod(String),
+    /// gRPC: the client sent several messages (client-streaming or bidi).
+    StreamingRequest,
+    /// gRPC: a compressed request (no compression is negotiated).
+    Compression(String),
+    /// gRPC: a `grpc-timeout` header that does not parse.
+    BadTimeout,
+    /// gRPC: a response stream from the consumer broke off (lost frame).
+    StreamBroken,
+    /// The client went away or cancelled the call.
+    Cancelled,
 }
 
 /// What the client gets for a [`Failure`].
@@ -124,6 +120,49 @@ pub fn rescue(failure: &Failure) -> Rescue {
             INTERNAL,
             "Failed to decode backend response",
             "success",
+        ),
+        Failure::NotRouted(service) => Rescue {
+            http: StatusCode::NOT_FOUND,
+            grpc: UNIMPLEMENTED,
+            message: format!("service {service} not implemented or routed"),
+            nats_outcome: "error",
+        },
+        Failure::MalformedMethod(path) => Rescue {
+            http: StatusCode::BAD_REQUEST,
+            grpc: UNIMPLEMENTED,
+            message: format!("malformed method name: {path:?}"),
+            nats_outcome: "error",
+        },
+        Failure::StreamingRequest => fixed(
+            StatusCode::NOT_IMPLEMENTED,
+            UNIMPLEMENTED,
+            "client-streaming and bidirectional RPCs are not supported by the narun gateway \
+             (unary and server-streaming only)",
+            "error",
+        ),
+        Failure::Compression(encoding) => Rescue {
+            http: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            grpc: UNIMPLEMENTED,
+            message: format!("grpc-encoding {encoding:?} is not supported (identity only)"),
+            nats_outcome: "error",
+        },
+        Failure::BadTimeout => fixed(
+            StatusCode::BAD_REQUEST,
+            INTERNAL,
+            "malformed grpc-timeout",
+            "error",
+        ),
+        Failure::StreamBroken => fixed(
+            StatusCode::BAD_GATEWAY,
+            INTERNAL,
+            "Response stream from the backend was interrupted",
+            "error",
+        ),
+        Failure::Cancelled => fixed(
+            StatusCode::from_u16(499).expect("499 is a valid status"),
+            CANCELLED,
+            "Request cancelled by the client",
+            "error",
         ),
         Failure::Consumer(e) => Rescue {
             http: consumer_http_status(e.code),
@@ -218,6 +257,30 @@ mod tests {
             (consumer(0), 500, UNKNOWN, "success"),
             (consumer(200), 502, UNKNOWN, "success"),
             (consumer(9999), 502, UNKNOWN, "success"),
+            (consumer(12), 501, UNIMPLEMENTED, "success"),
+            (consumer(4), 504, DEADLINE_EXCEEDED, "success"),
+            (
+                Failure::NotRouted("x.Y".into()),
+                404,
+                UNIMPLEMENTED,
+                "error",
+            ),
+            (
+                Failure::MalformedMethod("/x".into()),
+                400,
+                UNIMPLEMENTED,
+                "error",
+            ),
+            (Failure::StreamingRequest, 501, UNIMPLEMENTED, "error"),
+            (
+                Failure::Compression("gzip".into()),
+                415,
+                UNIMPLEMENTED,
+                "error",
+            ),
+            (Failure::BadTimeout, 400, INTERNAL, "error"),
+            (Failure::StreamBroken, 502, INTERNAL, "error"),
+            (Failure::Cancelled, 499, CANCELLED, "error"),
         ];
         for (failure, http, grpc, outcome) in table {
             let r = rescue(failure);
@@ -231,6 +294,28 @@ mod tests {
     fn no_error_is_ever_grpc_ok() {
         for code in 0..1000 {
             assert_ne!(rescue(&consumer(code)).grpc, grpc::OK, "code {code}");
+        }
+        for f in [
+            Failure::BodyTooLarge,
+            Failure::PayloadTooLarge,
+            Failure::Unencodable,
+            Failure::Overloaded,
+            Failure::Disconnected,
+            Failure::Timeout,
+            Failure::NoResponders,
+            Failure::Nats,
+            Failure::BadReply,
+            Failure::NotRouted("a.B".into()),
+            Failure::MalformedMethod("/".into()),
+            Failure::StreamingRequest,
+            Failure::Compression("gzip".into()),
+            Failure::BadTimeout,
+            Failure::StreamBroken,
+            Failure::Cancelled,
+        ] {
+            let r = rescue(&f);
+            assert_ne!(r.grpc, grpc::OK, "{f:?}");
+            assert!(r.http.as_u16() >= 400, "{f:?}");
         }
     }
 

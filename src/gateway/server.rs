@@ -1,5 +1,6 @@
 //! Listeners, connections, forwarding and shutdown of the gateway.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -8,9 +9,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::config::Config;
+use super::body::Body;
+use super::config::{Config, GrpcRoute};
 use super::metrics::{Metrics, UNMATCHED};
 use super::rescue::{rescue, Failure};
 use super::routes::{HttpRoute, Resolution, RouteTable};
@@ -41,15 +42,26 @@ pub enum GatewayError {
     Nats(#[from] nats_conn::NatsConfigError),
 }
 
-type Body = Full<Bytes>;
-
 /// Shared state of one running gateway.
-struct Gateway {
-    cfg: Config,
-    routes: RouteTable,
-    nats: async_nats::Client,
-    metrics: Metrics,
-    permits: Semaphore,
+pub(super) struct Gateway {
+    pub(super) cfg: Config,
+    pub(super) routes: RouteTable,
+    /// gRPC routes by fully-qualified service name.
+    pub(super) grpc_routes: HashMap<String, GrpcRoute>,
+    pub(super) nats: async_nats::Client,
+    pub(super) metrics: Metrics,
+    /// `max_in_flight`, shared by HTTP requests and gRPC calls (a gRPC
+    /// stream holds its permit until it ends).
+    pub(super) permits: Arc<Semaphore>,
+}
+
+/// What a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// HTTP; also gRPC (by `content-type`) when `grpc_addr == server_addr`.
+    Http { with_grpc: bool },
+    /// gRPC only (`grpc_addr`).
+    Grpc,
 }
 
 /// Run the gateway until SIGTERM/SIGINT, then drain.
@@ -66,6 +78,17 @@ pub async fn run_until(
     let mut inherited =
         sd::inherited_sockets(&["http", "grpc", "metrics"]).map_err(GatewayError::Inherited)?;
     let http = listener(&mut inherited, "http", true, cfg.server_addr, "HTTP").await?;
+    // gRPC gets its own listener unless it shares the HTTP address (then
+    // requests are told apart by content-type), or systemd passed one.
+    let grpc = match cfg.grpc_addr {
+        Some(addr) if addr != cfg.server_addr || inherited.named.contains_key("grpc") => {
+            Some(listener(&mut inherited, "grpc", false, addr, "gRPC").await?)
+        }
+        _ => None,
+    };
+    let http_mode = Mode::Http {
+        with_grpc: cfg.grpc_addr.is_some() && grpc.is_none(),
+    };
     let metrics_listener = match cfg.metrics_addr {
         Some(addr) => Some(listener(&mut inherited, "metrics", false, addr, "metrics").await?),
         None => None,
@@ -79,19 +102,26 @@ pub async fn run_until(
 
     let gw = Arc::new(Gateway {
         routes: RouteTable::new(cfg.http_routes.clone()),
-        permits: Semaphore::new(cfg.max_in_flight),
+        grpc_routes: cfg
+            .grpc_routes
+            .iter()
+            .map(|r| (r.service_name.clone(), r.clone()))
+            .collect(),
+        permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
         metrics: Metrics::new(),
         nats,
         cfg,
     });
-    if !gw.cfg.grpc_routes.is_empty() {
-        tracing::warn!(
-            routes = gw.cfg.grpc_routes.len(),
-            "gRPC routes are configured but gRPC ingress is not served by this version"
-        );
-    }
     let http_addr = http.local_addr().ok();
     tracing::info!(addr = ?http_addr, routes = gw.routes.routes().len(), "HTTP listener ready");
+    if let Some(l) = &grpc {
+        tracing::info!(addr = ?l.local_addr().ok(), routes = gw.grpc_routes.len(), "gRPC listener ready");
+    } else if http_mode == (Mode::Http { with_grpc: true }) {
+        tracing::info!(
+            routes = gw.grpc_routes.len(),
+            "gRPC served on the HTTP listener"
+        );
+    }
 
     if let Some(l) = metrics_listener {
         tracing::info!(addr = ?l.local_addr().ok(), "metrics listener ready");
@@ -117,21 +147,13 @@ pub async fn run_until(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = http.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    spawn_connection(gw.clone(), stream, peer, &graceful);
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+            accepted = http.accept() => accepted_connection(&gw, accepted, http_mode, &graceful).await,
+            accepted = accept_optional(grpc.as_ref()) => accepted_connection(&gw, accepted, Mode::Grpc, &graceful).await,
         }
     }
 
     drop(http);
+    drop(grpc);
     sd::stopping("draining in-flight requests");
     tracing::info!("shutting down: no longer accepting, draining in-flight requests");
     match tokio::time::timeout(gw.cfg.shutdown_timeout, graceful.shutdown()).await {
@@ -140,6 +162,35 @@ pub async fn run_until(
     }
     let _ = gw.nats.flush().await;
     Ok(())
+}
+
+/// Accept on `listener`, or never when there is none.
+async fn accept_optional(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accepted_connection(
+    gw: &Arc<Gateway>,
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+    mode: Mode,
+    graceful: &GracefulShutdown,
+) {
+    match accepted {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            spawn_connection(gw.clone(), stream, peer, mode, graceful);
+        }
+        Err(e) => {
+            // EMFILE and friends: back off instead of spinning.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn listener(
@@ -165,10 +216,28 @@ struct Activity {
     active: AtomicUsize,
 }
 
+/// Counts one active request on a connection until its response body is
+/// dropped (a streamed response keeps the connection from being idle).
+struct ActiveGuard(Arc<Activity>);
+
+impl ActiveGuard {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(activity)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn spawn_connection(
     gw: Arc<Gateway>,
     stream: TcpStream,
     peer: SocketAddr,
+    mode: Mode,
     graceful: &GracefulShutdown,
 ) {
     let started = Instant::now();
@@ -195,10 +264,23 @@ fn spawn_connection(
         let gw = svc_gw.clone();
         let activity = svc_activity.clone();
         async move {
-            activity.active.fetch_add(1, Ordering::Relaxed);
-            let resp = gw.handle(req, peer).await;
-            activity.active.fetch_sub(1, Ordering::Relaxed);
-            Ok::<_, std::convert::Infallible>(resp)
+            let guard = ActiveGuard::new(activity);
+            let grpc = match mode {
+                Mode::Grpc => true,
+                Mode::Http { with_grpc } => {
+                    with_grpc
+                        && req
+                            .headers()
+                            .get(header::CONTENT_TYPE)
+                            .is_some_and(wire::grpc::is_grpc_content_type)
+                }
+            };
+            let resp = if grpc {
+                super::grpc::handle(gw, req, peer).await
+            } else {
+                gw.handle(req, peer).await
+            };
+            Ok::<_, std::convert::Infallible>(resp.map(|b| b.guard(guard)))
         }
     });
     let conn = builder.serve_connection(io, service).into_owned();
@@ -291,8 +373,8 @@ impl AsyncWrite for Tracked {
     }
 }
 
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+pub(super) fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(Body::full(format!("{msg}\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -420,6 +502,10 @@ impl Gateway {
 
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(wire::CONTENT_TYPE_HEADER, wire::CONTENT_TYPE_BHTTP);
+        headers.insert(
+            wire::TIMEOUT_HEADER,
+            wire::timeout_value(route.timeout).as_str(),
+        );
         let outcome = self
             .nats
             .send_request(
@@ -462,17 +548,17 @@ impl Gateway {
         rparts.headers.remove(header::TRANSFER_ENCODING);
         rparts.headers.remove(header::CONNECTION);
         if parts.method == Method::HEAD {
-            return Ok(Response::from_parts(rparts, Full::new(Bytes::new())));
+            return Ok(Response::from_parts(rparts, Body::empty()));
         }
         rparts.headers.insert(REQUEST_ID, request_id);
-        Ok(Response::from_parts(rparts, Full::new(rbody)))
+        Ok(Response::from_parts(rparts, Body::full(rbody)))
     }
 }
 
-const REQUEST_ID: &str = "x-request-id";
+pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// The client's `x-request-id` if it is sane, else a new random one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 128)
@@ -510,7 +596,11 @@ pub fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
 
 /// Headers the gateway adds for the consumer: request id, W3C trace context
 /// (the trace continues with the gateway as a new parent), client address.
-fn decorate_request(headers: &mut HeaderMap, request_id: &HeaderValue, peer: SocketAddr) {
+pub(super) fn decorate_request(
+    headers: &mut HeaderMap,
+    request_id: &HeaderValue,
+    peer: SocketAddr,
+) {
     headers.insert(REQUEST_ID, request_id.clone());
     let incoming = headers
         .get("traceparent")
@@ -546,7 +636,7 @@ async fn serve_metrics(listener: TcpListener, metrics: Metrics) {
                 let metrics = metrics.clone();
                 async move {
                     let resp = if req.uri().path() == "/metrics" {
-                        let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
+                        let mut r = Response::new(Body::full(metrics.encode()));
                         r.headers_mut().insert(
                             header::CONTENT_TYPE,
                             HeaderValue::from_static(

@@ -2,6 +2,8 @@
 //! small HTTP/1.1 client. A missing prerequisite fails the test loudly.
 #![allow(dead_code)]
 
+pub mod systemd;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -41,11 +43,25 @@ pub struct NatsServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    jetstream: bool,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
         Self::start_with_config("")
+    }
+
+    /// Start a server without JetStream (to test the errors for it).
+    pub fn start_without_jetstream() -> Self {
+        let mut s = NatsServer {
+            child: None,
+            port: free_port(),
+            extra: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            jetstream: false,
+        };
+        s.spawn();
+        s
     }
 
     /// Start with extra server configuration (nats-server config file
@@ -59,6 +75,7 @@ impl NatsServer {
             port: free_port(),
             extra: vec!["-c".into(), conf.to_string_lossy().into_owned()],
             dir,
+            jetstream: true,
         };
         s.spawn();
         s
@@ -71,16 +88,18 @@ impl NatsServer {
     fn spawn(&mut self) {
         let bin = nats_server_binary();
         let log = self.dir.path().join("nats.log");
+        let js: Vec<std::ffi::OsString> = if self.jetstream {
+            vec![
+                "-js".into(),
+                "-sd".into(),
+                self.dir.path().join("js").into(),
+            ]
+        } else {
+            Vec::new()
+        };
         let child = Command::new(&bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path().join("js"))
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&js)
             .arg("-l")
             .arg(&log)
             .args(&self.extra)
@@ -266,6 +285,9 @@ impl GatewayProc {
         let dir = tempfile::tempdir().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // `{server_addr}` in the extra YAML stands for the HTTP address
+        // (e.g. `grpc_addr: "{server_addr}"` for one shared listener).
+        let extra_yaml = extra_yaml.replace("{server_addr}", &http.to_string());
         let config = format!(
             "nats_url: \"{nats_url}\"\nserver_addr: \"{http}\"\nmetrics_addr: \"{metrics}\"\n{extra_yaml}\nroutes:\n{routes_yaml}\n"
         );

@@ -1,0 +1,859 @@
+//! The agent loop: NATS (specs, binaries, heartbeats, status) on one side,
+//! systemd (through [`UnitManager`]) on the other. The agent never forks
+//! apps; systemd starts, restarts, kills and logs them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, Mutex};
+
+use super::binaries::{BinaryCache, Fetched};
+use super::reconcile::{plan, Action, Desired};
+use super::status::{derive_status, InstanceStatus};
+use super::units::{self, Identity, Network, Replica, Restart};
+use crate::nats::{self as nats_conn, NatsOptions};
+use crate::spec::{self, ServiceSpec};
+use crate::store;
+use crate::systemd::{SystemdError, UnitManager};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub nats: NatsOptions,
+    /// NATS URL handed to apps (`NATS_URL`); default: the agent's first URL.
+    pub app_nats_url: String,
+    /// Allow `user: root` in specs.
+    pub allow_root_apps: bool,
+    /// How often unit states are polled for status (signals trigger sooner).
+    pub status_interval: Duration,
+    /// The `journalctl` command (with any prefix) used to follow app logs;
+    /// empty disables log forwarding.
+    pub journalctl: Vec<String>,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    Nats(#[from] nats_conn::NatsConfigError),
+    #[error("another agent with node id {node_id:?} is alive (machine {machine}, last seen {last_seen}); refusing to start")]
+    DuplicateNode {
+        node_id: String,
+        machine: String,
+        last_seen: String,
+    },
+    #[error("NATS: {0}")]
+    Store(String),
+}
+
+/// Go names for this machine's OS and arch.
+pub fn go_os_arch() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "riscv64" => "riscv64",
+        "x86" => "386",
+        "arm" => "arm",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+/// The buckets the agent uses (created on first use with the Go settings).
+#[derive(Clone)]
+struct Buckets {
+    app_configs: async_nats::jetstream::kv::Store,
+    node_states: async_nats::jetstream::kv::Store,
+}
+
+impl Buckets {
+    async fn open(nats: &async_nats::Client) -> Result<Self, store::StoreError> {
+        let js = store::jetstream(nats)?;
+        let b = Buckets {
+            app_configs: store::ensure_kv(&js, store::APP_CONFIGS).await?,
+            node_states: store::ensure_kv(&js, store::NODE_STATES).await?,
+        };
+        store::ensure_object_store(&js, store::APP_BINARIES).await?;
+        store::ensure_logs_stream(&js).await?;
+        store::ensure_status_stream(&js).await?;
+        Ok(b)
+    }
+}
+
+/// What the agent knows about one app.
+#[derive(Debug, Default)]
+struct App {
+    /// Last valid spec (kept when a bad one arrives, R7).
+    spec: Option<ServiceSpec>,
+    /// Why the latest spec was rejected, if it was.
+    spec_error: Option<String>,
+    /// Binary for the current spec on this node.
+    binary: Option<Fetched>,
+    fetch_error: Option<String>,
+    fetching: bool,
+    /// Look the object up again (every spec write: a new upload under the
+    /// same tag must be noticed, R5).
+    recheck: bool,
+}
+
+enum Event {
+    Spec {
+        key: String,
+        yaml: Option<Vec<u8>>,
+    },
+    Fetched {
+        app: String,
+        tag: String,
+        result: Result<Fetched, String>,
+    },
+    SyncDone,
+}
+
+/// Shared agent state.
+struct Agent<M: UnitManager> {
+    cfg: NodeConfig,
+    systemd: M,
+    systemd_version: u32,
+    systemd_version_string: String,
+    started: time::OffsetDateTime,
+    os: &'static str,
+    arch: &'static str,
+    cache: BinaryCache,
+    apps: Mutex<BTreeMap<String, App>>,
+    /// Last status published per instance id.
+    published: Mutex<HashMap<String, InstanceStatus>>,
+    nats: async_nats::Client,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Run the agent until `shutdown` resolves. Apps keep running afterwards.
+pub async fn run<M: UnitManager>(
+    cfg: NodeConfig,
+    systemd: M,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    prepare_data_dir(&cfg.data_dir)?;
+    let version = systemd.version().await?;
+    let systemd_version = units::systemd_major(&version);
+    tracing::info!(node = %cfg.node_id, systemd = %version, "node agent starting");
+    let nats = nats_conn::connect(&cfg.nats).await?;
+    let (os, arch) = go_os_arch();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let agent = Arc::new(Agent {
+        cache: BinaryCache::new(cfg.data_dir.join("binaries")),
+        cfg,
+        systemd,
+        systemd_version,
+        systemd_version_string: version.clone(),
+        started: time::OffsetDateTime::now_utc(),
+        os,
+        arch,
+        apps: Mutex::new(BTreeMap::new()),
+        published: Mutex::new(HashMap::new()),
+        nats,
+        events: tx,
+    });
+
+    // Offline first: what was applied last time, from the data dir. Units
+    // that already run with the same hash are adopted, nothing restarts.
+    let restored = agent.restore_from_cache().await;
+    if restored > 0 {
+        tracing::info!(apps = restored, "restored specs from the local cache");
+        agent.reconcile().await;
+    }
+
+    // NATS side: wait for a connection in the background, then register,
+    // heartbeat and watch specs.
+    let nats_agent = agent.clone();
+    tokio::spawn(async move { nats_agent.nats_loop().await });
+
+    let mut ready = false;
+    if restored > 0 {
+        crate::sd::ready("restored from cache; waiting for NATS");
+        ready = true;
+    }
+    crate::sd::spawn_watchdog();
+    let mut status_tick = tokio::time::interval(agent.cfg.status_interval);
+    // Failed fetches (object not uploaded yet, NATS trouble) are retried.
+    let mut retry_tick = tokio::time::interval(Duration::from_secs(30));
+    retry_tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(ev) = rx.recv() => {
+                let mut reconcile = agent.handle_event(ev).await;
+                // Coalesce a burst of events into one reconcile.
+                while let Ok(ev) = rx.try_recv() {
+                    reconcile |= agent.handle_event(ev).await;
+                }
+                if reconcile {
+                    agent.reconcile().await;
+                    agent.publish_status().await;
+                    if !ready {
+                        crate::sd::ready(&agent.status_line().await);
+                        ready = true;
+                    }
+                }
+            }
+            _ = retry_tick.tick() => {
+                if agent.clear_fetch_errors().await {
+                    agent.reconcile().await;
+                }
+            }
+            _ = status_tick.tick() => {
+                agent.publish_status().await;
+                crate::sd::status(&agent.status_line().await);
+            }
+        }
+    }
+    crate::sd::stopping("stopping the agent; apps keep running");
+    agent.deregister().await;
+    Ok(())
+}
+
+/// The data dir must exist, be root-owned and reachable by app users
+/// (binaries are executed from it by dynamic users).
+fn prepare_data_dir(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |m: String| NodeError::DataDir {
+        path: dir.to_owned(),
+        message: m,
+    };
+    if !dir.is_absolute() {
+        return Err(err("must be an absolute path".into()));
+    }
+    if dir.starts_with("/tmp") || dir.starts_with("/var/tmp") {
+        return Err(err(
+            "apps run with a private /tmp (DynamicUser/PrivateTmp) and cannot execute binaries from it; use a directory such as /var/lib/narun".into(),
+        ));
+    }
+    std::fs::create_dir_all(dir.join("binaries"))
+        .and_then(|_| std::fs::create_dir_all(dir.join("specs")))
+        .map_err(|e| err(format!("cannot create: {e}")))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    let _ = std::fs::set_permissions(dir.join("binaries"), std::fs::Permissions::from_mode(0o755));
+    let _ = std::fs::set_permissions(dir.join("specs"), std::fs::Permissions::from_mode(0o700));
+    // Every ancestor must be traversable by other users.
+    for a in dir.ancestors() {
+        if let Ok(m) = std::fs::metadata(a) {
+            if m.permissions().mode() & 0o001 == 0 {
+                return Err(err(format!(
+                    "{} is not traversable by app users (mode {:o}); chmod o+x it or choose another data dir",
+                    a.display(),
+                    m.permissions().mode() & 0o777
+                )));
+            }
+        }
+    }
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"").map_err(|e| err(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+impl<M: UnitManager> Agent<M> {
+    fn node(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    /// Load `<data>/specs/*.yaml` (the last specs this node applied).
+    async fn restore_from_cache(&self) -> usize {
+        let dir = self.cfg.data_dir.join("specs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut apps = self.apps.lock().await;
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("yaml") {
+                continue;
+            }
+            let Ok(yaml) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(spec) = spec::parse(&yaml) else {
+                tracing::warn!(path = %path.display(), "ignoring an unreadable cached spec");
+                continue;
+            };
+            let digest = std::fs::read_to_string(path.with_extension("digest")).unwrap_or_default();
+            let binary =
+                self.cache
+                    .cached(&spec.name, &spec.tag, self.os, self.arch, digest.trim());
+            apps.insert(
+                spec.name.clone(),
+                App {
+                    spec: Some(spec),
+                    binary,
+                    ..App::default()
+                },
+            );
+        }
+        apps.len()
+    }
+
+    fn save_to_cache(&self, app: &str, yaml: Option<(&[u8], &str)>) {
+        let base = self.cfg.data_dir.join("specs").join(app);
+        match yaml {
+            Some((y, digest)) => {
+                let _ = std::fs::write(base.with_extension("yaml"), y);
+                let _ = std::fs::write(base.with_extension("digest"), digest);
+            }
+            None => {
+                let _ = std::fs::remove_file(base.with_extension("yaml"));
+                let _ = std::fs::remove_file(base.with_extension("digest"));
+            }
+        }
+    }
+
+    /// Connect, register, heartbeat, and feed spec changes to the loop.
+    async fn nats_loop(self: Arc<Self>) {
+        nats_conn::wait_connected(&self.nats).await;
+        let buckets = loop {
+            match Buckets::open(&self.nats).await {
+                Ok(b) => break b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the narun buckets; retrying");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        };
+        if let Err(e) = self.check_unique(&buckets).await {
+            tracing::error!(error = %e, "refusing to run");
+            eprintln!("narun node: {e}");
+            std::process::exit(1);
+        }
+        if !self.cfg.journalctl.is_empty() {
+            tokio::spawn(super::logs::forward(
+                self.nats.clone(),
+                self.node().to_owned(),
+                self.cfg.journalctl.clone(),
+            ));
+        }
+        let hb = self.clone();
+        let hb_buckets = buckets.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(store::HEARTBEAT_INTERVAL);
+            loop {
+                tick.tick().await;
+                hb.heartbeat(&hb_buckets, store::NODE_RUNNING).await;
+            }
+        });
+        loop {
+            if let Err(e) = self.watch_specs(&buckets).await {
+                tracing::warn!(error = %e, "spec watch ended; restarting it");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn watch_specs(&self, buckets: &Buckets) -> Result<(), String> {
+        let kv = &buckets.app_configs;
+        let mut watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| e.to_string())?;
+        // An empty bucket replays nothing: the initial sync is then done at once.
+        let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
+        let mut any = false;
+        while let Some(k) = keys.next().await {
+            if k.is_ok() {
+                any = true;
+                break;
+            }
+        }
+        let mut synced = !any;
+        let mut seen = BTreeSet::new();
+        if synced {
+            let _ = self.events.send(Event::SyncDone);
+        }
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| e.to_string())?;
+            seen.insert(entry.key.clone());
+            let yaml = match entry.operation {
+                async_nats::jetstream::kv::Operation::Put => Some(entry.value.to_vec()),
+                _ => None,
+            };
+            let _ = self.events.send(Event::Spec {
+                key: entry.key.clone(),
+                yaml,
+            });
+            if !synced && entry.delta == 0 {
+                synced = true;
+                // Apps cached locally but gone from NATS are deleted.
+                let cached: Vec<String> = self.apps.lock().await.keys().cloned().collect();
+                for app in cached.into_iter().filter(|a| !seen.contains(a)) {
+                    let _ = self.events.send(Event::Spec {
+                        key: app,
+                        yaml: None,
+                    });
+                }
+                let _ = self.events.send(Event::SyncDone);
+            }
+        }
+        Err("watch stream closed".into())
+    }
+
+    /// Refuse to run beside another live agent with the same node id (R26).
+    async fn check_unique(&self, buckets: &Buckets) -> Result<(), NodeError> {
+        let Ok(Some(raw)) = buckets.node_states.get(self.node()).await else {
+            return Ok(());
+        };
+        let Ok(state) = serde_json::from_slice::<store::NodeState>(&raw) else {
+            return Ok(());
+        };
+        let mine = machine_id();
+        match state.machine_id.as_deref() {
+            Some(m) if m != mine && state.status == store::NODE_RUNNING => {
+                Err(NodeError::DuplicateNode {
+                    node_id: self.node().to_owned(),
+                    machine: m.to_owned(),
+                    last_seen: state.last_seen.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn heartbeat(&self, buckets: &Buckets, status: &str) {
+        let managed = self
+            .systemd
+            .list(units::UNIT_GLOB)
+            .await
+            .map(|l| {
+                let mut ids: Vec<String> = l
+                    .iter()
+                    .filter_map(|u| units::parse_unit_name(&u.name))
+                    .map(|(a, i)| units::instance_id(&a, i))
+                    .collect();
+                ids.sort();
+                ids
+            })
+            .unwrap_or_default();
+        let state = store::NodeState {
+            node_id: self.node().to_owned(),
+            last_seen: time::OffsetDateTime::now_utc(),
+            version: crate::VERSION.to_owned(),
+            start_time: self.started,
+            managed_instances: managed,
+            status: status.to_owned(),
+            os: self.os.to_owned(),
+            arch: self.arch.to_owned(),
+            labels: self.cfg.labels.clone(),
+            machine_id: Some(machine_id()),
+            systemd_version: Some(self.systemd_version_string.clone()),
+        };
+        match serde_json::to_vec(&state) {
+            Ok(json) => {
+                if let Err(e) = buckets.node_states.put(self.node(), json.into()).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode the node state"),
+        }
+    }
+
+    async fn deregister(&self) {
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        if let Ok(b) = Buckets::open(&self.nats).await {
+            self.heartbeat(&b, store::NODE_SHUTTING_DOWN).await;
+            let _ = b.node_states.delete(self.node()).await;
+        }
+        let _ = self.nats.flush().await;
+    }
+
+    /// Apply one event to the state; true when a reconcile is due.
+    async fn handle_event(&self, ev: Event) -> bool {
+        match ev {
+            Event::SyncDone => true,
+            Event::Spec { key, yaml: None } => {
+                tracing::info!(app = %key, "spec deleted");
+                self.apps.lock().await.remove(&key);
+                self.save_to_cache(&key, None);
+                true
+            }
+            Event::Spec {
+                key,
+                yaml: Some(yaml),
+            } => {
+                let parsed = std::str::from_utf8(&yaml)
+                    .map_err(|_| "spec is not UTF-8".to_owned())
+                    .and_then(|y| spec::parse(y).map_err(|e| e.to_string()))
+                    .and_then(|s| {
+                        if s.name == key {
+                            Ok(s)
+                        } else {
+                            Err(format!(
+                                "name: {:?} does not match the KV key {key:?}",
+                                s.name
+                            ))
+                        }
+                    });
+                let mut apps = self.apps.lock().await;
+                let app = apps.entry(key.clone()).or_default();
+                match parsed {
+                    Err(e) => {
+                        // Keep the previous version running (R7) and say why.
+                        tracing::error!(app = %key, error = %e, "invalid spec; keeping the running version");
+                        app.spec_error = Some(e.clone());
+                        drop(apps);
+                        self.publish_app_error(&key, &format!("invalid spec: {e}"))
+                            .await;
+                        false
+                    }
+                    Ok(new) => {
+                        app.spec_error = None;
+                        let changed_binary = app.spec.as_ref().is_none_or(|old| old.tag != new.tag);
+                        if changed_binary {
+                            app.binary = None;
+                        }
+                        app.spec = Some(new);
+                        // Always re-check the object: a new upload under the
+                        // same tag must restart (R5).
+                        app.fetch_error = None;
+                        app.recheck = true;
+                        true
+                    }
+                }
+            }
+            Event::Fetched { app, tag, result } => {
+                let mut apps = self.apps.lock().await;
+                let Some(a) = apps.get_mut(&app) else {
+                    return false;
+                };
+                a.fetching = false;
+                if a.spec.as_ref().map(|s| s.tag.as_str()) != Some(tag.as_str()) {
+                    return true; // superseded; the reconcile refetches
+                }
+                match result {
+                    Ok(f) => {
+                        a.binary = Some(f);
+                        a.fetch_error = None;
+                    }
+                    Err(e) => {
+                        tracing::error!(app = %app, error = %e, "binary fetch failed");
+                        a.fetch_error = Some(e.clone());
+                        drop(apps);
+                        self.publish_app_error(&app, &format!("Binary fetch failed: {e}"))
+                            .await;
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Forget failed fetches so the next reconcile tries again.
+    async fn clear_fetch_errors(&self) -> bool {
+        let mut apps = self.apps.lock().await;
+        let mut any = false;
+        for app in apps.values_mut() {
+            any |= app.fetch_error.take().is_some();
+        }
+        any
+    }
+
+    /// Compute desired replicas, start fetches, plan and apply.
+    async fn reconcile(&self) {
+        let actual = match self.systemd.list(units::UNIT_GLOB).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list units; reconcile skipped");
+                return;
+            }
+        };
+        let mut desired = Vec::new();
+        let mut hold = BTreeSet::new();
+        let mut to_fetch = Vec::new();
+        {
+            let mut apps = self.apps.lock().await;
+            for (name, app) in apps.iter_mut() {
+                let Some(spec) = &app.spec else { continue };
+                let replicas = spec.replicas_for(self.node(), &self.cfg.labels, self.arch);
+                if replicas == 0 {
+                    continue;
+                }
+                if (app.binary.is_none() || app.recheck)
+                    && !app.fetching
+                    && app.fetch_error.is_none()
+                {
+                    app.fetching = true;
+                    app.recheck = false;
+                    to_fetch.push((name.clone(), spec.tag.clone()));
+                }
+                let Some(bin) = &app.binary else {
+                    // Not fetched yet (or failed): whatever runs keeps running.
+                    hold.insert(name.clone());
+                    continue;
+                };
+                match self.replicas(spec, bin, replicas) {
+                    Ok(mut d) => desired.append(&mut d),
+                    Err(e) => {
+                        hold.insert(name.clone());
+                        app.spec_error = Some(e);
+                    }
+                }
+            }
+        }
+        for (app, tag) in to_fetch {
+            self.spawn_fetch(app, tag);
+        }
+
+        let actions = plan(&desired, &actual, &hold);
+        if actions.is_empty() {
+            return;
+        }
+        tracing::info!(actions = actions.len(), "applying reconcile plan");
+        for action in actions {
+            self.apply(&action).await;
+        }
+        // Remember what was applied, for offline restarts, and drop cached
+        // binaries nothing uses any more.
+        let apps = self.apps.lock().await;
+        let mut keep = BTreeSet::new();
+        for (name, app) in apps.iter() {
+            if let (Some(spec), Some(bin)) = (&app.spec, &app.binary) {
+                if let Ok(y) = serde_norway::to_string(spec) {
+                    self.save_to_cache(name, Some((y.as_bytes(), &bin.digest)));
+                }
+                if let Some(hex) = super::binaries::digest_hex(&bin.digest) {
+                    keep.insert(hex);
+                }
+            }
+        }
+        // Only when every app has its binary: a held app's running units
+        // still execute (and systemd may restart) the previous one.
+        let settled = apps.values().all(|a| {
+            a.binary.is_some()
+                || a.spec
+                    .as_ref()
+                    .is_none_or(|s| s.replicas_for(self.node(), &self.cfg.labels, self.arch) == 0)
+        });
+        if settled {
+            self.cache.gc(&keep);
+        }
+    }
+
+    fn replicas(&self, spec: &ServiceSpec, bin: &Fetched, n: u32) -> Result<Vec<Desired>, String> {
+        let identity = if spec.user.is_empty() {
+            Identity::Dynamic
+        } else if spec.user == "root" && !self.cfg.allow_root_apps {
+            return Err("user: root is not allowed on this node (allow_root_apps is off)".into());
+        } else {
+            Identity::Named(spec.user.clone())
+        };
+        let network = match (spec.network(), spec.network_namespace_path.as_str()) {
+            (_, path) if !path.is_empty() => Network::Namespace(path.to_owned()),
+            (spec::Network::None, _) => Network::None,
+            _ => Network::Host,
+        };
+        let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &bin.digest);
+        let env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .filter(|e| e.value_from_secret.is_empty())
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        Ok((0..n)
+            .map(|index| {
+                let r = Replica {
+                    app: spec.name.clone(),
+                    index,
+                    node_id: self.node().to_owned(),
+                    node_os: self.os.into(),
+                    node_arch: self.arch.into(),
+                    hash: hash.clone(),
+                    binary: bin.path.clone(),
+                    args: spec.args.clone(),
+                    env: env.clone(),
+                    nats_url: self.cfg.app_nats_url.clone(),
+                    identity: identity.clone(),
+                    memory_high_mb: nonzero(spec.memory_mb),
+                    memory_max_mb: nonzero(spec.memory_max_mb),
+                    cpu_cores: (spec.cpu_cores > 0.0).then_some(spec.cpu_cores),
+                    tasks_max: spec.tasks_max.map(u64::from),
+                    restart: Restart {
+                        policy: match spec.restart.policy {
+                            spec::RestartPolicy::Always => "always",
+                            spec::RestartPolicy::OnFailure => "on-failure",
+                            spec::RestartPolicy::Never => "no",
+                        },
+                        delay: spec.restart.delay.0,
+                        max: spec.restart.max_restarts,
+                        window: spec.restart.window.0,
+                    },
+                    stop_timeout: spec.stop_timeout.0,
+                    network: network.clone(),
+                    systemd_version: self.systemd_version,
+                };
+                Desired {
+                    app: spec.name.clone(),
+                    index,
+                    hash: hash.clone(),
+                    unit: units::render(&r),
+                }
+            })
+            .collect())
+    }
+
+    fn spawn_fetch(&self, app: String, tag: String) {
+        let cache = self.cache.clone();
+        let nats = self.nats.clone();
+        let events = self.events.clone();
+        let (os, arch) = (self.os, self.arch);
+        tokio::spawn(async move {
+            let result = cache.fetch(&nats, &app, &tag, os, arch).await;
+            let _ = events.send(Event::Fetched { app, tag, result });
+        });
+    }
+
+    async fn apply(&self, action: &Action) {
+        let name = action.unit_name().to_owned();
+        let Some((app, index)) = units::parse_unit_name(&name) else {
+            return;
+        };
+        let id = units::instance_id(&app, index);
+        let result = match action {
+            Action::Stop(n) => {
+                self.publish(&app, InstanceStatus::stopping(&id)).await;
+                let r = self.systemd.stop(n).await;
+                let _ = self.systemd.reset_failed(n).await;
+                if r.is_ok() {
+                    self.publish(&app, InstanceStatus::stopped(&id, None)).await;
+                }
+                r
+            }
+            Action::Start(u) => {
+                self.publish(&app, InstanceStatus::starting(&id, "Starting process"))
+                    .await;
+                let _ = self.systemd.reset_failed(&u.name).await;
+                self.systemd.start_transient(u).await
+            }
+            Action::Replace(u) => {
+                self.publish(&app, InstanceStatus::stopping(&id)).await;
+                let stopped = self.systemd.stop(&u.name).await;
+                let _ = self.systemd.reset_failed(&u.name).await;
+                match stopped {
+                    Ok(()) => {
+                        self.publish(
+                            &app,
+                            InstanceStatus::starting(&id, "Restarting with a new spec or binary"),
+                        )
+                        .await;
+                        self.systemd.start_transient(u).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(unit = %name, error = %e, "systemd action failed");
+            self.publish(&app, InstanceStatus::failed(&id, &e.to_string()))
+                .await;
+        }
+    }
+
+    /// Publish a status message if it differs from the last one for that instance.
+    async fn publish(&self, app: &str, status: InstanceStatus) {
+        {
+            let mut published = self.published.lock().await;
+            if published.get(&status.instance_id) == Some(&status) {
+                return;
+            }
+            published.insert(status.instance_id.clone(), status.clone());
+        }
+        let update = status.to_update(self.node());
+        if let Ok(json) = serde_json::to_vec(&update) {
+            let _ = self
+                .nats
+                .publish(store::status_subject(app, self.node()), json.into())
+                .await;
+        }
+    }
+
+    async fn publish_app_error(&self, app: &str, error: &str) {
+        let n = {
+            let apps = self.apps.lock().await;
+            apps.get(app)
+                .and_then(|a| a.spec.as_ref())
+                .map(|s| s.replicas_for(self.node(), &self.cfg.labels, self.arch))
+                .unwrap_or(1)
+                .max(1)
+        };
+        for i in 0..n {
+            let id = units::instance_id(app, i);
+            self.publish(app, InstanceStatus::failed(&id, error)).await;
+        }
+    }
+
+    /// Read every narun unit's state from systemd and publish changes.
+    async fn publish_status(&self) {
+        let Ok(list) = self.systemd.list(units::UNIT_GLOB).await else {
+            return;
+        };
+        let mut live = BTreeSet::new();
+        for u in list {
+            let Some((app, index)) = units::parse_unit_name(&u.name) else {
+                continue;
+            };
+            let id = units::instance_id(&app, index);
+            live.insert(id.clone());
+            let Ok(Some(details)) = self.systemd.details(&u.name).await else {
+                continue;
+            };
+            let hash = units::hash_from_description(&u.description).unwrap_or_default();
+            self.publish(&app, derive_status(&id, &details).with_hash(hash))
+                .await;
+        }
+        // Instances whose unit vanished on its own (e.g. stopped by hand).
+        let gone: Vec<InstanceStatus> = {
+            let published = self.published.lock().await;
+            published
+                .values()
+                .filter(|s| !live.contains(&s.instance_id) && s.is_active())
+                .cloned()
+                .collect()
+        };
+        for s in gone {
+            if let Some((app, _)) = spec::split_instance_id(&s.instance_id) {
+                let app = app.to_owned();
+                self.publish(&app, InstanceStatus::stopped(&s.instance_id, None))
+                    .await;
+            }
+        }
+    }
+
+    async fn status_line(&self) -> String {
+        let apps = self.apps.lock().await.len();
+        let running = self
+            .published
+            .lock()
+            .await
+            .values()
+            .filter(|s| s.status == "running")
+            .count();
+        format!("{apps} apps, {running} replicas running")
+    }
+}
+
+/// This machine's id (`/etc/machine-id`), to tell a restarted agent from a
+/// second one.
+pub fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

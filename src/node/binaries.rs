@@ -1,0 +1,206 @@
+//! App binaries from Object Store `app-binaries`: streamed to a temp file in
+//! the data dir, SHA-256 verified, fsync'd, atomically renamed, mode 0755
+//! root-owned, cached by digest.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::store;
+
+/// A verified binary on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub path: PathBuf,
+    /// The object's digest as NATS records it (`SHA-256=<base64url>`).
+    pub digest: String,
+}
+
+/// The on-disk cache under `<data-dir>/binaries/<sha256 hex>/<object>`.
+#[derive(Debug, Clone)]
+pub struct BinaryCache {
+    dir: PathBuf,
+}
+
+/// `SHA-256=<base64url, padded or not>` → lowercase hex.
+pub fn digest_hex(digest: &str) -> Option<String> {
+    let b64 = digest.strip_prefix("SHA-256=")?.trim_end_matches('=');
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .ok()?;
+    (raw.len() == 32).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl BinaryCache {
+    pub fn new(dir: PathBuf) -> Self {
+        BinaryCache { dir }
+    }
+
+    fn path_for(&self, hex: &str, object: &str) -> PathBuf {
+        self.dir.join(hex).join(object)
+    }
+
+    /// A cached binary for this digest, if present and intact.
+    pub fn cached(
+        &self,
+        app: &str,
+        tag: &str,
+        os: &str,
+        arch: &str,
+        digest: &str,
+    ) -> Option<Fetched> {
+        let hex = digest_hex(digest)?;
+        let path = self.path_for(&hex, &store::binary::object_name(app, tag, os, arch));
+        let bytes = std::fs::read(&path).ok()?;
+        (sha256_hex(&bytes) == hex).then(|| Fetched {
+            path,
+            digest: digest.to_owned(),
+        })
+    }
+
+    /// Make sure the binary of `app` at `tag` for this platform is on disk.
+    pub async fn fetch(
+        &self,
+        nats: &async_nats::Client,
+        app: &str,
+        tag: &str,
+        os: &str,
+        arch: &str,
+    ) -> Result<Fetched, String> {
+        let object = store::binary::object_name(app, tag, os, arch);
+        let js = async_nats::jetstream::new(nats.clone());
+        let bucket = js
+            .get_object_store(store::APP_BINARIES)
+            .await
+            .map_err(|e| format!("object store '{}' unavailable: {e}", store::APP_BINARIES))?;
+        let info = bucket.info(&object).await.map_err(|e| {
+            format!(
+                "binary object '{object}' for platform {os}/{arch} not found in '{}': {e}",
+                store::APP_BINARIES
+            )
+        })?;
+        let digest = info
+            .digest
+            .clone()
+            .ok_or_else(|| format!("binary object '{object}' has no digest"))?;
+        let hex = digest_hex(&digest).ok_or_else(|| {
+            format!("binary object '{object}' has an unsupported digest {digest:?}")
+        })?;
+        if let Some(hit) = self.cached(app, tag, os, arch, &digest) {
+            return Ok(hit);
+        }
+        let final_path = self.path_for(&hex, &object);
+        let dir = final_path.parent().expect("has a parent").to_owned();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        set_mode(&dir, 0o755).await;
+        let tmp = dir.join(format!(".{object}.tmp.{}", std::process::id()));
+        let result = self.download(&bucket, &object, &tmp, &hex).await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, &final_path)
+            .await
+            .map_err(|e| format!("cannot install {}: {e}", final_path.display()))?;
+        tracing::info!(object = %object, path = %final_path.display(), "binary installed");
+        Ok(Fetched {
+            path: final_path,
+            digest,
+        })
+    }
+
+    async fn download(
+        &self,
+        bucket: &async_nats::jetstream::object_store::ObjectStore,
+        object: &str,
+        tmp: &Path,
+        want_hex: &str,
+    ) -> Result<(), String> {
+        let mut obj = bucket
+            .get(object)
+            .await
+            .map_err(|e| format!("cannot download '{object}': {e}"))?;
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            use tokio::io::AsyncReadExt;
+            let n = obj
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("download of '{object}' failed: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        }
+        let got: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if got != want_hex {
+            return Err(format!(
+                "digest mismatch for '{object}': expected sha256 {want_hex}, got {got}"
+            ));
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+        drop(file);
+        set_mode(tmp, 0o755).await;
+        Ok(())
+    }
+
+    /// Remove cached digests not in `keep` (hex).
+    pub fn gc(&self, keep: &std::collections::BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && !keep.contains(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+async fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_decode_padded_or_not() {
+        // sha256("") in base64url
+        let d = "SHA-256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=";
+        assert_eq!(
+            digest_hex(d).unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(digest_hex(d.trim_end_matches('=')), digest_hex(d));
+        assert_eq!(digest_hex("MD5=abc"), None);
+        assert_eq!(digest_hex("SHA-256=short"), None);
+    }
+}

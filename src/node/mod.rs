@@ -1,0 +1,15 @@
+//! `narun node`: the agent that runs apps as transient systemd units.
+//!
+//! - [`units`]: replica → transient unit properties (pure);
+//! - [`reconcile`]: desired vs actual → actions (pure);
+//! - the agent loop wires NATS (specs, binaries, status, heartbeats) to
+//!   systemd through [`crate::systemd::UnitManager`].
+
+pub mod agent;
+pub mod binaries;
+pub mod reconcile;
+pub mod status;
+pub mod units;
+
+pub use agent::{run, NodeConfig, NodeError};
+pub mod logs;

@@ -1,0 +1,468 @@
+//! Replica → transient unit, as a pure function tested as data.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::systemd::{ExecCommand, Prop, TransientUnit};
+
+/// The slice every app runs in (a fleet-wide cap can be set on it).
+pub const SLICE: &str = "narun.slice";
+/// Glob matching every narun app unit.
+pub const UNIT_GLOB: &str = "narun-app@*.service";
+
+/// Restart policy, mapped onto systemd's `Restart=`/`StartLimit*=`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restart {
+    /// `always`, `on-failure` or `no`.
+    pub policy: &'static str,
+    pub delay: Duration,
+    /// Restarts allowed within `window` before systemd gives up (unit failed).
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: "on-failure",
+            delay: Duration::from_secs(1),
+            max: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Network placement of a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    Host,
+    /// Only a loopback interface.
+    None,
+    /// An existing network namespace (`/run/netns/blue`).
+    Namespace(String),
+}
+
+/// Who the app runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A dynamic user per app (`DynamicUser=yes`, `User=narun-<app>`).
+    Dynamic,
+    /// A named account of the machine.
+    Named(String),
+}
+
+/// Everything the renderer needs for one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    pub app: String,
+    pub index: u32,
+    pub node_id: String,
+    pub node_os: String,
+    pub node_arch: String,
+    /// Content hash of what this replica runs (spec for this node + binary digest).
+    pub hash: String,
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    /// Non-secret environment, in order.
+    pub env: Vec<(String, String)>,
+    pub nats_url: String,
+    pub identity: Identity,
+    pub memory_high_mb: Option<u64>,
+    pub memory_max_mb: Option<u64>,
+    pub cpu_cores: Option<f64>,
+    pub tasks_max: Option<u64>,
+    pub restart: Restart,
+    pub stop_timeout: Duration,
+    pub network: Network,
+    /// systemd's major version, to use newer properties only where they exist.
+    pub systemd_version: u32,
+}
+
+/// `narun-app@<app>.service` for replica 0, `narun-app@<app>:<i>.service` after.
+pub fn unit_name(app: &str, index: u32) -> String {
+    if index == 0 {
+        format!("narun-app@{app}.service")
+    } else {
+        format!("narun-app@{app}:{index}.service")
+    }
+}
+
+/// Go-style instance id used in NATS messages: `<app>-<i>`.
+pub fn instance_id(app: &str, index: u32) -> String {
+    format!("{app}-{index}")
+}
+
+/// The (app, replica index) a narun unit name stands for.
+pub fn parse_unit_name(name: &str) -> Option<(String, u32)> {
+    let inner = name.strip_prefix("narun-app@")?.strip_suffix(".service")?;
+    match inner.rsplit_once(':') {
+        Some((app, idx)) => {
+            let idx: u32 = idx.parse().ok()?;
+            (idx > 0 && !app.is_empty()).then(|| (app.to_owned(), idx))
+        }
+        None => (!inner.is_empty()).then(|| (inner.to_owned(), 0)),
+    }
+}
+
+const HASH_OPEN: &str = " [spec ";
+
+/// Unit description; carries the hash so an agent restart can adopt units.
+pub fn description(app: &str, index: u32, hash: &str) -> String {
+    format!("narun app {app} replica {index}{HASH_OPEN}{hash}]")
+}
+
+/// The hash recorded in a unit's description by [`description`].
+pub fn hash_from_description(desc: &str) -> Option<&str> {
+    let start = desc.rfind(HASH_OPEN)? + HASH_OPEN.len();
+    desc[start..].strip_suffix(']')
+}
+
+/// The working directory of an app (systemd `StateDirectory=`, private to
+/// the app's user, kept across restarts and upgrades).
+pub fn state_directory(app: &str) -> String {
+    format!("narun-app/{app}")
+}
+
+fn b(v: bool) -> Prop {
+    Prop::Bool(v)
+}
+fn s(v: impl Into<String>) -> Prop {
+    Prop::Str(v.into())
+}
+fn usec(d: Duration) -> Prop {
+    Prop::U64(d.as_micros() as u64)
+}
+
+/// Render a replica as a transient unit.
+pub fn render(r: &Replica) -> TransientUnit {
+    let name = unit_name(&r.app, r.index);
+    let state_dir = state_directory(&r.app);
+    let workdir = format!("/var/lib/{state_dir}");
+    let mut p: Vec<(&'static str, Prop)> = Vec::new();
+
+    p.push(("Description", s(description(&r.app, r.index, &r.hash))));
+    p.push(("Slice", s(SLICE)));
+    p.push(("Type", s("exec")));
+    let binary = r.binary.to_string_lossy().into_owned();
+    let mut argv = vec![binary.clone()];
+    argv.extend(r.args.iter().cloned());
+    p.push((
+        "ExecStart",
+        Prop::Exec(vec![ExecCommand {
+            path: binary,
+            argv,
+            ignore_failure: false,
+        }]),
+    ));
+    p.push(("StateDirectory", Prop::Strs(vec![state_dir])));
+    p.push(("WorkingDirectory", s(workdir.clone())));
+
+    let mut env = vec![
+        format!("NARUN_APP_NAME={}", r.app),
+        format!("NARUN_INSTANCE_ID={}", instance_id(&r.app, r.index)),
+        format!("NARUN_REPLICA_INDEX={}", r.index),
+        format!("NARUN_NODE_ID={}", r.node_id),
+        format!("NARUN_NODE_OS={}", r.node_os),
+        format!("NARUN_NODE_ARCH={}", r.node_arch),
+        format!("NARUN_INSTANCE_ROOT={workdir}"),
+        format!("NATS_URL={}", r.nats_url),
+    ];
+    env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
+    p.push(("Environment", Prop::Strs(env)));
+
+    // Supervision: systemd restarts, kills and logs.
+    p.push(("KillMode", s("control-group")));
+    p.push(("TimeoutStopUSec", usec(r.stop_timeout)));
+    p.push(("Restart", s(r.restart.policy)));
+    p.push(("RestartUSec", usec(r.restart.delay)));
+    p.push(("StartLimitBurst", Prop::U32(r.restart.max)));
+    p.push(("StartLimitIntervalUSec", usec(r.restart.window)));
+    p.push(("StandardOutput", s("journal")));
+    p.push(("StandardError", s("journal")));
+    p.push(("SyslogIdentifier", s(r.app.clone())));
+    p.push((
+        "LogExtraFields",
+        Prop::Bytes(vec![
+            format!("NARUN_APP={}", r.app).into_bytes(),
+            format!("NARUN_INSTANCE={}", instance_id(&r.app, r.index)).into_bytes(),
+            format!("NARUN_NODE={}", r.node_id).into_bytes(),
+        ]),
+    ));
+
+    // Limits (cgroup v2 names only; systemd translates on hybrid hosts).
+    p.push(("MemoryAccounting", b(true)));
+    p.push(("CPUAccounting", b(true)));
+    p.push(("TasksAccounting", b(true)));
+    let mb = |m: u64| Prop::U64(m.saturating_mul(1024 * 1024));
+    if let Some(m) = r.memory_high_mb {
+        p.push(("MemoryHigh", mb(m)));
+    }
+    if let Some(m) = r.memory_max_mb {
+        p.push(("MemoryMax", mb(m)));
+    }
+    if let Some(c) = r.cpu_cores {
+        p.push((
+            "CPUQuotaPerSecUSec",
+            Prop::U64((c * 1_000_000.0).round() as u64),
+        ));
+    }
+    if let Some(t) = r.tasks_max {
+        p.push(("TasksMax", Prop::U64(t)));
+    }
+
+    // Identity.
+    match &r.identity {
+        Identity::Dynamic => {
+            p.push(("DynamicUser", b(true)));
+            p.push(("User", s(dynamic_user(&r.app))));
+        }
+        Identity::Named(user) => p.push(("User", s(user.clone()))),
+    }
+
+    // Sandbox defaults.
+    p.push(("NoNewPrivileges", b(true)));
+    p.push(("ProtectSystem", s("strict")));
+    p.push(("ProtectHome", s("yes")));
+    p.push(("PrivateTmp", b(true)));
+    p.push(("PrivateDevices", b(true)));
+    p.push(("PrivateIPC", b(true)));
+    p.push(("ProtectKernelTunables", b(true)));
+    p.push(("ProtectKernelModules", b(true)));
+    p.push(("ProtectKernelLogs", b(true)));
+    p.push(("ProtectControlGroups", b(true)));
+    p.push(("ProtectClock", b(true)));
+    p.push(("ProtectHostname", b(true)));
+    p.push(("ProtectProc", s("invisible")));
+    p.push(("RestrictSUIDSGID", b(true)));
+    p.push(("LockPersonality", b(true)));
+    p.push(("RestrictRealtime", b(true)));
+    // The D-Bus value is the set of namespace types allowed: none.
+    p.push(("RestrictNamespaces", Prop::U64(0)));
+    p.push(("SystemCallArchitectures", Prop::Strs(vec!["native".into()])));
+    p.push(("CapabilityBoundingSet", Prop::U64(0)));
+    p.push(("AmbientCapabilities", Prop::U64(0)));
+    p.push(("UMask", Prop::U32(0o077)));
+    if r.systemd_version >= 257 {
+        p.push(("PrivatePIDs", b(true)));
+    }
+    match &r.network {
+        Network::Host => {}
+        Network::None => p.push(("PrivateNetwork", b(true))),
+        Network::Namespace(path) => p.push(("NetworkNamespacePath", s(path.clone()))),
+    }
+
+    TransientUnit {
+        name,
+        properties: p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
+
+/// Dynamic user name of an app: one uid per app, shared by its replicas.
+/// User names are at most 31 characters; long app names are shortened with
+/// a hash suffix so two apps never share a uid.
+pub fn dynamic_user(app: &str) -> String {
+    let name = format!("narun-{}", app.to_ascii_lowercase().replace('.', "-"));
+    if name.len() <= 31 {
+        return name;
+    }
+    let h = fnv1a(app.as_bytes());
+    format!("{}-{:08x}", &name[..22], h as u32)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// systemd's major version from `Manager.Version` ("252.38-1~deb12u1" → 252).
+pub fn systemd_major(version: &str) -> u32 {
+    version
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica() -> Replica {
+        Replica {
+            app: "hello".into(),
+            index: 0,
+            node_id: "node-1".into(),
+            node_os: "linux".into(),
+            node_arch: "amd64".into(),
+            hash: "abc123".into(),
+            binary: "/var/lib/narun/binaries/x/hello".into(),
+            args: vec!["--port".into(), "1".into()],
+            env: vec![("GREETING".into(), "hi".into())],
+            nats_url: "nats://127.0.0.1:4222".into(),
+            identity: Identity::Dynamic,
+            memory_high_mb: Some(64),
+            memory_max_mb: Some(128),
+            cpu_cores: Some(0.5),
+            tasks_max: Some(32),
+            restart: Restart::default(),
+            stop_timeout: Duration::from_secs(10),
+            network: Network::Host,
+            systemd_version: 252,
+        }
+    }
+
+    #[test]
+    fn unit_names_and_instance_ids() {
+        assert_eq!(unit_name("hello", 0), "narun-app@hello.service");
+        assert_eq!(unit_name("hello", 2), "narun-app@hello:2.service");
+        assert_eq!(instance_id("hello", 2), "hello-2");
+        assert_eq!(
+            parse_unit_name("narun-app@hello:2.service"),
+            Some(("hello".into(), 2))
+        );
+        assert_eq!(
+            parse_unit_name("narun-app@hello.service"),
+            Some(("hello".into(), 0))
+        );
+        assert_eq!(parse_unit_name("narun-app@hello:0.service"), None);
+        assert_eq!(parse_unit_name("other@hello.service"), None);
+        assert_eq!(parse_unit_name("narun-app@.service"), None);
+    }
+
+    #[test]
+    fn description_round_trips_the_hash() {
+        let d = description("hello", 1, "deadbeef");
+        assert_eq!(d, "narun app hello replica 1 [spec deadbeef]");
+        assert_eq!(hash_from_description(&d), Some("deadbeef"));
+        assert_eq!(hash_from_description("something else"), None);
+    }
+
+    #[test]
+    fn renders_the_documented_properties() {
+        let u = render(&replica());
+        assert_eq!(u.name, "narun-app@hello.service");
+        let expect: &[(&str, Prop)] = &[
+            ("Type", s("exec")),
+            ("Slice", s("narun.slice")),
+            ("KillMode", s("control-group")),
+            ("Restart", s("on-failure")),
+            ("RestartUSec", Prop::U64(1_000_000)),
+            ("StartLimitBurst", Prop::U32(5)),
+            ("StartLimitIntervalUSec", Prop::U64(60_000_000)),
+            ("TimeoutStopUSec", Prop::U64(10_000_000)),
+            ("StandardOutput", s("journal")),
+            ("SyslogIdentifier", s("hello")),
+            ("MemoryHigh", Prop::U64(64 << 20)),
+            ("MemoryMax", Prop::U64(128 << 20)),
+            ("CPUQuotaPerSecUSec", Prop::U64(500_000)),
+            ("TasksMax", Prop::U64(32)),
+            ("DynamicUser", b(true)),
+            ("User", s("narun-hello")),
+            ("NoNewPrivileges", b(true)),
+            ("ProtectSystem", s("strict")),
+            ("ProtectProc", s("invisible")),
+            ("CapabilityBoundingSet", Prop::U64(0)),
+            ("UMask", Prop::U32(0o077)),
+            ("WorkingDirectory", s("/var/lib/narun-app/hello")),
+        ];
+        for (k, v) in expect {
+            assert_eq!(u.get(k), Some(v), "{k}");
+        }
+        assert_eq!(
+            u.get("ExecStart"),
+            Some(&Prop::Exec(vec![ExecCommand {
+                path: "/var/lib/narun/binaries/x/hello".into(),
+                argv: vec![
+                    "/var/lib/narun/binaries/x/hello".into(),
+                    "--port".into(),
+                    "1".into()
+                ],
+                ignore_failure: false,
+            }]))
+        );
+        let Some(Prop::Strs(env)) = u.get("Environment") else {
+            panic!("no env")
+        };
+        for want in [
+            "NARUN_INSTANCE_ID=hello-0",
+            "NARUN_REPLICA_INDEX=0",
+            "NARUN_NODE_ID=node-1",
+            "NATS_URL=nats://127.0.0.1:4222",
+            "GREETING=hi",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+        }
+        assert!(
+            !env.iter().any(|e| e.starts_with("NARUN_MASTER")),
+            "the agent's environment is not inherited"
+        );
+        assert_eq!(
+            u.get("LogExtraFields"),
+            Some(&Prop::Bytes(vec![
+                b"NARUN_APP=hello".to_vec(),
+                b"NARUN_INSTANCE=hello-0".to_vec(),
+                b"NARUN_NODE=node-1".to_vec()
+            ]))
+        );
+        assert_eq!(u.get("PrivatePIDs"), None, "252 has no PrivatePIDs");
+        assert_eq!(u.get("PrivateNetwork"), None, "host network by default");
+    }
+
+    #[test]
+    fn limits_are_omitted_when_unset_and_never_use_cgroup_v1_names() {
+        let mut r = replica();
+        r.memory_high_mb = None;
+        r.memory_max_mb = None;
+        r.cpu_cores = None;
+        r.tasks_max = None;
+        let u = render(&r);
+        for k in ["MemoryHigh", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax"] {
+            assert_eq!(u.get(k), None, "{k}");
+        }
+        for (k, _) in &render(&replica()).properties {
+            assert!(
+                !matches!(k.as_str(), "MemoryLimit" | "CPUShares" | "BlockIOWeight"),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn identity_network_and_new_systemd_properties() {
+        let mut r = replica();
+        r.identity = Identity::Named("www-data".into());
+        r.network = Network::None;
+        r.systemd_version = 257;
+        r.index = 3;
+        let u = render(&r);
+        assert_eq!(u.name, "narun-app@hello:3.service");
+        assert_eq!(u.get("DynamicUser"), None);
+        assert_eq!(u.get("User"), Some(&s("www-data")));
+        assert_eq!(u.get("PrivateNetwork"), Some(&b(true)));
+        assert_eq!(u.get("PrivatePIDs"), Some(&b(true)));
+        r.network = Network::Namespace("/run/netns/blue".into());
+        assert_eq!(
+            render(&r).get("NetworkNamespacePath"),
+            Some(&s("/run/netns/blue"))
+        );
+    }
+
+    #[test]
+    fn dynamic_users_are_valid_and_distinct() {
+        assert_eq!(dynamic_user("hello"), "narun-hello");
+        let a = dynamic_user("a-very-long-application-name-number-one");
+        let b2 = dynamic_user("a-very-long-application-name-number-two");
+        assert!(a.len() <= 31 && b2.len() <= 31);
+        assert_ne!(a, b2);
+    }
+
+    #[test]
+    fn parses_systemd_versions() {
+        assert_eq!(systemd_major("252.38-1~deb12u1"), 252);
+        assert_eq!(systemd_major("257"), 257);
+        assert_eq!(systemd_major("v258.1"), 258);
+        assert_eq!(systemd_major(""), 0);
+    }
+}

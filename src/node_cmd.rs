@@ -1,0 +1,150 @@
+//! `narun node`: flags and process plumbing of the node agent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+/// sysexits(3) EX_CONFIG.
+const EX_CONFIG: u8 = 78;
+/// sysexits(3) EX_UNAVAILABLE.
+const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// NKey seed file for NATS auth.
+    #[arg(long, env = "NARUN_NKEY_FILE")]
+    nkey_file: Option<PathBuf>,
+    /// NATS creds file.
+    #[arg(long, env = "NARUN_CREDS_FILE")]
+    creds: Option<PathBuf>,
+    /// This node's id (default: the hostname).
+    #[arg(long, env = "NARUN_NODE_ID")]
+    node_id: Option<String>,
+    /// Where binaries and the last applied specs are kept (not under /tmp).
+    #[arg(long, env = "NARUN_DATA_DIR", default_value = "/var/lib/narun")]
+    data_dir: PathBuf,
+    /// Node labels for `nodeSelector`, e.g. `zone=eu,tier=edge`.
+    #[arg(long, value_delimiter = ',', env = "NARUN_NODE_LABELS")]
+    labels: Vec<String>,
+    /// NATS URL given to apps as NATS_URL (default: the agent's first URL).
+    #[arg(long)]
+    app_nats_url: Option<String>,
+    /// Allow specs with `user: root`.
+    #[arg(long)]
+    allow_root_apps: bool,
+    /// D-Bus address of systemd's bus (default: the system bus).
+    #[arg(long, env = "NARUN_SYSTEMD_BUS")]
+    systemd_bus: Option<String>,
+    /// Command used to follow app logs in the journal (a prefix such as
+    /// `nsenter -t PID -m -p journalctl` is allowed); "" disables forwarding.
+    #[arg(long, default_value = "journalctl")]
+    journalctl: String,
+    /// How often unit states are checked for status messages.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    status_interval: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub fn run(args: NodeArgs) -> ExitCode {
+    let node_id = args.node_id.clone().unwrap_or_else(hostname);
+    if !narun::spec::valid_node_id(&node_id) {
+        eprintln!("narun node: invalid --node-id {node_id:?}: use letters, digits, '-' and '_'");
+        return ExitCode::from(EX_CONFIG);
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            _ => {
+                eprintln!("narun node: invalid label {l:?}: expected key=value");
+                return ExitCode::from(EX_CONFIG);
+            }
+        }
+    }
+    let mut nats = narun::nats::NatsOptions::new(&args.nats_url, format!("node-runner-{node_id}"));
+    nats.nkey_seed_file = args.nkey_file.clone();
+    nats.creds_file = args.creds.clone();
+    let app_nats_url = args
+        .app_nats_url
+        .clone()
+        .or_else(|| nats.urls.first().cloned())
+        .unwrap_or_default();
+    let cfg = narun::node::NodeConfig {
+        node_id,
+        data_dir: args.data_dir.clone(),
+        labels,
+        nats,
+        app_nats_url,
+        allow_root_apps: args.allow_root_apps,
+        status_interval: args.status_interval,
+        journalctl: args
+            .journalctl
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("narun node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let systemd = match &args.systemd_bus {
+            Some(addr) => narun::systemd::Systemd::connect_address(addr).await,
+            None => narun::systemd::Systemd::connect().await,
+        };
+        let systemd = match systemd {
+            Ok(s) => s,
+            Err(e) => return Err((EX_UNAVAILABLE, e.to_string())),
+        };
+        narun::node::run(cfg, systemd, narun::consumer::shutdown_signal())
+            .await
+            .map_err(|e| {
+                let code = match e {
+                    narun::node::NodeError::DataDir { .. } => EX_CONFIG,
+                    narun::node::NodeError::DuplicateNode { .. } => EX_CONFIG,
+                    _ => 1,
+                };
+                (code, e.to_string())
+            })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("narun node: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}

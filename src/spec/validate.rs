@@ -1,0 +1,458 @@
+//! The validation rules, one per field, each naming the field and what was
+//! expected. Go's rules (`ParseServiceSpec`) are all here, some stricter.
+
+use std::collections::HashMap;
+use std::path::{Component, Path};
+use std::time::Duration;
+
+use super::de::did_you_mean;
+use super::parse::Severity;
+use super::{
+    valid_app_name, valid_file_name, valid_label_key, valid_node_id, valid_secret_name, valid_tag,
+    Mode, Network, RestartPolicy, ServiceSpec, KNOWN_ARCHES, MAX_APP_NAME_LEN, MAX_REPLICAS,
+};
+
+type Found = Vec<(Severity, String, String)>;
+
+fn err(out: &mut Found, path: impl Into<String>, msg: impl Into<String>) {
+    out.push((Severity::Error, path.into(), msg.into()));
+}
+
+fn warn(out: &mut Found, path: impl Into<String>, msg: impl Into<String>) {
+    out.push((Severity::Warning, path.into(), msg.into()));
+}
+
+const NAME_RULE: &str = "use ASCII letters, digits, '-' and '_', not starting with '-'";
+
+/// Check `spec`, appending (severity, path, message).
+pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
+    // name, tag
+    if spec.name.is_empty() {
+        err(out, "name", "required: the app name (also its KV key)");
+    } else if !valid_app_name(&spec.name) {
+        err(
+            out,
+            "name",
+            format!(
+                "{:?} is not a valid app name: {NAME_RULE}, at most {MAX_APP_NAME_LEN} characters \
+                 (it is a NATS subject token, a KV key and a systemd instance name)",
+                spec.name
+            ),
+        );
+    }
+    if spec.tag.is_empty() {
+        err(out, "tag", "required: the binary tag (e.g. v1.2.0)");
+    } else if !valid_tag(&spec.tag) {
+        err(
+            out,
+            "tag",
+            format!(
+                "{:?} is not a valid tag: use ASCII letters, digits, '.', '_', '+' and '-' \
+                 (at most 128, not starting with '-' or '.')",
+                spec.tag
+            ),
+        );
+    }
+    if spec.description.chars().count() > 1024 {
+        err(out, "description", "longer than 1024 characters");
+    }
+    labels(out, "labels", &spec.labels);
+
+    // placement
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in spec.nodes.iter().enumerate() {
+        let p = format!("nodes[{i}]");
+        if n.name.is_empty() {
+            err(out, format!("{p}.name"), "required: the node id");
+        } else if !valid_node_id(&n.name) {
+            err(
+                out,
+                format!("{p}.name"),
+                format!(
+                    "{:?} is not a valid node id: {NAME_RULE} (a dot would split the \
+                     `logs.<app>.<node>` subject)",
+                    n.name
+                ),
+            );
+        } else if let Some(first) = seen.insert(&n.name, i) {
+            err(
+                out,
+                format!("{p}.name"),
+                format!("node {:?} is already listed at nodes[{first}]", n.name),
+            );
+        }
+        replicas(out, &format!("{p}.replicas"), n.replicas);
+    }
+    if let Some(sel) = &spec.node_selector {
+        labels(out, "nodeSelector.labels", &sel.labels);
+        for (i, a) in sel.arch.iter().enumerate() {
+            if !KNOWN_ARCHES.contains(&a.as_str()) {
+                err(
+                    out,
+                    format!("nodeSelector.arch[{i}]"),
+                    format!(
+                        "{a:?} is not a known architecture: expected one of {}{}",
+                        KNOWN_ARCHES.join(", "),
+                        arch_hint(a)
+                    ),
+                );
+            }
+        }
+        replicas(out, "nodeSelector.replicas", sel.replicas);
+        if sel.labels.is_empty() && sel.arch.is_empty() {
+            warn(
+                out,
+                "nodeSelector",
+                "no labels and no arch: every node runs this app",
+            );
+        }
+    }
+    if spec.nodes.is_empty() && spec.node_selector.is_none() {
+        warn(
+            out,
+            "nodes",
+            "no node targeted: add `nodes` or `nodeSelector` (the app runs nowhere)",
+        );
+    }
+
+    // process
+    for (i, a) in spec.args.iter().enumerate() {
+        if a.contains('\0') {
+            err(out, format!("args[{i}]"), "contains a NUL byte");
+        }
+    }
+    let mut env_seen: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in spec.env.iter().enumerate() {
+        let p = format!("env[{i}]");
+        if e.name.is_empty() {
+            err(out, format!("{p}.name"), "required: the variable name");
+        } else if e.name.contains(['=', '\0']) || e.name.chars().any(char::is_whitespace) {
+            err(
+                out,
+                format!("{p}.name"),
+                format!(
+                    "{:?} is not a valid variable name: no '=', whitespace or NUL",
+                    e.name
+                ),
+            );
+        } else if e.name.starts_with("NARUN_") {
+            err(
+                out,
+                format!("{p}.name"),
+                format!("{:?}: NARUN_* variables are set by narun itself", e.name),
+            );
+        } else if let Some(first) = env_seen.insert(&e.name, i) {
+            err(
+                out,
+                format!("{p}.name"),
+                format!("{:?} is already set at env[{first}]", e.name),
+            );
+        }
+        if !e.value.is_empty() && !e.value_from_secret.is_empty() {
+            err(out, &p, "set either `value` or `valueFromSecret`, not both");
+        }
+        if e.value.contains('\0') {
+            err(out, format!("{p}.value"), "contains a NUL byte");
+        }
+        if !e.value_from_secret.is_empty() && !valid_secret_name(&e.value_from_secret) {
+            err(
+                out,
+                format!("{p}.valueFromSecret"),
+                format!(
+                    "{:?} is not a valid secret name: letters, digits, '-', '/', '_', '=', '.'",
+                    e.value_from_secret
+                ),
+            );
+        }
+    }
+    let mut mount_seen: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let p = format!("mounts[{i}]");
+        if m.path.trim().is_empty() {
+            err(
+                out,
+                format!("{p}.path"),
+                "required: a path relative to the work dir",
+            );
+        } else if !relative_inside(&m.path) {
+            err(
+                out,
+                format!("{p}.path"),
+                format!(
+                    "{:?} must be relative to the instance work dir, without '..'",
+                    m.path
+                ),
+            );
+        } else if let Some(first) = mount_seen.insert(&m.path, i) {
+            err(
+                out,
+                format!("{p}.path"),
+                format!("{:?} is already mounted at mounts[{first}]", m.path),
+            );
+        }
+        if m.source.object_store.is_empty() {
+            err(
+                out,
+                format!("{p}.source.objectStore"),
+                "required: the name of a file added with `narun files add`",
+            );
+        } else if !valid_file_name(&m.source.object_store) {
+            err(
+                out,
+                format!("{p}.source.objectStore"),
+                format!("{:?} is not a valid file name", m.source.object_store),
+            );
+        }
+    }
+
+    // sandbox
+    for (i, lp) in spec.landlock.paths.iter().enumerate() {
+        let p = format!("landlock.paths[{i}]");
+        if lp.path.trim().is_empty() {
+            err(out, format!("{p}.path"), "required: an absolute path");
+        } else if !lp.path.starts_with('/') {
+            err(
+                out,
+                format!("{p}.path"),
+                format!("{:?} must be absolute", lp.path),
+            );
+        }
+        if lp.modes.is_empty() {
+            err(
+                out,
+                format!("{p}.modes"),
+                "required: letters from r, w, x, c",
+            );
+        } else if let Some(c) = lp.modes.chars().find(|c| !"rwxc".contains(*c)) {
+            err(
+                out,
+                format!("{p}.modes"),
+                format!(
+                    "invalid mode {c:?} in {:?}: only r (read), w (write), x (execute) and c \
+                     (create, directories) are allowed",
+                    lp.modes
+                ),
+            );
+        }
+    }
+    if spec.mode != Mode::Landlock && !spec.landlock.is_empty() {
+        warn(out, "landlock", "ignored unless `mode: landlock`");
+    }
+    if !spec.user.is_empty() && !valid_user(&spec.user) {
+        err(
+            out,
+            "user",
+            format!(
+                "{:?} is not a valid user name or uid: letters, digits, '_' and '-', not \
+                 starting with a digit or '-', at most 32",
+                spec.user
+            ),
+        );
+    }
+
+    // resources
+    if spec.memory_mb > 0 && spec.memory_max_mb > 0 && spec.memory_max_mb < spec.memory_mb {
+        err(
+            out,
+            "memoryMaxMB",
+            format!(
+                "{} is less than memoryMB ({}): the hard limit must be >= the guaranteed memory",
+                spec.memory_max_mb, spec.memory_mb
+            ),
+        );
+    }
+    if !spec.cpu_cores.is_finite() || spec.cpu_cores < 0.0 {
+        err(out, "cpuCores", "must be a number >= 0 (0.5 = half a core)");
+    } else if spec.cpu_cores > 1024.0 {
+        err(out, "cpuCores", "must be <= 1024");
+    }
+    if spec.tasks_max == Some(0) {
+        err(
+            out,
+            "tasksMax",
+            "must be > 0 (leave it out for systemd's default)",
+        );
+    }
+
+    // network
+    if spec.network == Some(Network::Host) && !spec.nonet.local_ports.is_empty() {
+        err(
+            out,
+            "nonet.localPorts",
+            "only used with `network: none` (a host-network app reaches host ports directly)",
+        );
+    }
+    if !spec.network_namespace_path.is_empty() {
+        if !spec.network_namespace_path.starts_with('/') {
+            err(out, "networkNamespacePath", "must be an absolute path");
+        }
+        if spec.network() == Network::None {
+            err(
+                out,
+                "networkNamespacePath",
+                "conflicts with `network: none` (or `nonet`): choose one",
+            );
+        }
+    }
+    let mut port_seen: HashMap<(u16, String), usize> = HashMap::new();
+    for (i, lp) in spec.nonet.local_ports.iter().enumerate() {
+        let p = format!("nonet.localPorts[{i}]");
+        if lp.port <= 1024 {
+            err(
+                out,
+                format!("{p}.port"),
+                format!(
+                    "{} is not allowed: expected 1025..65535 (ports up to 1024 are privileged)",
+                    lp.port
+                ),
+            );
+        }
+        let proto = normalized_protocol(&lp.protocol);
+        if proto != "tcp" && proto != "udp" {
+            err(
+                out,
+                format!("{p}.protocol"),
+                format!("{:?} is not supported: expected tcp or udp", lp.protocol),
+            );
+        } else if let Some(first) = port_seen.insert((lp.port, proto.clone()), i) {
+            err(
+                out,
+                format!("{p}.port"),
+                format!(
+                    "{}/{proto} is already forwarded at nonet.localPorts[{first}]",
+                    lp.port
+                ),
+            );
+        }
+    }
+    if spec.metrics.port == 0 && !spec.metrics.path.is_empty() {
+        warn(out, "metrics.path", "ignored without `metrics.port`");
+    }
+    if !spec.metrics.path.is_empty() && !spec.metrics.path.starts_with('/') {
+        err(out, "metrics.path", "must start with '/'");
+    }
+
+    // lifecycle
+    let r = &spec.restart;
+    if r.delay.0 > Duration::from_secs(3600) {
+        err(out, "restart.delay", "must be at most 1h");
+    }
+    if r.policy != RestartPolicy::Never && r.max_restarts > 0 && r.window.0 < Duration::from_secs(1)
+    {
+        err(out, "restart.window", "must be at least 1s");
+    }
+    if spec.stop_timeout.0 < Duration::from_secs(1)
+        || spec.stop_timeout.0 > Duration::from_secs(3600)
+    {
+        err(out, "stopTimeout", "must be between 1s and 1h");
+    }
+
+    // Go keys narun does not use.
+    if !spec.command.is_empty() {
+        warn(
+            out,
+            "command",
+            "ignored: narun runs the uploaded binary (put arguments in `args`)",
+        );
+    }
+    if !spec.cgroup_parent.is_empty() {
+        warn(
+            out,
+            "cgroupParent",
+            "ignored: systemd places every instance under narun.slice (memoryMB, memoryMaxMB, \
+             cpuCores and tasksMax still apply)",
+        );
+    }
+    if spec.jail != Default::default() {
+        warn(
+            out,
+            "jail",
+            "ignored: FreeBSD jails are not supported on Linux",
+        );
+    }
+}
+
+/// Fill in defaults the agent and the hash rely on.
+pub(crate) fn normalize(spec: &mut ServiceSpec) {
+    for lp in &mut spec.nonet.local_ports {
+        lp.protocol = normalized_protocol(&lp.protocol);
+    }
+    if spec.metrics.port != 0 && spec.metrics.path.is_empty() {
+        spec.metrics.path = "/metrics".into();
+    }
+}
+
+fn normalized_protocol(p: &str) -> String {
+    let p = p.trim().to_ascii_lowercase();
+    if p.is_empty() {
+        "tcp".into()
+    } else {
+        p
+    }
+}
+
+fn replicas(out: &mut Found, path: &str, n: u32) {
+    if n == 0 {
+        err(out, path, "must be > 0");
+    } else if n > MAX_REPLICAS {
+        err(out, path, format!("must be at most {MAX_REPLICAS}"));
+    }
+}
+
+fn labels(out: &mut Found, path: &str, labels: &std::collections::BTreeMap<String, String>) {
+    for (k, v) in labels {
+        if !valid_label_key(k) {
+            err(
+                out,
+                format!("{path}.{k}"),
+                "invalid label key: letters, digits, '.', '_', '/', '-' (at most 63, starting \
+                 with a letter or digit)",
+            );
+        }
+        if v.len() > 256 || v.chars().any(char::is_control) {
+            err(
+                out,
+                format!("{path}.{k}"),
+                "invalid label value: at most 256 characters, no control characters",
+            );
+        }
+    }
+}
+
+fn arch_hint(a: &str) -> String {
+    let alias = match a.to_ascii_lowercase().as_str() {
+        "x86_64" | "x86-64" | "x64" => Some("amd64"),
+        "aarch64" | "armv8" => Some("arm64"),
+        "i386" | "i686" | "x86" => Some("386"),
+        "armv7" | "armv7l" | "armhf" | "armv6" => Some("arm"),
+        "riscv" | "riscv64gc" => Some("riscv64"),
+        "ppc64el" | "powerpc64le" => Some("ppc64le"),
+        "loongarch64" => Some("loong64"),
+        _ => did_you_mean(a, KNOWN_ARCHES),
+    };
+    alias
+        .map(|s| format!(" (did you mean {s:?}? narun uses Go's architecture names)"))
+        .unwrap_or_default()
+}
+
+/// A path that stays inside the directory it is joined to.
+fn relative_inside(p: &str) -> bool {
+    let path = Path::new(p);
+    !path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// A POSIX-ish user name (as systemd's `User=` accepts) or a numeric uid.
+fn valid_user(u: &str) -> bool {
+    if u.bytes().all(|b| b.is_ascii_digit()) {
+        return u.parse::<u32>().is_ok();
+    }
+    let b = u.as_bytes();
+    u.len() <= 32
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+}

@@ -1,0 +1,205 @@
+//! A real systemd for tests: booted as PID 1 of a private PID + mount
+//! namespace (see ../shared/reference/testing.md), reached over D-Bus from
+//! outside. Needs root; fails loudly without it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A privately booted systemd, killed (with everything it started) on drop.
+pub struct PrivateSystemd {
+    unshare: Child,
+    /// PID of systemd as seen from the test's namespace.
+    pub pid: i32,
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test boots a private systemd and needs root (CI runs as root)"
+    );
+    assert!(
+        Path::new("/lib/systemd/systemd").exists(),
+        "this test needs systemd installed (/lib/systemd/systemd)"
+    );
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+impl PrivateSystemd {
+    /// Boot and wait until `systemctl is-system-running` says running.
+    pub fn boot() -> Self {
+        require_root();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/private-systemd.sh");
+        let unshare = Command::new("setsid")
+            .args([
+                "unshare",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount",
+                "--mount-proc",
+            ])
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start unshare (util-linux)");
+        let upid = unshare.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let pid = loop {
+            let found = children(upid).into_iter().find(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .map(|comm| comm.trim() == "systemd")
+                    .unwrap_or(false)
+            });
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "private systemd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let sd = PrivateSystemd { unshare, pid };
+        // systemctl needs systemd's private socket, which appears early in
+        // the boot; then `--wait` blocks until the boot is finished.
+        let private = format!("/proc/{pid}/root/run/systemd/private");
+        while !Path::new(&private).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "private systemd never opened {private}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = sd.systemctl(&["is-system-running", "--wait"]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            state == "running" || state == "degraded",
+            "private systemd state {state:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bus = format!("/proc/{pid}/root/run/dbus/system_bus_socket");
+        assert!(Path::new(&bus).exists(), "no D-Bus socket at {bus}");
+        if state == "degraded" {
+            let failed = sd.systemctl(&["--failed", "--no-legend"]);
+            eprintln!(
+                "private systemd degraded: {}",
+                String::from_utf8_lossy(&failed.stdout)
+            );
+        }
+        sd
+    }
+
+    /// `DBUS_SYSTEM_BUS_ADDRESS` value reaching this systemd's bus.
+    pub fn bus_address(&self) -> String {
+        format!(
+            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
+            self.pid
+        )
+    }
+
+    /// Run a command inside the namespace (systemctl refuses to run outside).
+    pub fn nsenter(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", program])
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+
+    pub fn systemctl(&self, args: &[&str]) -> Output {
+        self.nsenter("systemctl", args)
+    }
+
+    /// `systemctl show -p PROP --value UNIT`.
+    pub fn show(&self, unit: &str, prop: &str) -> String {
+        let out = self.systemctl(&["show", "-p", prop, "--value", unit]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn journal(&self, args: &[&str]) -> String {
+        let out = self.nsenter("journalctl", args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PrivateSystemd {
+    fn drop(&mut self) {
+        // SIGKILL of PID 1 ends every process of the namespace.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        cleanup_cgroups();
+    }
+}
+
+/// Remove the (now empty) cgroups a private systemd left behind. Only where
+/// the host's PID 1 is not systemd, so nothing of a real host is touched.
+fn cleanup_cgroups() {
+    let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    if pid1.trim() == "systemd" {
+        return;
+    }
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for c in controllers.flatten() {
+        let Ok(entries) = std::fs::read_dir(c.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "narun.slice" || name == "system.slice" || name == "init.scope" {
+                remove_depth_first(&e.path());
+            }
+        }
+    }
+}
+
+fn remove_depth_first(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_depth_first(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A fresh directory under /var/lib (not /tmp: units with PrivateTmp or
+/// DynamicUser get their own /tmp), traversable by app users.
+pub struct VarLibDir(pub PathBuf);
+
+impl VarLibDir {
+    pub fn new(prefix: &str) -> Self {
+        let base = Path::new("/var/lib");
+        for i in 0..1000u32 {
+            let p = base.join(format!("{prefix}-{}-{i}", std::process::id()));
+            if std::fs::create_dir(&p).is_ok() {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+                return VarLibDir(p);
+            }
+        }
+        panic!("cannot create a directory under /var/lib");
+    }
+}
+
+impl Drop for VarLibDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

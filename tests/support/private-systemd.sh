@@ -1,0 +1,34 @@
+#!/bin/bash
+# Boots systemd as PID 1 of the current (new) PID + mount namespace, for tests
+# and `narun dev` on machines where systemd is not PID 1. Run as:
+#   setsid unshare --pid --fork --kill-child --mount --mount-proc private-systemd.sh
+# Its D-Bus system bus is then reachable from outside at
+#   /proc/<systemd pid>/root/run/dbus/system_bus_socket
+set -eu
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/systemd/system /run/lock
+# Mask everything that would touch machine-wide state or start host services.
+for u in systemd-tmpfiles-setup.service systemd-tmpfiles-setup-dev.service \
+         systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-clean.timer \
+         systemd-tmpfiles-clean.service systemd-sysctl.service systemd-binfmt.service \
+         proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
+         systemd-modules-load.service systemd-remount-fs.service systemd-udevd.service \
+         systemd-udev-trigger.service systemd-udev-settle.service systemd-random-seed.service \
+         systemd-timesyncd.service getty.target systemd-logind.service \
+         systemd-journal-flush.service systemd-update-utmp.service \
+         systemd-firstboot.service systemd-machine-id-commit.service \
+         cron.service ssh.service sshd.service rsyslog.service \
+         nats-server.service nginx.service postgresql.service redis-server.service \
+         memcached.service docker.service containerd.service \
+         narun-gateway.service narun-gateway.socket narun-node.service; do
+  ln -sf /dev/null "/run/systemd/system/$u"
+done
+cat > /run/systemd/system/sandbox.target <<'UNIT'
+[Unit]
+Description=narun private systemd
+Requires=dbus.socket
+After=dbus.socket
+AllowIsolate=yes
+UNIT
+exec /lib/systemd/systemd --system --unit=sandbox.target
