@@ -92,10 +92,15 @@ pub fn server_addrs(urls: &[String]) -> Result<Vec<ServerAddr>, NatsConfigError>
         .collect()
 }
 
-/// Delay before reconnect attempt `attempts` (1-based): 100 ms doubling to a
-/// 5 s cap, so a restarted server is found quickly and a dead one is not hammered.
+/// Delay before connection attempt `attempts` (1-based; async-nats asks
+/// before the very first attempt too): none for the first, then 100 ms
+/// doubling to a 5 s cap, so a restarted server is found quickly and a dead
+/// one is not hammered.
 pub fn reconnect_delay(attempts: usize) -> Duration {
-    let exp = attempts.saturating_sub(1).min(6) as u32;
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = (attempts - 2).min(6) as u32;
     Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(5))
 }
 
@@ -205,9 +210,14 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert_eq!(reconnect_delay(1), Duration::from_millis(100));
-        assert_eq!(reconnect_delay(2), Duration::from_millis(200));
-        assert_eq!(reconnect_delay(4), Duration::from_millis(800));
+        assert_eq!(
+            reconnect_delay(1),
+            Duration::ZERO,
+            "the first connect is not delayed"
+        );
+        assert_eq!(reconnect_delay(2), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(5), Duration::from_millis(800));
         assert_eq!(reconnect_delay(100), Duration::from_secs(5));
     }
 }

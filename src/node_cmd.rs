@@ -45,6 +45,17 @@ pub struct NodeArgs {
     /// `nsenter -t PID -m -p journalctl` is allowed); "" disables forwarding.
     #[arg(long, default_value = "journalctl")]
     journalctl: String,
+    /// Root-only directory for runtime files (secret environment files);
+    /// must be on the same mount namespace as systemd.
+    #[arg(long, env = "NARUN_RUNTIME_DIR", default_value = "/run/narun")]
+    runtime_dir: PathBuf,
+    /// File holding the cluster master key (base64 of 32 bytes) used to
+    /// decrypt `valueFromSecret` secrets. Never passed on the command line.
+    #[arg(long, env = "NARUN_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// The landlock exec wrapper used for `mode: landlock` apps.
+    #[arg(long, default_value = "/usr/libexec/narun/narun-exec")]
+    exec_wrapper: PathBuf,
     /// How often unit states are checked for status messages.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     status_interval: Duration,
@@ -108,6 +119,9 @@ pub fn run(args: NodeArgs) -> ExitCode {
             .split_whitespace()
             .map(str::to_owned)
             .collect(),
+        runtime_dir: args.runtime_dir.clone(),
+        master_key_file: args.master_key_file.clone(),
+        exec_wrapper: args.exec_wrapper.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -120,6 +134,10 @@ pub fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = narun::node::agent::prepare_data_dir(&cfg.data_dir) {
+        eprintln!("narun node: {e}");
+        return ExitCode::from(EX_CONFIG);
+    }
     let result = runtime.block_on(async {
         let systemd = match &args.systemd_bus {
             Some(addr) => narun::systemd::Systemd::connect_address(addr).await,

@@ -33,6 +33,11 @@ pub enum Prop {
     Exec(Vec<ExecCommand>),
     /// `LogExtraFields=` (array of byte arrays).
     Bytes(Vec<Vec<u8>>),
+    /// `EnvironmentFiles=`: (path, ignore if missing).
+    EnvFiles(Vec<(String, bool)>),
+    /// `BindPaths=`/`BindReadOnlyPaths=`: (source, destination, ignore if
+    /// missing, mount flags).
+    Binds(Vec<(String, String, bool, u64)>),
 }
 
 /// A transient unit to start: its name and properties.
@@ -257,6 +262,8 @@ fn to_variant(prop: &Prop) -> Result<OwnedVariant, SystemdError> {
                 .collect::<Vec<_>>(),
         ),
         Prop::Bytes(v) => Variant::from(v.clone()),
+        Prop::EnvFiles(v) => Variant::from(v.clone()),
+        Prop::Binds(v) => Variant::from(v.clone()),
     };
     v.try_into_owned().map_err(SystemdError::bus)
 }
@@ -414,11 +421,16 @@ mod tests {
                 ignore_failure: false,
             }]),
             Prop::Bytes(vec![b"NARUN_APP=x".to_vec()]),
+            Prop::EnvFiles(vec![("/run/x.env".into(), false)]),
+            Prop::Binds(vec![("/a".into(), "/b".into(), false, 0)]),
         ];
         let sigs: Vec<String> = props
             .iter()
             .map(|p| to_variant(p).unwrap().value_signature().to_string())
             .collect();
-        assert_eq!(sigs, ["b", "u", "t", "i", "s", "as", "a(sasb)", "aay"]);
+        assert_eq!(
+            sigs,
+            ["b", "u", "t", "i", "s", "as", "a(sasb)", "aay", "a(sb)", "a(ssbt)"]
+        );
     }
 }

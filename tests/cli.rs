@@ -162,6 +162,7 @@ fn node_state(id: &str, arch: &str, instances: &[&str]) -> NodeState {
         labels: Default::default(),
         machine_id: None,
         systemd_version: None,
+        agent_pid: None,
     }
 }
 

@@ -25,6 +25,16 @@ struct Agent {
 
 impl Agent {
     fn start(nats: &NatsServer, sd: &PrivateSystemd, node: &str, data: &Path) -> Agent {
+        Self::start_with(nats, sd, node, data, &[])
+    }
+
+    fn start_with(
+        nats: &NatsServer,
+        sd: &PrivateSystemd,
+        node: &str,
+        data: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let notify_path = dir.path().join("notify");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -36,6 +46,10 @@ impl Agent {
             .arg(data)
             .args(["--systemd-bus", &sd.bus_address()])
             .args(["--journalctl", &journalctl, "--status-interval", "300ms"])
+            // systemd's /run is private: runtime files go where it can see them.
+            .arg("--runtime-dir")
+            .arg(data.join("run"))
+            .args(extra)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "narun=debug,info")
             .stdin(Stdio::null())
@@ -379,8 +393,76 @@ async fn missing_binary_fails_with_a_reason_and_nats_outage_is_survived() {
     assert!(state.managed_instances.contains(&"nt-survive-0".to_owned()));
     assert_eq!(sd.show(unit, "MainPID"), pid, "the app never noticed");
     assert!(agent.proc.is_running());
+
+    // A malformed spec keeps the running version (R7) and says why.
+    let mut st2 = Statuses::new(&client, nats_app, "n1").await;
+    put_spec(&client, nats_app, "name: nt-survive\nnodes: [oops\n").await;
+    let s = st2
+        .until("failed: invalid spec", |s| {
+            s.status == InstanceState::Failed
+        })
+        .await;
+    assert!(s.error.contains("invalid spec"), "{}", s.error);
+    assert_eq!(sd.show(unit, "MainPID"), pid, "still the previous version");
+
+    // A second agent with the same node id is refused.
+    let out = Command::new(narun_binary())
+        .args(["node", "--nats-url", &nats.url(), "--node-id", "n1"])
+        .arg("--data-dir")
+        .arg(data.0.join("second"))
+        .args(["--systemd-bus", &sd.bus_address(), "--journalctl", ""])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("another agent with node id \"n1\""),
+        "{stderr}"
+    );
+    assert!(agent.proc.is_running());
+
+    // SIGTERM: the agent leaves, its apps keep running.
+    let mut w = kv.watch("n1").await.unwrap();
+    agent.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    agent.wait_notify("STOPPING=1");
+    let status = agent.proc.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert_eq!(sd.show(unit, "ActiveState"), "active");
+    assert_eq!(sd.show(unit, "MainPID"), pid);
+    // The node state says shutting_down, then is deleted.
+    let mut saw_shutdown = false;
+    while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        match e.operation {
+            async_nats::jetstream::kv::Operation::Put => {
+                let st: store::NodeState = serde_json::from_slice(&e.value).unwrap();
+                saw_shutdown |= st.status == "shutting_down";
+            }
+            _ => break,
+        }
+    }
+    assert!(saw_shutdown);
+    assert!(kv.get("n1").await.unwrap().is_none(), "node state deleted");
     cleanup_state(app);
     cleanup_state(nats_app);
+}
+
+#[test]
+fn an_unusable_data_dir_is_refused_before_anything_starts() {
+    let out = Command::new(narun_binary())
+        .args(["node", "--node-id", "n1", "--data-dir", "/tmp/narun-data"])
+        .args(["--systemd-bus", "unix:path=/nonexistent"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("/tmp/narun-data"), "{stderr}");
+    assert!(stderr.contains("private /tmp"), "{stderr}");
+    let out = Command::new(narun_binary())
+        .args(["node", "--node-id", "bad id!", "--data-dir", "/var/lib/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,4 +503,220 @@ async fn reboot_with_nats_unreachable_restores_apps_from_the_cache() {
         assert_eq!(sd.show(unit, "ActiveState"), "active", "{unit}");
     }
     cleanup_state(app);
+}
+
+const PROBE: &str = r#"#!/bin/sh
+# Records what the app sees, then idles.
+{
+  echo "secret=$API_TOKEN"
+  echo "plain=$GREETING"
+  echo "file=$(cat cfg/app.conf)"
+  if (echo x >> cfg/app.conf) 2>/dev/null; then echo "file-writable"; else echo "file-readonly"; fi
+  if cat /etc/shadow >/dev/null 2>&1; then echo "shadow-readable"; else echo "shadow-denied"; fi
+} > seen.tmp
+mv seen.tmp seen
+exec sleep 100000
+"#;
+
+fn seen(app: &str) -> String {
+    std::fs::read_to_string(format!("/var/lib/private/narun-app/{app}/seen")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_app_only_and_files_are_read_only() {
+    let app = "nt-secret";
+    let missing = "nt-nosecret";
+    cleanup_state(app);
+    cleanup_state(missing);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-node-test");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = store::jetstream(&client).unwrap();
+
+    // The master key: a root-only file, never on a command line.
+    let key = store::MasterKey::generate();
+    let key_path = data.0.join("master.key");
+    std::fs::write(&key_path, key.to_base64().as_bytes()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plaintext = "s3cr3t-Value-$HOME-\"q\"";
+    let secrets = store::ensure_kv(&js, store::SECRETS).await.unwrap();
+    let put_secret = |value: &str| {
+        let sealed = store::StoredSecret::seal(
+            &key,
+            "API_TOKEN",
+            value.as_bytes(),
+            "",
+            time::OffsetDateTime::now_utc(),
+            None,
+        )
+        .unwrap();
+        serde_json::to_vec(&sealed).unwrap()
+    };
+    secrets
+        .put("API_TOKEN", put_secret(plaintext).into())
+        .await
+        .unwrap();
+    let files = store::ensure_object_store(&js, store::FILES).await.unwrap();
+    files
+        .put(
+            "app-conf",
+            &mut std::io::Cursor::new(b"listen=8080".to_vec()),
+        )
+        .await
+        .unwrap();
+
+    let mut all_logs = client.subscribe("logs.>").await.unwrap();
+    let agent = Agent::start_with(
+        &nats,
+        &sd,
+        "n1",
+        &data.0,
+        &["--master-key-file", key_path.to_str().unwrap()],
+    );
+    let probe = data.0.join("probe.sh");
+    std::fs::write(&probe, PROBE).unwrap();
+    upload(&client, app, "v1", &probe).await;
+    let spec = format!(
+        "name: {app}\ntag: v1\nenv:\n  - name: API_TOKEN\n    valueFromSecret: API_TOKEN\n  - name: GREETING\n    value: hi\nmounts:\n  - path: cfg/app.conf\n    source:\n      objectStore: app-conf\nnodes:\n  - name: n1\n    replicas: 1\n"
+    );
+    let mut st = Statuses::new(&client, app, "n1").await;
+    put_spec(&client, app, &spec).await;
+    st.until("running", running("nt-secret-0")).await;
+    let unit = "narun-app@nt-secret.service";
+    eventually(
+        Duration::from_secs(20),
+        "the probe wrote what it sees",
+        || async { seen(app).contains("shadow-") },
+    )
+    .await;
+    let s = seen(app);
+    assert!(s.contains(&format!("secret={plaintext}")), "{s}");
+    assert!(s.contains("plain=hi"), "{s}");
+    assert!(s.contains("file=listen=8080"), "{s}");
+    assert!(s.contains("file-readonly"), "{s}");
+
+    // The leak scan: nowhere but the app's own environment.
+    let show = sd.systemctl(&["show", unit]);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(!show.contains("s3cr3t"), "systemctl show leaks the secret");
+    assert!(show.contains("EnvironmentFiles="), "{show}");
+    assert!(
+        !sd.journal(&["--no-pager", "-o", "cat"]).contains("s3cr3t"),
+        "journal"
+    );
+    let agent_log = agent.proc.stderr();
+    assert!(!agent_log.contains("s3cr3t"), "agent log");
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), all_logs.next()).await
+    {
+        assert!(
+            !String::from_utf8_lossy(&m.payload).contains("s3cr3t"),
+            "logs.> leaks"
+        );
+    }
+    let app_pid: i32 = sd.show(unit, "MainPID").parse().unwrap();
+    let app_ns_children = sd.nsenter("pgrep", &["-s", &app_pid.to_string()]);
+    let app_pids: Vec<String> = String::from_utf8_lossy(&app_ns_children.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&env).contains("s3cr3t") {
+            // Only the app itself (seen from the host by its host pid).
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let nspid = status
+                .lines()
+                .find(|l| l.starts_with("NSpid:"))
+                .unwrap_or("");
+            assert!(
+                app_pids
+                    .iter()
+                    .any(|p| nspid.split_whitespace().last() == Some(p.as_str())),
+                "pid {name} ({nspid}) has the secret in its environment"
+            );
+        }
+    }
+    // The secret file is root-only, in a root-only directory; the data dir
+    // (spec cache, binaries) holds no plaintext.
+    let env_file = data.0.join("run/secrets").join(format!("{unit}.env"));
+    let meta = std::fs::metadata(&env_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(data.0.join("run"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "s3cr3t"])
+        .arg(data.0.join("specs"))
+        .arg(data.0.join("binaries"))
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+
+    // `narun secret set` of a new value restarts the app with it.
+    let pid = sd.show(unit, "MainPID");
+    secrets
+        .put("API_TOKEN", put_secret("rotated-value").into())
+        .await
+        .unwrap();
+    st.until("restarted after the secret changed", |s| {
+        s.instance_id == "nt-secret-0"
+            && s.status == InstanceState::Running
+            && s.pid.to_string() != pid
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the new value is seen", || async {
+        seen(app).contains("secret=rotated-value")
+    })
+    .await;
+
+    // A secret that does not exist: failed with the reason, nothing started.
+    let mut st2 = Statuses::new(&client, missing, "n1").await;
+    upload(&client, missing, "v1", &probe).await;
+    put_spec(
+        &client,
+        missing,
+        &format!("name: {missing}\ntag: v1\nenv:\n  - name: X\n    valueFromSecret: NOPE\nnodes:\n  - name: n1\n    replicas: 1\n"),
+    )
+    .await;
+    let s = st2
+        .until("failed", |s| s.status == InstanceState::Failed)
+        .await;
+    assert!(
+        s.error.contains("Failed to resolve secret 'NOPE'"),
+        "{}",
+        s.error
+    );
+    assert!(s.error.contains("not found"), "{}", s.error);
+    assert_eq!(
+        sd.show("narun-app@nt-nosecret.service", "LoadState"),
+        "not-found"
+    );
+
+    // Delete: the secret file goes with the unit.
+    delete_spec(&client, app).await;
+    st.until("stopped", |s| {
+        s.instance_id == "nt-secret-0" && s.status == InstanceState::Stopped
+    })
+    .await;
+    assert!(!env_file.exists(), "secret file removed with the unit");
+    drop(agent);
+    cleanup_state(app);
+    cleanup_state(missing);
 }

@@ -30,6 +30,9 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         stop_timeout: Duration::from_secs(5),
         network: Network::None,
         systemd_version: 252,
+        environment_file: None,
+        files: vec![],
+        landlock: None,
     }
 }
 

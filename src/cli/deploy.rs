@@ -463,6 +463,7 @@ async fn upload(
         name: object.clone(),
         description: Some(binary::object_description(&spec.name, &spec.tag, os, arch)),
         metadata,
+        chunk_size: Some(chunk_size(ctx.client().await?.server_info().max_payload)),
         ..Default::default()
     };
     let started = Instant::now();
@@ -499,6 +500,13 @@ async fn upload(
         uploaded: true,
         seconds,
     })
+}
+
+/// Object chunk size: larger than the 128 KiB default (one acknowledged
+/// publish per chunk, so fewer round trips upload faster), within the
+/// server's max payload. Readers (Go's and narun's) take any chunk size.
+fn chunk_size(max_payload: usize) -> usize {
+    (max_payload / 2).clamp(16 * 1024, 512 * 1024)
 }
 
 /// The object's info, or None if absent or deleted.

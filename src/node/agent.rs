@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Mutex};
+use zeroize::Zeroizing;
 
 use super::binaries::{BinaryCache, Fetched};
 use super::reconcile::{plan, Action, Desired};
@@ -35,6 +36,24 @@ pub struct NodeConfig {
     /// The `journalctl` command (with any prefix) used to follow app logs;
     /// empty disables log forwarding.
     pub journalctl: Vec<String>,
+    /// Root-only runtime files (secret environment files): `/run/narun`.
+    /// It must be visible to systemd (same mount namespace).
+    pub runtime_dir: PathBuf,
+    /// The cluster master key for `valueFromSecret` (base64, 32 bytes).
+    pub master_key_file: Option<PathBuf>,
+    /// The landlock exec wrapper for `mode: landlock`.
+    pub exec_wrapper: PathBuf,
+}
+
+/// Secrets and files resolved for one app.
+struct Prepared {
+    /// Content of the secret environment file, if the app has secrets.
+    env: Option<Zeroizing<String>>,
+    /// Mounted files: (cached source, path relative to the working dir).
+    files: Vec<(PathBuf, String)>,
+    /// What, besides the spec and binary, the replicas' hash covers:
+    /// secret revisions and file digests (a change restarts the app).
+    extra: String,
 }
 
 /// Why the agent could not run.
@@ -117,6 +136,8 @@ enum Event {
         result: Result<Fetched, String>,
     },
     SyncDone,
+    /// A secret or a shared file changed: apps using it restart.
+    Changed(String),
 }
 
 /// Shared agent state.
@@ -129,6 +150,10 @@ struct Agent<M: UnitManager> {
     os: &'static str,
     arch: &'static str,
     cache: BinaryCache,
+    files: BinaryCache,
+    master_key: Option<store::MasterKey>,
+    /// Secret environment waiting to be written for a unit about to start.
+    pending_env: Mutex<HashMap<String, Zeroizing<String>>>,
     apps: Mutex<BTreeMap<String, App>>,
     /// Last status published per instance id.
     published: Mutex<HashMap<String, InstanceStatus>>,
@@ -149,8 +174,21 @@ pub async fn run<M: UnitManager>(
     let nats = nats_conn::connect(&cfg.nats).await?;
     let (os, arch) = go_os_arch();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let master_key = match &cfg.master_key_file {
+        Some(path) => Some(
+            store::MasterKey::from_file(path).map_err(|e| NodeError::DataDir {
+                path: path.clone(),
+                message: format!("master key: {e}"),
+            })?,
+        ),
+        None => None,
+    };
+    prepare_runtime_dir(&cfg.runtime_dir)?;
     let agent = Arc::new(Agent {
         cache: BinaryCache::new(cfg.data_dir.join("binaries")),
+        files: BinaryCache::files(cfg.data_dir.join("files")),
+        master_key,
+        pending_env: Mutex::new(HashMap::new()),
         cfg,
         systemd,
         systemd_version,
@@ -222,9 +260,22 @@ pub async fn run<M: UnitManager>(
     Ok(())
 }
 
+/// The runtime dir holds secrets: root-only (0700).
+fn prepare_runtime_dir(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|_| std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| NodeError::DataDir {
+            path: dir.to_owned(),
+            message: format!("runtime dir: {e}"),
+        })
+}
+
 /// The data dir must exist, be root-owned and reachable by app users
 /// (binaries are executed from it by dynamic users).
-fn prepare_data_dir(dir: &Path) -> Result<(), NodeError> {
+pub fn prepare_data_dir(dir: &Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
     let err = |m: String| NodeError::DataDir {
         path: dir.to_owned(),
@@ -331,7 +382,8 @@ impl<M: UnitManager> Agent<M> {
         if let Err(e) = self.check_unique(&buckets).await {
             tracing::error!(error = %e, "refusing to run");
             eprintln!("narun node: {e}");
-            std::process::exit(1);
+            // EX_CONFIG: a configuration error systemd should not retry.
+            std::process::exit(78);
         }
         if !self.cfg.journalctl.is_empty() {
             tokio::spawn(super::logs::forward(
@@ -340,6 +392,9 @@ impl<M: UnitManager> Agent<M> {
                 self.cfg.journalctl.clone(),
             ));
         }
+        // Secret and file updates restart the apps that use them.
+        let watch_self = self.clone();
+        tokio::spawn(async move { watch_self.watch_secrets_and_files().await });
         let hb = self.clone();
         let hb_buckets = buckets.clone();
         tokio::spawn(async move {
@@ -354,6 +409,39 @@ impl<M: UnitManager> Agent<M> {
                 tracing::warn!(error = %e, "spec watch ended; restarting it");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn watch_secrets_and_files(&self) {
+        loop {
+            let run = async {
+                let js = store::jetstream(&self.nats).map_err(|e| e.to_string())?;
+                let secrets = store::ensure_kv(&js, store::SECRETS)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let files = store::ensure_object_store(&js, store::FILES)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut s = secrets.watch_all().await.map_err(|e| e.to_string())?;
+                let mut f = files.watch().await.map_err(|e| e.to_string())?;
+                loop {
+                    let what = tokio::select! {
+                        e = s.next() => match e {
+                            Some(Ok(e)) => format!("secret {}", e.key),
+                            _ => return Err::<(), String>("secret watch ended".into()),
+                        },
+                        e = f.next() => match e {
+                            Some(Ok(i)) => format!("file {}", i.name),
+                            _ => return Err("file watch ended".into()),
+                        },
+                    };
+                    let _ = self.events.send(Event::Changed(what));
+                }
+            };
+            if let Err(e) = run.await {
+                tracing::warn!(error = %e, "secret/file watch ended; restarting it");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 
@@ -412,17 +500,26 @@ impl<M: UnitManager> Agent<M> {
         let Ok(state) = serde_json::from_slice::<store::NodeState>(&raw) else {
             return Ok(());
         };
-        let mine = machine_id();
-        match state.machine_id.as_deref() {
-            Some(m) if m != mine && state.status == store::NODE_RUNNING => {
-                Err(NodeError::DuplicateNode {
-                    node_id: self.node().to_owned(),
-                    machine: m.to_owned(),
-                    last_seen: state.last_seen.to_string(),
-                })
-            }
-            _ => Ok(()),
+        if state.status != store::NODE_RUNNING {
+            return Ok(());
         }
+        // The key exists, so it was written within the TTL. It is ours if it
+        // comes from this machine and its agent process is gone (a restart).
+        let mine = machine_id();
+        let other_alive = match state.machine_id.as_deref() {
+            Some(m) if m != mine => true,
+            _ => state
+                .agent_pid
+                .is_some_and(|pid| pid != std::process::id() && is_narun_process(pid)),
+        };
+        if other_alive {
+            return Err(NodeError::DuplicateNode {
+                node_id: self.node().to_owned(),
+                machine: state.machine_id.unwrap_or_default(),
+                last_seen: state.last_seen.to_string(),
+            });
+        }
+        Ok(())
     }
 
     async fn heartbeat(&self, buckets: &Buckets, status: &str) {
@@ -452,6 +549,7 @@ impl<M: UnitManager> Agent<M> {
             labels: self.cfg.labels.clone(),
             machine_id: Some(machine_id()),
             systemd_version: Some(self.systemd_version_string.clone()),
+            agent_pid: Some(std::process::id()),
         };
         match serde_json::to_vec(&state) {
             Ok(json) => {
@@ -478,6 +576,10 @@ impl<M: UnitManager> Agent<M> {
     async fn handle_event(&self, ev: Event) -> bool {
         match ev {
             Event::SyncDone => true,
+            Event::Changed(what) => {
+                tracing::info!(%what, "secret or file changed");
+                true
+            }
             Event::Spec { key, yaml: None } => {
                 tracing::info!(app = %key, "spec deleted");
                 self.apps.lock().await.remove(&key);
@@ -578,6 +680,7 @@ impl<M: UnitManager> Agent<M> {
         let mut desired = Vec::new();
         let mut hold = BTreeSet::new();
         let mut to_fetch = Vec::new();
+        let mut ready = Vec::new();
         {
             let mut apps = self.apps.lock().await;
             for (name, app) in apps.iter_mut() {
@@ -599,12 +702,33 @@ impl<M: UnitManager> Agent<M> {
                     hold.insert(name.clone());
                     continue;
                 };
-                match self.replicas(spec, bin, replicas) {
-                    Ok(mut d) => desired.append(&mut d),
-                    Err(e) => {
-                        hold.insert(name.clone());
-                        app.spec_error = Some(e);
+                ready.push((spec.clone(), bin.clone(), replicas));
+            }
+        }
+        for (spec, bin, replicas) in ready {
+            let name = spec.name.clone();
+            let prepared = match self.prepare(&spec).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Secrets or files unavailable: whatever runs keeps running.
+                    hold.insert(name.clone());
+                    self.publish_app_error(&name, &e).await;
+                    continue;
+                }
+            };
+            match self.replicas(&spec, &bin, replicas, &prepared) {
+                Ok(mut d) => {
+                    if let Some(env) = &prepared.env {
+                        let mut pending = self.pending_env.lock().await;
+                        for u in &d {
+                            pending.insert(u.unit.name.clone(), env.clone());
+                        }
                     }
+                    desired.append(&mut d)
+                }
+                Err(e) => {
+                    hold.insert(name.clone());
+                    self.publish_app_error(&name, &e).await;
                 }
             }
         }
@@ -647,7 +771,13 @@ impl<M: UnitManager> Agent<M> {
         }
     }
 
-    fn replicas(&self, spec: &ServiceSpec, bin: &Fetched, n: u32) -> Result<Vec<Desired>, String> {
+    fn replicas(
+        &self,
+        spec: &ServiceSpec,
+        bin: &Fetched,
+        n: u32,
+        prepared: &Prepared,
+    ) -> Result<Vec<Desired>, String> {
         let identity = if spec.user.is_empty() {
             Identity::Dynamic
         } else if spec.user == "root" && !self.cfg.allow_root_apps {
@@ -660,7 +790,8 @@ impl<M: UnitManager> Agent<M> {
             (spec::Network::None, _) => Network::None,
             _ => Network::Host,
         };
-        let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &bin.digest);
+        let digests = format!("{}{}", bin.digest, prepared.extra);
+        let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &digests);
         let env: Vec<(String, String)> = spec
             .env
             .iter()
@@ -699,6 +830,12 @@ impl<M: UnitManager> Agent<M> {
                     stop_timeout: spec.stop_timeout.0,
                     network: network.clone(),
                     systemd_version: self.systemd_version,
+                    environment_file: prepared
+                        .env
+                        .as_ref()
+                        .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
+                    files: prepared.files.clone(),
+                    landlock: None,
                 };
                 Desired {
                     app: spec.name.clone(),
@@ -708,6 +845,108 @@ impl<M: UnitManager> Agent<M> {
                 }
             })
             .collect())
+    }
+
+    /// Where the secret environment of `unit` is written.
+    fn env_file(&self, unit: &str) -> PathBuf {
+        self.cfg
+            .runtime_dir
+            .join("secrets")
+            .join(format!("{unit}.env"))
+    }
+
+    /// Resolve an app's secrets and mounted files.
+    async fn prepare(&self, spec: &ServiceSpec) -> Result<Prepared, String> {
+        let mut extra = String::new();
+        let mut env = Zeroizing::new(String::new());
+        let secret_vars: Vec<_> = spec
+            .env
+            .iter()
+            .filter(|e| !e.value_from_secret.is_empty())
+            .collect();
+        if !secret_vars.is_empty() {
+            let key = self.master_key.as_ref().ok_or_else(|| {
+                format!(
+                    "Failed to resolve secret '{}': node has no master key configured (--master-key-file)",
+                    secret_vars[0].value_from_secret
+                )
+            })?;
+            let js = store::jetstream(&self.nats).map_err(|e| e.to_string())?;
+            let kv = store::open_kv(&js, store::SECRETS)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!(
+                        "Failed to resolve secrets: KV bucket '{}' does not exist",
+                        store::SECRETS
+                    )
+                })?;
+            for var in secret_vars {
+                let name = &var.value_from_secret;
+                let fail = |why: String| format!("Failed to resolve secret '{name}': {why}");
+                let entry = kv
+                    .entry(name.as_str())
+                    .await
+                    .map_err(|e| fail(e.to_string()))?
+                    .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+                    .ok_or_else(|| fail(format!("not found in KV store '{}'", store::SECRETS)))?;
+                let stored: store::StoredSecret = serde_json::from_slice(&entry.value)
+                    .map_err(|e| fail(format!("unreadable stored secret: {e}")))?;
+                let plain = stored
+                    .open(key, name)
+                    .map_err(|e| fail(format!("decryption failed (wrong master key?): {e}")))?;
+                let value = std::str::from_utf8(&plain)
+                    .map_err(|_| fail("the value is not UTF-8 text".into()))?;
+                if value.contains('\0') {
+                    return Err(fail("the value contains a NUL byte".into()));
+                }
+                env.push_str(&env_file_line(&var.name, value));
+                extra.push_str(&format!(";secret:{name}@{}", entry.revision));
+            }
+        }
+        let mut files = Vec::new();
+        for m in &spec.mounts {
+            let object = &m.source.object_store;
+            let f = self
+                .files
+                .fetch_object(&self.nats, object)
+                .await
+                .map_err(|e| format!("Failed to process mount {}: file '{object}': {e}", m.path))?;
+            extra.push_str(&format!(";file:{object}={}", f.digest));
+            files.push((f.path, m.path.clone()));
+        }
+        Ok(Prepared {
+            env: (!env.is_empty()).then_some(env),
+            files,
+            extra,
+        })
+    }
+
+    /// Write a unit's secret environment file (0600, root) before it starts.
+    async fn write_env_file(&self, unit: &str) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(content) = self.pending_env.lock().await.remove(unit) else {
+            return Ok(());
+        };
+        let path = self.env_file(unit);
+        let tmp = path.with_extension("env.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(content.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        written.map_err(|e| format!("cannot write the secret environment of {unit}: {e}"))
+    }
+
+    fn remove_env_file(&self, unit: &str) {
+        let _ = std::fs::remove_file(self.env_file(unit));
     }
 
     fn spawn_fetch(&self, app: String, tag: String) {
@@ -732,39 +971,46 @@ impl<M: UnitManager> Agent<M> {
                 self.publish(&app, InstanceStatus::stopping(&id)).await;
                 let r = self.systemd.stop(n).await;
                 let _ = self.systemd.reset_failed(n).await;
+                self.remove_env_file(n);
                 if r.is_ok() {
                     self.publish(&app, InstanceStatus::stopped(&id, None)).await;
                 }
-                r
+                r.map_err(|e| e.to_string())
             }
             Action::Start(u) => {
                 self.publish(&app, InstanceStatus::starting(&id, "Starting process"))
                     .await;
-                let _ = self.systemd.reset_failed(&u.name).await;
-                self.systemd.start_transient(u).await
+                self.start(u).await
             }
             Action::Replace(u) => {
                 self.publish(&app, InstanceStatus::stopping(&id)).await;
-                let stopped = self.systemd.stop(&u.name).await;
-                let _ = self.systemd.reset_failed(&u.name).await;
-                match stopped {
+                match self.systemd.stop(&u.name).await {
                     Ok(()) => {
                         self.publish(
                             &app,
                             InstanceStatus::starting(&id, "Restarting with a new spec or binary"),
                         )
                         .await;
-                        self.systemd.start_transient(u).await
+                        self.start(u).await
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                 }
             }
         };
         if let Err(e) = result {
             tracing::error!(unit = %name, error = %e, "systemd action failed");
-            self.publish(&app, InstanceStatus::failed(&id, &e.to_string()))
-                .await;
+            self.publish(&app, InstanceStatus::failed(&id, &e)).await;
         }
+    }
+
+    /// Start a unit: forget a previous failure, write its secrets, start it.
+    async fn start(&self, unit: &crate::systemd::TransientUnit) -> Result<(), String> {
+        let _ = self.systemd.reset_failed(&unit.name).await;
+        self.write_env_file(&unit.name).await?;
+        self.systemd
+            .start_transient(unit)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Publish a status message if it differs from the last one for that instance.
@@ -819,6 +1065,21 @@ impl<M: UnitManager> Agent<M> {
             self.publish(&app, derive_status(&id, &details).with_hash(hash))
                 .await;
         }
+        // Secret files of units that are gone.
+        if let Ok(entries) = std::fs::read_dir(self.cfg.runtime_dir.join("secrets")) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let Some(unit) = file.strip_suffix(".env") else {
+                    continue;
+                };
+                let live_unit = units::parse_unit_name(unit)
+                    .is_some_and(|(a, i)| live.contains(&units::instance_id(&a, i)));
+                let pending = self.pending_env.lock().await.contains_key(unit);
+                if !live_unit && !pending {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         // Instances whose unit vanished on its own (e.g. stopped by hand).
         let gone: Vec<InstanceStatus> = {
             let published = self.published.lock().await;
@@ -848,6 +1109,29 @@ impl<M: UnitManager> Agent<M> {
             .count();
         format!("{apps} apps, {running} replicas running")
     }
+}
+
+/// One `EnvironmentFile=` line: `NAME="value"` with the characters
+/// systemd's parser treats specially escaped.
+pub fn env_file_line(name: &str, value: &str) -> String {
+    let mut out = String::with_capacity(name.len() + value.len() + 4);
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        if matches!(c, '"' | '\\' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push_str("\"\n");
+    out
+}
+
+/// Is `pid` a live narun process?
+fn is_narun_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() == "narun")
+        .unwrap_or(false)
 }
 
 /// This machine's id (`/etc/machine-id`), to tell a restarted agent from a

@@ -18,10 +18,31 @@ pub struct Fetched {
     pub digest: String,
 }
 
-/// The on-disk cache under `<data-dir>/binaries/<sha256 hex>/<object>`.
+/// Why an object could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// No such object (or no such bucket).
+    Missing(String),
+    /// Anything else: digest mismatch, I/O, NATS.
+    Other(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Missing(s) | FetchError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// An on-disk cache of one object store's objects, under
+/// `<dir>/<sha256 hex>/<object>`: `<data-dir>/binaries` for app binaries
+/// (mode 0755), `<data-dir>/files` for mounted files (mode 0644).
 #[derive(Debug, Clone)]
 pub struct BinaryCache {
     dir: PathBuf,
+    bucket: &'static str,
+    mode: u32,
 }
 
 /// `SHA-256=<base64url, padded or not>` → lowercase hex.
@@ -41,8 +62,22 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl BinaryCache {
+    /// The app binaries cache.
     pub fn new(dir: PathBuf) -> Self {
-        BinaryCache { dir }
+        BinaryCache {
+            dir,
+            bucket: store::APP_BINARIES,
+            mode: 0o755,
+        }
+    }
+
+    /// The mounted files cache (Object Store `narun-files`).
+    pub fn files(dir: PathBuf) -> Self {
+        BinaryCache {
+            dir,
+            bucket: store::FILES,
+            mode: 0o644,
+        }
     }
 
     fn path_for(&self, hex: &str, object: &str) -> PathBuf {
@@ -58,8 +93,13 @@ impl BinaryCache {
         arch: &str,
         digest: &str,
     ) -> Option<Fetched> {
+        self.cached_object(&store::binary::object_name(app, tag, os, arch), digest)
+    }
+
+    /// A cached object for this digest, if present and intact.
+    pub fn cached_object(&self, object: &str, digest: &str) -> Option<Fetched> {
         let hex = digest_hex(digest)?;
-        let path = self.path_for(&hex, &store::binary::object_name(app, tag, os, arch));
+        let path = self.path_for(&hex, object);
         let bytes = std::fs::read(&path).ok()?;
         (sha256_hex(&bytes) == hex).then(|| Fetched {
             path,
@@ -77,43 +117,56 @@ impl BinaryCache {
         arch: &str,
     ) -> Result<Fetched, String> {
         let object = store::binary::object_name(app, tag, os, arch);
+        self.fetch_object(nats, &object).await.map_err(|e| match e {
+            FetchError::Missing(why) => format!(
+                "binary object '{object}' for platform {os}/{arch} not found in '{}': {why}",
+                self.bucket
+            ),
+            FetchError::Other(why) => why,
+        })
+    }
+
+    /// Make sure `object` of this cache's bucket is on disk, verified.
+    pub async fn fetch_object(
+        &self,
+        nats: &async_nats::Client,
+        object: &str,
+    ) -> Result<Fetched, FetchError> {
         let js = async_nats::jetstream::new(nats.clone());
-        let bucket = js
-            .get_object_store(store::APP_BINARIES)
-            .await
-            .map_err(|e| format!("object store '{}' unavailable: {e}", store::APP_BINARIES))?;
-        let info = bucket.info(&object).await.map_err(|e| {
-            format!(
-                "binary object '{object}' for platform {os}/{arch} not found in '{}': {e}",
-                store::APP_BINARIES
-            )
+        let bucket = js.get_object_store(self.bucket).await.map_err(|e| {
+            FetchError::Missing(format!("object store '{}' unavailable: {e}", self.bucket))
         })?;
+        let info = bucket
+            .info(object)
+            .await
+            .map_err(|e| FetchError::Missing(e.to_string()))?;
         let digest = info
             .digest
             .clone()
-            .ok_or_else(|| format!("binary object '{object}' has no digest"))?;
+            .ok_or_else(|| FetchError::Other(format!("object '{object}' has no digest")))?;
         let hex = digest_hex(&digest).ok_or_else(|| {
-            format!("binary object '{object}' has an unsupported digest {digest:?}")
+            FetchError::Other(format!(
+                "object '{object}' has an unsupported digest {digest:?}"
+            ))
         })?;
-        if let Some(hit) = self.cached(app, tag, os, arch, &digest) {
+        if let Some(hit) = self.cached_object(object, &digest) {
             return Ok(hit);
         }
-        let final_path = self.path_for(&hex, &object);
+        let final_path = self.path_for(&hex, object);
         let dir = final_path.parent().expect("has a parent").to_owned();
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| FetchError::Other(format!("cannot create {}: {e}", dir.display())))?;
         set_mode(&dir, 0o755).await;
         let tmp = dir.join(format!(".{object}.tmp.{}", std::process::id()));
-        let result = self.download(&bucket, &object, &tmp, &hex).await;
-        if let Err(e) = result {
+        if let Err(e) = self.download(&bucket, object, &tmp, &hex).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
+            return Err(FetchError::Other(e));
         }
-        tokio::fs::rename(&tmp, &final_path)
-            .await
-            .map_err(|e| format!("cannot install {}: {e}", final_path.display()))?;
-        tracing::info!(object = %object, path = %final_path.display(), "binary installed");
+        tokio::fs::rename(&tmp, &final_path).await.map_err(|e| {
+            FetchError::Other(format!("cannot install {}: {e}", final_path.display()))
+        })?;
+        tracing::info!(object = %object, path = %final_path.display(), "object installed");
         Ok(Fetched {
             path: final_path,
             digest,
@@ -164,7 +217,7 @@ impl BinaryCache {
             .await
             .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
         drop(file);
-        set_mode(tmp, 0o755).await;
+        set_mode(tmp, self.mode).await;
         Ok(())
     }
 
@@ -190,6 +243,20 @@ async fn set_mode(path: &Path, mode: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_cached_file_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BinaryCache::new(dir.path().to_owned());
+        let digest = "SHA-256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let hex = digest_hex(digest).unwrap();
+        let path = dir.path().join(&hex).join("obj");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(cache.cached_object("obj", digest).unwrap().path, path);
+        std::fs::write(&path, b"tampered").unwrap();
+        assert!(cache.cached_object("obj", digest).is_none());
+    }
 
     #[test]
     fn digests_decode_padded_or_not() {

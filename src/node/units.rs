@@ -76,6 +76,14 @@ pub struct Replica {
     pub network: Network,
     /// systemd's major version, to use newer properties only where they exist.
     pub systemd_version: u32,
+    /// Root-only file with the app's secret environment (`EnvironmentFiles=`):
+    /// secrets never appear in unit properties.
+    pub environment_file: Option<PathBuf>,
+    /// Files exposed read-only in the working directory: (source on the
+    /// host, path relative to the working directory).
+    pub files: Vec<(PathBuf, String)>,
+    /// `mode: landlock`: (wrapper binary, policy file) run before the app.
+    pub landlock: Option<(PathBuf, PathBuf)>,
 }
 
 /// `narun-app@<app>.service` for replica 0, `narun-app@<app>:<i>.service` after.
@@ -144,16 +152,35 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("Slice", s(SLICE)));
     p.push(("Type", s("exec")));
     let binary = r.binary.to_string_lossy().into_owned();
-    let mut argv = vec![binary.clone()];
-    argv.extend(r.args.iter().cloned());
-    p.push((
-        "ExecStart",
-        Prop::Exec(vec![ExecCommand {
-            path: binary,
-            argv,
-            ignore_failure: false,
-        }]),
-    ));
+    let exec = match &r.landlock {
+        // narun-exec --policy FILE -- BINARY ARGS...
+        Some((wrapper, policy)) => {
+            let wrapper = wrapper.to_string_lossy().into_owned();
+            let mut argv = vec![
+                wrapper.clone(),
+                "--policy".to_owned(),
+                policy.to_string_lossy().into_owned(),
+                "--".to_owned(),
+                binary,
+            ];
+            argv.extend(r.args.iter().cloned());
+            ExecCommand {
+                path: wrapper,
+                argv,
+                ignore_failure: false,
+            }
+        }
+        None => {
+            let mut argv = vec![binary.clone()];
+            argv.extend(r.args.iter().cloned());
+            ExecCommand {
+                path: binary,
+                argv,
+                ignore_failure: false,
+            }
+        }
+    };
+    p.push(("ExecStart", Prop::Exec(vec![exec])));
     p.push(("StateDirectory", Prop::Strs(vec![state_dir])));
     p.push(("WorkingDirectory", s(workdir.clone())));
 
@@ -169,6 +196,30 @@ pub fn render(r: &Replica) -> TransientUnit {
     ];
     env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
     p.push(("Environment", Prop::Strs(env)));
+    if let Some(f) = &r.environment_file {
+        p.push((
+            "EnvironmentFiles",
+            Prop::EnvFiles(vec![(f.to_string_lossy().into_owned(), false)]),
+        ));
+    }
+    if !r.files.is_empty() {
+        p.push((
+            "BindReadOnlyPaths",
+            Prop::Binds(
+                r.files
+                    .iter()
+                    .map(|(src, rel)| {
+                        (
+                            src.to_string_lossy().into_owned(),
+                            format!("{workdir}/{rel}"),
+                            false,
+                            0,
+                        )
+                    })
+                    .collect(),
+            ),
+        ));
+    }
 
     // Supervision: systemd restarts, kills and logs.
     p.push(("KillMode", s("control-group")));
@@ -310,6 +361,9 @@ mod tests {
             stop_timeout: Duration::from_secs(10),
             network: Network::Host,
             systemd_version: 252,
+            environment_file: None,
+            files: vec![],
+            landlock: None,
         }
     }
 
@@ -446,6 +500,50 @@ mod tests {
         assert_eq!(
             render(&r).get("NetworkNamespacePath"),
             Some(&s("/run/netns/blue"))
+        );
+    }
+
+    #[test]
+    fn secrets_files_and_the_landlock_wrapper() {
+        let mut r = replica();
+        r.environment_file = Some("/run/narun/secrets/narun-app@hello.service.env".into());
+        r.files = vec![("/var/lib/narun/files/ab/cfg".into(), "conf/app.yaml".into())];
+        r.landlock = Some((
+            "/usr/libexec/narun/narun-exec".into(),
+            "/var/lib/narun/policies/hello.json".into(),
+        ));
+        let u = render(&r);
+        assert_eq!(
+            u.get("EnvironmentFiles"),
+            Some(&Prop::EnvFiles(vec![(
+                "/run/narun/secrets/narun-app@hello.service.env".into(),
+                false
+            )]))
+        );
+        assert_eq!(
+            u.get("BindReadOnlyPaths"),
+            Some(&Prop::Binds(vec![(
+                "/var/lib/narun/files/ab/cfg".into(),
+                "/var/lib/narun-app/hello/conf/app.yaml".into(),
+                false,
+                0
+            )]))
+        );
+        let Some(Prop::Exec(cmds)) = u.get("ExecStart") else {
+            panic!("no ExecStart")
+        };
+        assert_eq!(cmds[0].path, "/usr/libexec/narun/narun-exec");
+        assert_eq!(
+            cmds[0].argv,
+            [
+                "/usr/libexec/narun/narun-exec",
+                "--policy",
+                "/var/lib/narun/policies/hello.json",
+                "--",
+                "/var/lib/narun/binaries/x/hello",
+                "--port",
+                "1"
+            ]
         );
     }
 

@@ -91,6 +91,10 @@ pub struct NodeState {
     /// narun extension: the node's systemd version (`Manager.Version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_version: Option<String>,
+    /// narun extension: the agent's process id on its machine, so a second
+    /// agent on the same machine with the same id can be refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_pid: Option<u32>,
 }
 
 /// One line of an instance's output, on `logs.<app>.<node>` (core NATS;

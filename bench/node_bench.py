@@ -1,0 +1,867 @@
+#!/usr/bin/env python3
+"""Measurements of `narun node`, driven by bench/node.sh (run that, not this).
+
+Boots a private systemd (tests/support/private-systemd.sh as PID 1 of a
+private PID + mount namespace), a nats-server, and the release `narun node`
+against them; deploys copies of /bin/sleep as apps through the KV bucket
+`app-configs` and the object store `app-binaries` (nats-py, the only
+dependency, installed by node.sh in its venv); measures memory, spec write
+-> unit active (against a bare `systemd-run`), crash -> active again, and
+the cold start of many apps; prints one table.
+
+Times are CLOCK_MONOTONIC on both sides: time.monotonic() here and systemd's
+`*TimestampMonotonic` unit properties (no time namespace is involved), so a
+put made here and the instant systemd saw the unit active are compared
+directly.
+
+Every process started here is recorded in <base>/pids/ ("pid comm" per
+file) so that node.sh's trap can kill it if this process dies first.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import nats  # nats-py
+
+NODE = "bench"
+PREFIX = "nbench"
+TAG = "v1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Fail(Exception):
+    pass
+
+
+def log(msg):
+    print(f"[node-bench {time.monotonic() - T_START:5.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+T_START = time.monotonic()
+
+
+def app_name(i):
+    return f"{PREFIX}-{i:03d}"
+
+
+def go_arch():
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}.get(m, m)
+
+
+def spec_yaml(app, replicas=1, delay=None):
+    y = f'name: {app}\ntag: {TAG}\nargs: ["1000000"]\n'
+    if delay:
+        y += f"restart: {{delay: {delay}}}\n"
+    y += f"nodes:\n  - name: {NODE}\n    replicas: {replicas}\n"
+    return y.encode()
+
+
+# ------------------------------------------------------------------ processes
+
+
+class Registry:
+    """pid files for node.sh's trap."""
+
+    def __init__(self, d):
+        self.d = d
+        os.makedirs(d, exist_ok=True)
+
+    def add(self, name, pid, comm):
+        with open(os.path.join(self.d, name), "w") as f:
+            f.write(f"{pid} {comm}\n")
+
+    def remove(self, name):
+        try:
+            os.unlink(os.path.join(self.d, name))
+        except FileNotFoundError:
+            pass
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def comm(pid):
+    return read(f"/proc/{pid}/comm").strip()
+
+
+def children(pid):
+    return [int(x) for x in read(f"/proc/{pid}/task/{pid}/children").split()]
+
+
+def cpu_seconds(pid):
+    """utime + stime of a live process, in seconds (0 if gone)."""
+    s = read(f"/proc/{pid}/stat")
+    if not s:
+        return 0.0
+    fields = s[s.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def mem_kib(pid):
+    out = {}
+    for line in read(f"/proc/{pid}/status").splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[k] = int(v.split()[0])
+    return out
+
+
+def remove_depth_first(d):
+    try:
+        entries = list(os.scandir(d))
+    except OSError:
+        return
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            remove_depth_first(e.path)
+    try:
+        os.rmdir(d)
+    except OSError:
+        pass
+
+
+def cleanup_cgroups():
+    """Empty cgroups a private systemd left (only where PID 1 is not systemd)."""
+    if comm(1) == "systemd":
+        return
+    roots = ["/sys/fs/cgroup"] + [e.path for e in os.scandir("/sys/fs/cgroup") if e.is_dir()]
+    for r in roots:
+        for n in ("narun.slice", "system.slice", "init.scope"):
+            p = os.path.join(r, n)
+            if os.path.isdir(p):
+                remove_depth_first(p)
+
+
+class PrivateSystemd:
+    def __init__(self, script, reg, tag):
+        self.reg, self.tag = reg, tag
+        self.unshare = subprocess.Popen(
+            ["setsid", "unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        reg.add(f"unshare-{tag}", self.unshare.pid, "unshare")
+        deadline = time.monotonic() + 30
+        self.pid = None
+        while self.pid is None:
+            found = [c for c in children(self.unshare.pid) if comm(c) == "systemd"]
+            if found:
+                self.pid = found[0]
+                break
+            if self.unshare.poll() is not None:
+                raise Fail(f"unshare exited ({self.unshare.returncode}) before systemd started")
+            if time.monotonic() > deadline:
+                raise Fail("the private systemd did not start within 30 s")
+            time.sleep(0.02)
+        reg.add(f"systemd-{tag}", self.pid, "systemd")
+        self.ns = ["nsenter", "-t", str(self.pid), "-m", "-p"]
+        while not os.path.exists(f"/proc/{self.pid}/root/run/systemd/private"):
+            if time.monotonic() > deadline:
+                raise Fail("the private systemd never opened its private socket")
+            time.sleep(0.02)
+        out = subprocess.run(
+            self.ns + ["systemctl", "is-system-running", "--wait"], capture_output=True, text=True, timeout=60
+        )
+        state = out.stdout.strip()
+        if state not in ("running", "degraded"):
+            raise Fail(f"private systemd state {state!r}: {out.stderr.strip()}")
+        self.bus_path = f"/proc/{self.pid}/root/run/dbus/system_bus_socket"
+        if not os.path.exists(self.bus_path):
+            raise Fail(f"no D-Bus socket at {self.bus_path}")
+        self.bus = f"unix:path={self.bus_path}"
+        self.pidns = os.readlink(f"/proc/{self.pid}/ns/pid")
+
+    def dbus_pid(self):
+        for c in children(self.pid):
+            if comm(c) == "dbus-daemon":
+                return c
+        return None
+
+    def host_pid(self, ns_pid):
+        """Host pid of the process that is `ns_pid` inside the namespace."""
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            for line in read(f"/proc/{d}/status").splitlines():
+                if line.startswith("NSpid:"):
+                    f = line.split()[1:]
+                    if len(f) >= 2 and f[-1] == str(ns_pid):
+                        try:
+                            if os.readlink(f"/proc/{d}/ns/pid") == self.pidns:
+                                return int(d)
+                        except OSError:
+                            pass
+                    break
+        raise Fail(f"no host pid for namespace pid {ns_pid}")
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.unshare.kill()
+        try:
+            self.unshare.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        for _ in range(200):
+            if not os.path.exists(f"/proc/{self.pid}"):
+                break
+            time.sleep(0.02)
+        self.reg.remove(f"systemd-{self.tag}")
+        self.reg.remove(f"unshare-{self.tag}")
+        for _ in range(3):
+            cleanup_cgroups()
+            time.sleep(0.05)
+
+
+async def run(*cmd, check=True, timeout=60):
+    p = await asyncio.create_subprocess_exec(
+        *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(p.communicate(), timeout)
+    except asyncio.TimeoutError:
+        p.kill()
+        await p.wait()
+        raise Fail(f"timed out: {' '.join(cmd)}")
+    if check and p.returncode != 0:
+        raise Fail(f"{' '.join(cmd)} exited {p.returncode}: {err.decode().strip()}")
+    return out.decode()
+
+
+async def show(sd, units, props):
+    """systemctl show -p PROPS UNITS... -> list of dicts (one per unit)."""
+    out = await run(*sd.ns, "systemctl", "show", "-p", ",".join(["Id"] + props), *units)
+    res, cur = [], {}
+    for line in out.splitlines() + [""]:
+        if not line.strip():
+            if cur:
+                res.append(cur)
+            cur = {}
+            continue
+        k, _, v = line.partition("=")
+        cur[k] = v
+    return res
+
+
+async def show1(sd, unit, props):
+    r = await show(sd, [unit], props)
+    return r[0] if r else {}
+
+
+def mono(props, key):
+    """A systemd *TimestampMonotonic (µs) as seconds, None when unset."""
+    v = int(props.get(key, "0") or 0)
+    return v / 1e6 if v else None
+
+
+# --------------------------------------------------------------------- agent
+
+
+class Agent:
+    def __init__(self, a, url, sd, data_dir, reg, n):
+        self.reg, self.n = reg, n
+        self.notify_path = os.path.join(a.base, f"notify-{n}")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.notify_path)
+        self.sock.setblocking(False)
+        self.log_path = os.path.join(a.base, f"agent-{n}.log")
+        self.ready = asyncio.get_running_loop().create_future()
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, RUST_LOG="info")
+        with open(self.log_path, "w") as logf:
+            self.t_spawn = time.monotonic()
+            self.p = subprocess.Popen(
+                [
+                    a.narun, "node",
+                    "--nats-url", url,
+                    "--node-id", NODE,
+                    "--data-dir", data_dir,
+                    "--systemd-bus", sd.bus,
+                    "--journalctl", "",
+                    "--status-interval", "300ms",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=logf,
+            )
+        self.pid = self.p.pid
+        reg.add(f"agent-{n}", self.pid, "narun")
+        # The agent sends STATUS= every status tick: keep its socket drained.
+        self.drain = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = await loop.sock_recv(self.sock, 4096)
+            except OSError:
+                return
+            if b"READY=1" in data and not self.ready.done():
+                self.ready.set_result(time.monotonic())
+
+    def log_tail(self, n=15):
+        return "\n".join(read(self.log_path).splitlines()[-n:])
+
+    async def wait_ready(self, timeout=60):
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except asyncio.TimeoutError:
+            raise Fail(f"the agent sent no READY=1 within {timeout} s:\n{self.log_tail()}")
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def check(self):
+        if not self.alive():
+            raise Fail(f"the agent exited ({self.p.returncode}):\n{self.log_tail()}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.alive():
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.reg.remove(f"agent-{self.n}")
+        self.drain.cancel()
+        self.sock.close()
+
+
+# -------------------------------------------------------------------- status
+
+
+class Status:
+    """Follows status.*.<node>; resolves waiters when a predicate holds."""
+
+    def __init__(self):
+        self.latest = {}
+        self.waiters = []
+        self.count = 0
+
+    async def cb(self, msg):
+        t = time.monotonic()
+        try:
+            s = json.loads(msg.data)
+        except ValueError:
+            return
+        s["_t"] = t
+        self.count += 1
+        self.latest[s.get("instance_id", "")] = s
+        for w in list(self.waiters):
+            pred, fut = w
+            if fut.done():
+                self.waiters.remove(w)
+            elif pred(s, self):
+                fut.set_result(s)
+                self.waiters.remove(w)
+
+    def expect(self, pred):
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append((pred, fut))
+        return fut
+
+
+def is_(iid, status, extra=lambda s: True):
+    return lambda s, _st: s.get("instance_id") == iid and s.get("status") == status and extra(s)
+
+
+def all_running(ids, since):
+    ids = set(ids)
+
+    def pred(_s, st):
+        for i in ids:
+            x = st.latest.get(i)
+            if not x or x.get("status") != "running" or x["_t"] < since:
+                return False
+        return True
+
+    return pred
+
+
+def running_count(st, ids, since):
+    return sum(
+        1 for i in ids if (x := st.latest.get(i)) and x.get("status") == "running" and x["_t"] >= since
+    )
+
+
+async def wait(fut, timeout, what):
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except asyncio.TimeoutError:
+        raise Fail(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def med(v):
+    v = [x for x in v if x == x]  # without NaN (an event not seen)
+    return statistics.median(v) if v else float("nan")
+
+
+def p90(v):
+    v = [x for x in v if x == x]
+    if len(v) < 2:
+        return v[0] if v else float("nan")
+    return statistics.quantiles(v, n=10, method="inclusive")[8]
+
+
+def ms(x):
+    return f"{x * 1000:.0f} ms" if x == x else "n/a"
+
+
+def mib(kib):
+    return f"{kib / 1024:.1f} MiB"
+
+
+async def cpu_window(pids, secs):
+    """CPU % of each pid over `secs` (of one core)."""
+    before = {p: cpu_seconds(p) for p in pids if p}
+    await asyncio.sleep(secs)
+    return {p: (cpu_seconds(p) - b) / secs * 100 for p, b in before.items()}
+
+
+async def dbus_calls_per_s(sd, secs):
+    """Method calls per second seen on the private bus (busctl monitor)."""
+    p = await asyncio.create_subprocess_exec(
+        *sd.ns, "busctl", "monitor", "--system",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    calls = 0
+
+    async def count():
+        nonlocal calls
+        async for line in p.stdout:
+            if b"Type=method_call" in line:
+                calls += 1
+
+    task = asyncio.create_task(count())
+    await asyncio.sleep(0.5)  # monitor attached
+    start = calls
+    await asyncio.sleep(secs)
+    n = calls - start
+    p.kill()
+    await p.wait()
+    task.cancel()
+    return n / secs
+
+
+# ---------------------------------------------------------------------- main
+
+
+async def main(a):
+    reg = Registry(os.path.join(a.base, "pids"))
+    res = {"env": {}}
+    sd = agent = nats_proc = None
+    arch = go_arch()
+    sleep_bin = os.path.join(a.base, "sleep")
+    with open("/bin/sleep", "rb") as f:
+        sleep_bytes = f.read()
+    with open(sleep_bin, "wb") as f:
+        f.write(sleep_bytes)
+    os.chmod(sleep_bin, 0o755)
+    res["env"]["load_start"] = read("/proc/loadavg").split()[:3]
+    res["env"]["builders_start"] = busy_builders()
+    try:
+        # nats-server
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"nats://127.0.0.1:{port}"
+        nats_proc = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(a.base, "js"),
+             "-l", os.path.join(a.base, "nats.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        reg.add("nats", nats_proc.pid, "nats-server")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    if c.recv(4) == b"INFO":
+                        break
+            except OSError:
+                pass
+            if nats_proc.poll() is not None or time.monotonic() > deadline:
+                raise Fail("nats-server did not start: " + read(os.path.join(a.base, "nats.log"))[-500:])
+            time.sleep(0.05)
+        nc = await nats.connect(url, max_reconnect_attempts=-1, connect_timeout=5)
+        res["env"]["nats"] = nc._server_info.get("version", "?")
+        st = Status()
+        await nc.subscribe(f"status.*.{NODE}", cb=st.cb)
+        await nc.flush()
+
+        log("booting a private systemd")
+        sd = PrivateSystemd(a.script, reg, "1")
+        res["env"]["systemd"] = (await run(*sd.ns, "systemctl", "--version")).splitlines()[0]
+
+        # ---------------------------------------------------------- 1. idle
+        data_main = os.path.join(a.base, "data-main")
+        log("starting the agent (0 apps)")
+        agent = Agent(a, url, sd, data_main, reg, 1)
+        await agent.wait_ready()
+        await asyncio.sleep(2)
+        agent.check()
+        watch = [agent.pid, sd.pid, sd.dbus_pid()]
+        cpu = await cpu_window(watch, a.idle_secs)
+        res["idle0"] = {"mem": mem_kib(agent.pid), "cpu": [cpu.get(p, 0) for p in watch]}
+        res["idle0"]["dbus"] = await dbus_calls_per_s(sd, 2)
+        log(f"idle: {res['idle0']}")
+
+        js = nc.jetstream()
+        kv = await js.key_value("app-configs")
+        obs = await js.object_store("app-binaries")
+
+        # Binaries for every app: a copy of /bin/sleep with a distinct tail
+        # (distinct digests, as distinct apps have), one object per app.
+        log(f"uploading {a.cold_apps} binaries")
+        t = time.monotonic()
+        for i in range(a.cold_apps):
+            app = app_name(i)
+            await obs.put(f"{app}-{TAG}-linux-{arch}", sleep_bytes + f"\0{app}".encode())
+        res["upload_s"] = time.monotonic() - t
+
+        # ------------------------------------------------------- 2. 50 apps
+        apps = [app_name(i) for i in range(a.apps)]
+        crash_slow = apps[1 : 1 + a.crashes]
+        crash_fast = apps[1 + a.crashes : 1 + 2 * a.crashes]
+        ids = [f"{x}-0" for x in apps]
+        log(f"deploying {a.apps} apps at once")
+        t0 = time.monotonic()
+        fut = st.expect(all_running(ids, t0))
+        for x in apps:
+            await kv.put(x, spec_yaml(x, delay="100ms" if x in crash_fast else None))
+        try:
+            await wait(fut, 90, f"{a.apps} apps running")
+            res["deploy50_s"] = time.monotonic() - t0
+        except Fail:
+            raise Fail(f"only {running_count(st, ids, t0)}/{a.apps} apps running after 90 s:\n{agent.log_tail()}")
+        await asyncio.sleep(2)
+        agent.check()
+        cpu = await cpu_window(watch, a.idle_secs)
+        res["idle50"] = {"mem": mem_kib(agent.pid), "cpu": [cpu.get(p, 0) for p in watch]}
+        res["idle50"]["dbus"] = await dbus_calls_per_s(sd, 2)
+        log(f"50 apps: deploy {res['deploy50_s']:.2f} s, {res['idle50']}")
+
+        # ---------------------------------------- 3. spec write -> active
+        lat = {"bare": [], "props": [], "narun": []}
+        target = apps[0]
+        unit1 = f"narun-app@{target}:1.service"
+        iid1 = f"{target}-1"
+        sr_props = narun_like_props()
+        log(f"spec write -> active: {a.reps} runs (+1 warm-up) of systemd-run, systemd-run with narun's properties, narun")
+        for i in range(a.reps + 1):
+            for kind in ("bare", "props"):
+                unit = f"{PREFIX}-run-{kind}-{i}.service"
+                extra = ["-p", "DynamicUser=yes"] if kind == "bare" else sr_props
+                t0 = time.monotonic()
+                await run(*sd.ns, "systemd-run", "--quiet", "--unit", unit, *extra, sleep_bin, "1000")
+                t_ret = time.monotonic()
+                p = await show1(sd, unit, ["ActiveState", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"])
+                if p.get("ActiveState") != "active":
+                    raise Fail(f"{unit} is {p.get('ActiveState')} after systemd-run")
+                if i > 0:
+                    lat[kind].append({
+                        "active": mono(p, "ActiveEnterTimestampMonotonic") - t0,
+                        "fork": mono(p, "InactiveExitTimestampMonotonic") - t0,
+                        "exec": mono(p, "ActiveEnterTimestampMonotonic") - mono(p, "InactiveExitTimestampMonotonic"),
+                        "returned": t_ret - t0,
+                    })
+                await run(*sd.ns, "systemctl", "stop", unit)
+            # narun: scale the target app 1 -> 2 (its binary is cached)
+            f_start = st.expect(is_(iid1, "starting"))
+            f_run = st.expect(is_(iid1, "running"))
+            t0 = time.monotonic()
+            await kv.put(target, spec_yaml(target, replicas=2))
+            s_run = await wait(f_run, 30, f"{iid1} running")
+            s_start = f_start.result() if f_start.done() else None
+            p = await show1(sd, unit1, ["ActiveState", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"])
+            if i > 0:
+                lat["narun"].append({
+                    "active": mono(p, "ActiveEnterTimestampMonotonic") - t0,
+                    "fork": mono(p, "InactiveExitTimestampMonotonic") - t0,
+                    "exec": mono(p, "ActiveEnterTimestampMonotonic") - mono(p, "InactiveExitTimestampMonotonic"),
+                    "starting": (s_start["_t"] - t0) if s_start else float("nan"),
+                    "status": s_run["_t"] - t0,
+                    "status_after_active": s_run["_t"] - mono(p, "ActiveEnterTimestampMonotonic"),
+                })
+            f_stop = st.expect(is_(iid1, "stopped"))
+            await kv.put(target, spec_yaml(target, replicas=1))
+            await wait(f_stop, 30, f"{iid1} stopped")
+            await asyncio.sleep(a.settle)
+        agent.check()
+        res["lat"] = lat
+        log("latency: narun median " + ms(med([x["active"] for x in lat["narun"]]))
+            + ", systemd-run median " + ms(med([x["active"] for x in lat["bare"]])))
+
+        # ---------------------------------------------------- 4. crash
+        res["crash"] = {}
+        for group, names in (("slow", crash_slow), ("fast", crash_fast)):
+            rows = []
+            for x in names:
+                unit = f"narun-app@{x}.service"
+                p = await show1(sd, unit, ["MainPID", "NRestarts", "RestartUSec"])
+                old = int(p["MainPID"])
+                host = sd.host_pid(old)
+                f_crash = st.expect(lambda s, _st, x=x: s.get("instance_id") == f"{x}-0" and s.get("status") == "crashed")
+                f_run = st.expect(lambda s, _st, x=x, old=old: s.get("instance_id") == f"{x}-0"
+                                  and s.get("status") == "running" and s.get("pid") not in (None, old))
+                t0 = time.monotonic()
+                os.kill(host, signal.SIGKILL)
+                s_run = await wait(f_run, 30, f"{x} running again")
+                q = await show1(sd, unit, ["MainPID", "NRestarts", "ActiveEnterTimestampMonotonic",
+                                           "ExecMainStartTimestampMonotonic"])
+                if int(q["MainPID"]) == old or int(q["NRestarts"]) < 1:
+                    raise Fail(f"{unit} did not restart: {q}")
+                rows.append({
+                    "restart_usec": p.get("RestartUSec", "?"),
+                    "active": mono(q, "ActiveEnterTimestampMonotonic") - t0,
+                    "crashed": (f_crash.result()["_t"] - t0) if f_crash.done() else float("nan"),
+                    "status": s_run["_t"] - t0,
+                    "status_after_active": s_run["_t"] - mono(q, "ActiveEnterTimestampMonotonic"),
+                })
+                f_crash.cancel()
+            res["crash"][group] = rows
+        agent.check()
+        log("crash: " + ", ".join(f"{g} {ms(med([r['active'] for r in rows]))}" for g, rows in res["crash"].items()))
+
+        # ------------------------------------------- 5. cold start, N apps
+        log("stopping the agent (SIGTERM; its apps keep running)")
+        agent.stop()
+        agent = None
+        all_apps = [app_name(i) for i in range(a.cold_apps)]
+        for x in all_apps[a.apps :]:
+            await kv.put(x, spec_yaml(x))
+        all_ids = [f"{x}-0" for x in all_apps]
+        data_cold = os.path.join(a.base, "data-cold")
+        res["cold"] = {}
+        for n, (kind, desc) in enumerate((("cold", "empty data dir"), ("warm", "data dir of the previous run"))):
+            log(f"rebooting the private systemd; agent start with {a.cold_apps} apps, {desc}")
+            sd.kill()
+            sd = PrivateSystemd(a.script, reg, str(n + 2))
+            sd_cpu0 = cpu_seconds(sd.pid)
+            dbus_pid = sd.dbus_pid()
+            dbus_cpu0 = cpu_seconds(dbus_pid) if dbus_pid else 0
+            agent = Agent(a, url, sd, data_cold, reg, n + 2)
+            t0 = agent.t_spawn
+            fut = st.expect(all_running(all_ids, t0))
+            r = {}
+            try:
+                await wait(fut, a.cold_timeout, f"{a.cold_apps} apps running")
+                r["status_s"] = time.monotonic() - t0
+            except Fail:
+                r["status_s"] = None
+                r["partial"] = running_count(st, all_ids, t0)
+            r["agent_cpu"] = cpu_seconds(agent.pid)
+            r["systemd_cpu"] = cpu_seconds(sd.pid) - sd_cpu0
+            r["dbus_cpu"] = (cpu_seconds(dbus_pid) - dbus_cpu0) if dbus_pid else 0
+            r["ready_s"] = (agent.ready.result() - t0) if agent.ready.done() else None
+            names = [f"narun-app@{x}.service" for x in all_apps]
+            props = await show(sd, names, ["ActiveState", "ActiveEnterTimestampMonotonic"])
+            act = [mono(p, "ActiveEnterTimestampMonotonic") for p in props if p.get("ActiveState") == "active"]
+            r["active_n"] = len(act)
+            r["first_active_s"] = (min(act) - t0) if act else None
+            r["active_s"] = (max(act) - t0) if len(act) == a.cold_apps else None
+            agent.check()
+            res["cold"][kind] = r
+            log(f"{kind}: {r}")
+            if kind == "cold":
+                agent.stop()
+                agent = None
+        await asyncio.sleep(2)
+        res["mem200"] = mem_kib(agent.pid)
+        res["env"]["load_end"] = read("/proc/loadavg").split()[:3]
+        res["env"]["builders_end"] = busy_builders()
+        await nc.close()
+    finally:
+        if agent:
+            agent.stop(signal.SIGKILL)
+        if sd:
+            sd.kill()
+        if nats_proc:
+            nats_proc.kill()
+            nats_proc.wait()
+            reg.remove("nats")
+    return res
+
+
+def narun_like_props():
+    """What narun's unit rendering sets (src/node/units.rs), as systemd-run -p."""
+    app = f"{PREFIX}-sr"
+    props = [
+        "Type=exec", "Slice=narun.slice",
+        f"StateDirectory=narun-app/{app}", f"WorkingDirectory=/var/lib/narun-app/{app}",
+        f"Environment=NARUN_APP_NAME={app} NARUN_INSTANCE_ID={app}-0 NARUN_NODE_ID={NODE}",
+        "KillMode=control-group", "TimeoutStopSec=10", "Restart=on-failure", "RestartSec=2",
+        "StartLimitBurst=5", "StartLimitIntervalSec=600",
+        "StandardOutput=journal", "StandardError=journal", f"SyslogIdentifier={app}",
+        f"LogExtraFields=NARUN_APP={app}",
+        "MemoryAccounting=yes", "CPUAccounting=yes", "TasksAccounting=yes",
+        "DynamicUser=yes", f"User=narun-{app}",
+        "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+        "PrivateDevices=yes", "PrivateIPC=yes", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
+        "ProtectProc=invisible", "RestrictSUIDSGID=yes", "LockPersonality=yes", "RestrictRealtime=yes",
+        "RestrictNamespaces=yes", "SystemCallArchitectures=native", "CapabilityBoundingSet=",
+        "AmbientCapabilities=", "UMask=0077",
+    ]
+    out = []
+    for p in props:
+        out += ["-p", p]
+    return out
+
+
+def busy_builders():
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit() and comm(d) in ("rustc", "cargo", "cc1", "ld", "cc1plus"):
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------- table
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def report(a, res, wall):
+    out = []
+    w = out.append
+    e = res["env"]
+    w(f"narun node benchmark: {a.version}; {e.get('systemd', '?')}; nats-server {e.get('nats', '?')}; "
+      f"{os.cpu_count()} cores")
+    w(f"load average at start {' '.join(e['load_start'])}, at end {' '.join(e.get('load_end', ['?']))}; "
+      f"compiler processes running at start/end: {e['builders_start']}/{e.get('builders_end', '?')}"
+      + ("  (!) timings disturbed by builds" if e["builders_start"] or e.get("builders_end") else ""))
+    w("")
+    w("1. Agent memory (/proc/<agent>/status)        VmRSS      RssAnon    VmHWM      target     verdict")
+    for key, label, tgt in (("idle0", "idle, 0 apps", 8), ("idle50", f"{a.apps} apps running", 16)):
+        m = res[key]["mem"]
+        w(f"   {label:<42} {mib(m['VmRSS']):<10} {mib(m['RssAnon']):<10} {mib(m['VmHWM']):<10} "
+          f"<= {tgt} MiB  {verdict(m['VmHWM'] <= tgt * 1024)} (HWM)")
+    m = res["mem200"]
+    w(f"   {f'{a.cold_apps} apps (after both cold starts)':<42} {mib(m['VmRSS']):<10} {mib(m['RssAnon']):<10} "
+      f"{mib(m['VmHWM']):<10} -")
+    i0, i5 = res["idle0"], res["idle50"]
+    per_app = (i5["mem"]["VmRSS"] - i0["mem"]["VmRSS"]) / a.apps
+    w(f"   per app (VmRSS, {a.apps} vs 0): {per_app:.0f} KiB; file-backed part of VmRSS (binary, libc): "
+      f"{mib(i0['mem']['RssFile'])}")
+    w(f"   idle CPU over {a.idle_secs:.0f} s, % of a core, agent / systemd / dbus-daemon: "
+      f"0 apps {i0['cpu'][0]:.1f} / {i0['cpu'][1]:.1f} / {i0['cpu'][2]:.1f}; "
+      f"{a.apps} apps {i5['cpu'][0]:.1f} / {i5['cpu'][1]:.1f} / {i5['cpu'][2]:.1f}")
+    w(f"   D-Bus method calls/s at idle (status-interval 300ms): 0 apps {i0['dbus']:.0f}; "
+      f"{a.apps} apps {i5['dbus']:.0f}")
+    w(f"   (deploying the {a.apps} apps at once, first fetch of each binary: {res['deploy50_s']:.2f} s "
+      f"until all reported running)")
+    w("")
+    lat = res["lat"]
+    n = len(lat["narun"])
+    w(f"2. Spec write -> unit active, binary cached (n={n} each, interleaved)          median     p90")
+    rows = (
+        ("bare", "active", "(a) systemd-run -p DynamicUser=yes sleep (bare), start -> active"),
+        ("props", "active", "(b) systemd-run with narun's unit properties, start -> active"),
+        ("narun", "active", f"(c) narun: KV put (replicas 1->2) -> ActiveState=active"),
+        ("narun", "status", "    narun: KV put -> status \"running\" received"),
+    )
+    for kind, key, label in rows:
+        v = [x[key] for x in lat[kind]]
+        w(f"   {label:<75} {ms(med(v)):<10} {ms(p90(v))}")
+    nm = lambda k, f: med([x[f] for x in lat[k]])
+    w("   where the time goes (medians):")
+    w(f"     (a) systemd-run start -> fork {ms(nm('bare', 'fork'))}, fork -> active {ms(nm('bare', 'exec'))}"
+      f" (Type=simple: active at fork)")
+    w(f"     (b) systemd-run start -> fork {ms(nm('props', 'fork'))}, fork -> active {ms(nm('props', 'exec'))}"
+      f" (Type=exec, sandbox set-up)")
+    w(f"     (c) put -> \"starting\" published {ms(nm('narun', 'starting'))}, put -> fork {ms(nm('narun', 'fork'))}"
+      f" (agent: KV watch, reconcile, D-Bus), fork -> active {ms(nm('narun', 'exec'))} (systemd),"
+      f" active -> \"running\" received {ms(nm('narun', 'status_after_active'))} (agent status sweep)")
+    ca, cb, cc = nm("bare", "active"), nm("props", "active"), nm("narun", "active")
+    pa, pc = p90([x["active"] for x in lat["bare"]]), p90([x["active"] for x in lat["narun"]])
+    w(f"   narun / systemd-run: median {cc / ca:.2f}x ({ms(cc - ca)} more), p90 {pc / pa:.2f}x ({ms(pc - pa)} more);"
+      f" target: narun <= systemd-run + 100 ms: {verdict(cc - ca <= 0.1)} (median), {verdict(pc - pa <= 0.1)} (p90)")
+    w(f"   narun / systemd-run with the same properties: median {cc / cb:.2f}x ({ms(cc - cb)} more)")
+    w("")
+    w("3. Crash (kill -9 of MainPID) -> active again with a new MainPID            median     p90")
+    for g, label in (("slow", "default restart.delay"), ("fast", "restart.delay 100ms")):
+        rows = res["crash"][g]
+        ru = rows[0]["restart_usec"] if rows else "?"
+        v = [r["active"] for r in rows]
+        w(f"   {f'{label} (RestartUSec={ru}), n={len(rows)}: kill -> active':<75} {ms(med(v)):<10} {ms(p90(v))}")
+        v = [r["status"] for r in rows]
+        label2 = '   kill -> status "running" received'
+        w(f"   {label2:<75} {ms(med(v)):<10} {ms(p90(v))}")
+        w(f"      kill -> \"crashed\" published {ms(med([r['crashed'] for r in rows]))}; active -> \"running\" "
+          f"received {ms(med([r['status_after_active'] for r in rows]))}")
+    w("")
+    w(f"4. Cold start of {a.cold_apps} apps (1 replica each): agent spawned -> all units active   target <= 10 s")
+    for kind, label in (("cold", "cold cache (empty data dir: every binary fetched)"),
+                        ("warm", "warm cache (data dir kept: specs and binaries on disk)")):
+        r = res["cold"][kind]
+        if r["active_s"] is not None:
+            act = f"{r['active_s']:.2f} s"
+        else:
+            act = f"> {a.cold_timeout:.0f} s ({r['active_n']}/{a.cold_apps} active)"
+        stt = f"{r['status_s']:.2f} s" if r["status_s"] is not None else f"({r.get('partial', 0)} reported)"
+        first = f"{r['first_active_s']:.2f} s" if r["first_active_s"] is not None else "n/a"
+        rdy = f"{r['ready_s']:.2f} s" if r["ready_s"] is not None else "n/a"
+        w(f"   {label:<55} all active {act:<9} {verdict(r['active_s'] is not None and r['active_s'] <= 10)}")
+        w(f"      first unit active {first}, READY=1 {rdy}, all reported running {stt}; CPU used meanwhile: "
+          f"agent {r['agent_cpu']:.2f} s, systemd {r['systemd_cpu']:.2f} s, dbus-daemon {r['dbus_cpu']:.2f} s")
+    w("")
+    w(f"uploads: {a.cold_apps} binaries ({os.path.getsize('/bin/sleep') // 1024} KiB each) in {res['upload_s']:.1f} s;"
+      f" whole run {wall:.0f} s")
+    return "\n".join(out)
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--narun", required=True)
+    p.add_argument("--base", required=True, help="a fresh directory under /var/lib")
+    p.add_argument("--script", required=True, help="tests/support/private-systemd.sh")
+    p.add_argument("--version", default="narun")
+    p.add_argument("--apps", type=int, default=50)
+    p.add_argument("--cold-apps", type=int, default=200)
+    p.add_argument("--reps", type=int, default=12)
+    p.add_argument("--crashes", type=int, default=5)
+    p.add_argument("--idle-secs", type=float, default=5)
+    p.add_argument("--settle", type=float, default=0.4)
+    p.add_argument("--cold-timeout", type=float, default=90)
+    a = p.parse_args()
+    if a.apps < 1 + 2 * a.crashes or a.cold_apps < a.apps:
+        p.error("need --apps >= 1 + 2 * --crashes and --cold-apps >= --apps")
+    return a
+
+
+if __name__ == "__main__":
+    a = parse()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t = time.monotonic()
+    try:
+        res = asyncio.run(main(a))
+    except Fail as e:
+        print(f"node bench: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(report(a, res, time.monotonic() - t), flush=True)
