@@ -37,6 +37,9 @@ pub mod systemd;
 #[cfg(feature = "node")]
 pub mod node;
 
+#[cfg(feature = "exec")]
+pub mod exec;
+
 #[cfg(feature = "store")]
 pub mod spec;
 

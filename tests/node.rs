@@ -720,3 +720,73 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     cleanup_state(app);
     cleanup_state(missing);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landlock_mode_allows_exactly_the_policy() {
+    let app = "nt-landlock";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-node-test");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    // The wrapper where app users can execute it.
+    let wrapper = data.0.join("narun-exec");
+    std::fs::copy(narun_binary().with_file_name("narun-exec"), &wrapper).unwrap();
+    let _agent = Agent::start_with(
+        &nats,
+        &sd,
+        "n1",
+        &data.0,
+        &["--exec-wrapper", wrapper.to_str().unwrap()],
+    );
+    let probe = data.0.join("probe.sh");
+    std::fs::write(
+        &probe,
+        format!(
+            r#"#!/bin/sh
+check() {{ if $2 >/dev/null 2>&1; then echo "$1-allowed"; else echo "$1-denied"; fi; }}
+{{
+  check hosts "cat /etc/hosts"
+  check passwd "cat /etc/passwd"
+  check datadir "ls {data}/binaries"
+  check usrshare "ls /usr/share"
+  echo done
+}} > seen.tmp
+mv seen.tmp seen
+exec sleep 100000
+"#,
+            data = data.0.display()
+        ),
+    )
+    .unwrap();
+    upload(&client, app, "v1", &probe).await;
+    let mut st = Statuses::new(&client, app, "n1").await;
+    put_spec(
+        &client,
+        app,
+        &format!(
+            "name: {app}\ntag: v1\nmode: landlock\nlandlock:\n  shared: true\n  dns: true\n  paths:\n    - path: /usr/bin\n      modes: rx\nnodes:\n  - name: n1\n    replicas: 1\n"
+        ),
+    )
+    .await;
+    st.until("running", running("nt-landlock-0")).await;
+    eventually(
+        Duration::from_secs(20),
+        "the probe wrote what it sees",
+        || async { seen(app).contains("done") },
+    )
+    .await;
+    let s = seen(app);
+    // Without the policy all four are readable by any user.
+    assert!(s.contains("hosts-allowed"), "dns group: {s}");
+    assert!(s.contains("passwd-denied"), "not in the policy: {s}");
+    assert!(s.contains("datadir-denied"), "the node's data dir: {s}");
+    assert!(s.contains("usrshare-denied"), "not in the policy: {s}");
+    let unit = "narun-app@nt-landlock.service";
+    let exec = sd.show(unit, "ExecStart");
+    assert!(
+        exec.contains("narun-exec") && exec.contains("--policy"),
+        "{exec}"
+    );
+    cleanup_state(app);
+}

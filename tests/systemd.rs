@@ -94,6 +94,12 @@ async fn transient_units_run_sandboxed_with_limits_and_stop() {
     assert_eq!(mem.trim(), (64u64 << 20).to_string());
     let pids = cgroup_file("pids", name, &["pids.max"]);
     assert_eq!(pids.trim(), "16");
+    // 0.5 cores: 50 ms per 100 ms period (v1) or "50000 100000" (v2).
+    let cpu = cgroup_file("cpu", name, &["cpu.max", "cpu.cfs_quota_us"]);
+    assert!(
+        cpu.trim() == "50000" || cpu.trim() == "50000 100000",
+        "{cpu}"
+    );
 
     let listed = mgr.list(units::UNIT_GLOB).await.unwrap();
     assert_eq!(listed.len(), 1);

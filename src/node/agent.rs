@@ -790,6 +790,10 @@ impl<M: UnitManager> Agent<M> {
             (spec::Network::None, _) => Network::None,
             _ => Network::Host,
         };
+        let landlock = match spec.mode {
+            spec::Mode::Landlock => Some(self.write_policy(spec, bin, prepared)?),
+            _ => None,
+        };
         let digests = format!("{}{}", bin.digest, prepared.extra);
         let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &digests);
         let env: Vec<(String, String)> = spec
@@ -835,7 +839,7 @@ impl<M: UnitManager> Agent<M> {
                         .as_ref()
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
                     files: prepared.files.clone(),
-                    landlock: None,
+                    landlock: landlock.clone(),
                 };
                 Desired {
                     app: spec.name.clone(),
@@ -845,6 +849,65 @@ impl<M: UnitManager> Agent<M> {
                 }
             })
             .collect())
+    }
+
+    /// Write the landlock policy of a `mode: landlock` app (root-owned,
+    /// 0644, no secrets) and return (wrapper, policy path).
+    fn write_policy(
+        &self,
+        spec: &ServiceSpec,
+        bin: &Fetched,
+        prepared: &Prepared,
+    ) -> Result<(PathBuf, PathBuf), String> {
+        use crate::exec::{Groups, PathRule, Policy};
+        let wrapper = &self.cfg.exec_wrapper;
+        if !wrapper.is_file() {
+            return Err(format!(
+                "mode: landlock needs the exec wrapper at {} (narun-exec); it is missing",
+                wrapper.display()
+            ));
+        }
+        let l = &spec.landlock;
+        let mut paths: Vec<PathRule> = l
+            .paths
+            .iter()
+            .map(|p| PathRule {
+                path: p.path.clone().into(),
+                modes: p.modes.clone(),
+            })
+            .collect();
+        paths.push(PathRule {
+            path: bin.path.clone(),
+            modes: "rx".into(),
+        });
+        paths.push(PathRule {
+            path: format!("/var/lib/{}", units::state_directory(&spec.name)).into(),
+            modes: "rwc".into(),
+        });
+        paths.extend(prepared.files.iter().map(|(src, _)| PathRule {
+            path: src.clone(),
+            modes: "r".into(),
+        }));
+        let policy = Policy {
+            groups: Groups {
+                shared: l.shared,
+                stdio: l.stdio,
+                tty: l.tty,
+                tmp: l.tmp,
+                vminfo: l.vminfo,
+                dns: l.dns,
+                certs: l.certs,
+            },
+            paths,
+            best_effort: false,
+        };
+        let dir = self.cfg.data_dir.join("policies");
+        let path = dir.join(format!("{}.json", spec.name));
+        let json = serde_json::to_vec_pretty(&policy).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, json))
+            .map_err(|e| format!("cannot write the landlock policy {}: {e}", path.display()))?;
+        Ok((wrapper.clone(), path))
     }
 
     /// Where the secret environment of `unit` is written.

@@ -97,6 +97,16 @@ fn exit_code(d: &ServiceDetails) -> Option<i32> {
     }
 }
 
+/// What the landlock wrapper's exit codes mean.
+fn wrapper_error(code: Option<i32>) -> Option<&'static str> {
+    match code {
+        Some(120) => Some("narun-exec: bad arguments or landlock policy (exit 120)"),
+        Some(122) => Some("narun-exec: Landlock cannot be enforced on this kernel; refusing to run unconfined (exit 122)"),
+        Some(123) => Some("narun-exec: the app binary could not be executed (exit 123)"),
+        _ => None,
+    }
+}
+
 /// Derive the status of instance `id` from its unit's state.
 pub fn derive_status(id: &str, d: &ServiceDetails) -> InstanceStatus {
     let mut s = match (d.active_state.as_str(), d.sub_state.as_str()) {
@@ -130,6 +140,11 @@ pub fn derive_status(id: &str, d: &ServiceDetails) -> InstanceStatus {
         _ => InstanceStatus::stopped(id, exit_code(d)),
     };
     s.restarts = d.n_restarts;
+    if matches!(s.status, "failed" | "crashed") {
+        if let Some(e) = wrapper_error(s.exit_code) {
+            s.error = Some(e.to_owned());
+        }
+    }
     s
 }
 

@@ -1,0 +1,388 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_narun_global_optspecs
+    string join \n log-format= h/help V/version
+end
+
+function __fish_narun_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_narun_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_narun_using_subcommand
+    set -l cmd (__fish_narun_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c narun -n "__fish_narun_needs_command" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_needs_command" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_needs_command" -s V -l version -d 'Print version'
+complete -c narun -n "__fish_narun_needs_command" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
+complete -c narun -n "__fish_narun_needs_command" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
+complete -c narun -n "__fish_narun_needs_command" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
+complete -c narun -n "__fish_narun_needs_command" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "nodes" -d 'Node agents and their heartbeats'
+complete -c narun -n "__fish_narun_needs_command" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c narun -n "__fish_narun_needs_command" -f -a "man" -d 'Write man pages generated from this command line definition'
+complete -c narun -n "__fish_narun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand gateway" -s c -l config -d 'Gateway configuration (the Go narun-gw `config.yaml` schema)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand gateway" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand gateway" -l check -d 'Check the configuration and exit (0 if valid, 78 if not)'
+complete -c narun -n "__fish_narun_using_subcommand gateway" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_using_subcommand node" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l nkey-file -d 'NKey seed file for NATS auth' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l creds -d 'NATS creds file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l node-id -d 'This node\'s id (default: the hostname)' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l data-dir -d 'Where binaries and the last applied specs are kept (not under /tmp)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l labels -d 'Node labels for `nodeSelector`, e.g. `zone=eu,tier=edge`' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l app-nats-url -d 'NATS URL given to apps as NATS_URL (default: the agent\'s first URL)' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l systemd-bus -d 'D-Bus address of systemd\'s bus (default: the system bus)' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Command used to follow app logs in the journal (a prefix such as `nsenter -t PID -m -p journalctl` is allowed); "" disables forwarding' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l master-key-file -d 'File holding the cluster master key (base64 of 32 bytes) used to decrypt `valueFromSecret` secrets. Never passed on the command line' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l exec-wrapper -d 'The landlock exec wrapper used for `mode: landlock` apps' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l status-interval -d 'How often unit states are checked for status messages' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand node" -l allow-root-apps -d 'Allow specs with `user: root`'
+complete -c narun -n "__fish_narun_using_subcommand node" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_using_subcommand deploy" -s f -l file -d 'The ServiceSpec YAML (stored as is in KV app-configs)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l name -d 'App name (without -f)' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l tag -d 'Binary tag (without -f)' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l node -d 'Node to run on (without -f)' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l replicas -d 'Replicas on that node (without -f)' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l wait -d 'Then wait until every targeted replica is running or failed (default 2m); exit 1 unless all run' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l dry-run -d 'Validate the spec and the binaries, and stop there'
+complete -c narun -n "__fish_narun_using_subcommand deploy" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand deploy" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "list" -d 'Every app: desired vs running replicas on each node'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every app: desired vs running replicas on each node'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -f -a "list" -d 'Every uploaded binary with its app, tag, platform and digest'
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -f -a "delete" -d 'Delete an uploaded binary'
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l force -d 'Delete even if a deployed spec still uses it'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every uploaded binary with its app, tag, platform and digest'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete an uploaded binary'
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand list-images" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand list-images" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand list-images" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -f -a "add" -d 'Upload (or replace) a file that specs mount with `source.objectStore: NAME`'
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -f -a "list" -d 'Every shared file'
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -f -a "delete" -d 'Delete a shared file'
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l force -d 'Delete even if a deployed spec mounts it'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from help" -f -a "add" -d 'Upload (or replace) a file that specs mount with `source.objectStore: NAME`'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every shared file'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a shared file'
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -f -a "set" -d 'Encrypt and store a secret (create or replace)'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -f -a "list" -d 'Secret names (values are never shown)'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -f -a "delete" -d 'Delete a secret'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -f -a "keygen" -d 'Generate a new master key'
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l from-file -d 'Read the value from this file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l description -d 'A note shown by `narun secret list`' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l master-key-file -d 'File holding the base64 master key (32 bytes; `narun secret keygen`)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l force -d 'Delete even if a deployed spec uses it'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l file -d 'Write it to this file (created with mode 0600, never overwritten) instead of stdout' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from help" -f -a "set" -d 'Encrypt and store a secret (create or replace)'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from help" -f -a "list" -d 'Secret names (values are never shown)'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a secret'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from help" -f -a "keygen" -d 'Generate a new master key'
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'Every node whose heartbeat has not expired (45 s)'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every node whose heartbeat has not expired (45 s)'
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand logs" -l node -d 'Only this node' -r
+complete -c narun -n "__fish_narun_using_subcommand logs" -l instance -d 'Only this instance (`<app>-<index>`; implies its app)' -r
+complete -c narun -n "__fish_narun_using_subcommand logs" -l since -d 'Only lines newer than this (`10m`, `2h`)' -r
+complete -c narun -n "__fish_narun_using_subcommand logs" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand logs" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand logs" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand logs" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand logs" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand logs" -s f -l follow -d 'Keep following new lines (Ctrl-C to stop)'
+complete -c narun -n "__fish_narun_using_subcommand logs" -l raw -d 'Print each message\'s JSON as published'
+complete -c narun -n "__fish_narun_using_subcommand logs" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand completions" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_using_subcommand man" -l out-dir -d 'Write narun.1 and one page per command (narun-deploy.1, ...) here; without it, print narun.1' -r -F
+complete -c narun -n "__fish_narun_using_subcommand man" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand man" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'Every app: desired vs running replicas on each node'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "list" -d 'Every uploaded binary with its app, tag, platform and digest'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "delete" -d 'Delete an uploaded binary'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from files" -f -a "add" -d 'Upload (or replace) a file that specs mount with `source.objectStore: NAME`'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from files" -f -a "list" -d 'Every shared file'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from files" -f -a "delete" -d 'Delete a shared file'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from secret" -f -a "set" -d 'Encrypt and store a secret (create or replace)'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from secret" -f -a "list" -d 'Secret names (values are never shown)'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from secret" -f -a "delete" -d 'Delete a secret'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from secret" -f -a "keygen" -d 'Generate a new master key'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from nodes" -f -a "list" -d 'Every node whose heartbeat has not expired (45 s)'

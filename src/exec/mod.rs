@@ -1,0 +1,363 @@
+//! `narun-exec`: the landlock exec wrapper for `mode: landlock` apps. The
+//! only module that touches landlock. No async runtime: it reads a policy,
+//! restricts itself and execs the app.
+//!
+//! ```text
+//! narun-exec --policy /var/lib/narun/policies/hello.json -- /path/to/app ARGS...
+//! ```
+//!
+//! The policy file is written by the node agent (root-owned, never holds
+//! secrets). Exit codes (reported in the instance status):
+//! [`EXIT_SETUP`] 120 bad arguments or policy, [`EXIT_LANDLOCK`] 122 the
+//! kernel cannot enforce the policy (mandatory mode), [`EXIT_EXEC`] 123
+//! the app could not be executed.
+
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, ABI,
+};
+use serde::{Deserialize, Serialize};
+
+/// Bad arguments or an unreadable policy.
+pub const EXIT_SETUP: i32 = 120;
+/// Landlock could not be enforced and the policy requires it.
+pub const EXIT_LANDLOCK: i32 = 122;
+/// execve failed.
+pub const EXIT_EXEC: i32 = 123;
+
+/// The go-landlock path groups of the spec's `landlock:` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Groups {
+    pub shared: bool,
+    pub stdio: bool,
+    pub tty: bool,
+    pub tmp: bool,
+    pub vminfo: bool,
+    pub dns: bool,
+    pub certs: bool,
+}
+
+/// One allowed path with its modes (`r`, `w`, `x`, `c`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRule {
+    pub path: PathBuf,
+    pub modes: String,
+}
+
+/// What the app may touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Policy {
+    pub groups: Groups,
+    /// The spec's `landlock.paths` plus what the agent adds: the binary
+    /// (`rx`), the working directory (`rwc`), mounted files (`r`).
+    pub paths: Vec<PathRule>,
+    /// Run unconfined (with a warning) where the kernel has no Landlock,
+    /// instead of refusing to start.
+    pub best_effort: bool,
+}
+
+/// The paths of a go-landlock group: (path, modes). Same lists as the Go
+/// narun (§6.7 of the reference).
+pub fn group_paths(groups: &Groups) -> Vec<(&'static str, &'static str)> {
+    let mut v = Vec::new();
+    if groups.shared {
+        v.extend([
+            ("/dev/null", "rw"),
+            ("/lib", "rx"),
+            ("/lib64", "rx"),
+            ("/usr/lib", "rx"),
+            ("/usr/lib64", "rx"),
+            ("/usr/libexec", "rx"),
+            ("/usr/local/lib", "rx"),
+            ("/usr/local/lib64", "rx"),
+            ("/etc/ld.so.conf", "r"),
+            ("/etc/ld.so.cache", "r"),
+            ("/etc/ld.so.conf.d", "r"),
+        ]);
+    }
+    if groups.stdio {
+        v.extend([
+            ("/dev/full", "rw"),
+            ("/dev/zero", "r"),
+            ("/dev/fd", "r"),
+            ("/dev/stdin", "rw"),
+            ("/dev/stdout", "rw"),
+            ("/dev/urandom", "r"),
+            ("/dev/log", "w"),
+            ("/usr/share/locale", "r"),
+            ("/proc/self/cmdline", "r"),
+            ("/usr/share/zoneinfo", "r"),
+            ("/usr/share/common-licenses", "r"),
+            ("/proc/sys/kernel/ngroups_max", "r"),
+            ("/proc/sys/kernel/cap_last_cap", "r"),
+            ("/proc/sys/vm/overcommit_memory", "r"),
+        ]);
+    }
+    if groups.tty {
+        v.extend([
+            ("/dev/tty", "rw"),
+            ("/dev/console", "rw"),
+            ("/etc/terminfo", "r"),
+            ("/usr/lib/terminfo", "r"),
+            ("/usr/share/terminfo", "r"),
+        ]);
+    }
+    if groups.tmp {
+        v.push(("/tmp", "rwc"));
+    }
+    if groups.vminfo {
+        v.extend([
+            ("/proc/stat", "r"),
+            ("/proc/meminfo", "r"),
+            ("/proc/cpuinfo", "r"),
+            ("/proc/diskstats", "r"),
+            ("/proc/self/maps", "r"),
+            ("/proc/sys/kernel/version", "r"),
+            ("/sys/devices/system/cpu", "r"),
+        ]);
+    }
+    if groups.dns {
+        v.extend([
+            ("/etc/hosts", "r"),
+            ("/etc/hostname", "r"),
+            ("/etc/services", "r"),
+            ("/etc/protocols", "r"),
+            ("/etc/resolv.conf", "r"),
+            ("/etc/nsswitch.conf", "r"),
+        ]);
+    }
+    if groups.certs {
+        v.extend([
+            ("/etc/ssl/certs", "r"),
+            ("/etc/pki/tls/certs", "r"),
+            ("/etc/ssl/ca-bundle.pem", "r"),
+            ("/etc/pki/tls/cacert.pem", "r"),
+            ("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "r"),
+            ("/etc/ssl/cert.pem", "r"),
+        ]);
+    }
+    v
+}
+
+/// Landlock rights for `modes` on a file or a directory. `c` (create and
+/// remove entries) only means something on directories.
+pub fn rights(modes: &str, is_dir: bool, abi: ABI) -> Result<BitFlags<AccessFs>, String> {
+    let mut r = BitFlags::<AccessFs>::empty();
+    for m in modes.chars() {
+        match m {
+            'r' => {
+                r |= AccessFs::ReadFile;
+                if is_dir {
+                    r |= AccessFs::ReadDir;
+                }
+            }
+            'w' => r |= AccessFs::WriteFile | AccessFs::Truncate,
+            'x' => r |= AccessFs::Execute,
+            'c' if is_dir => {
+                r |= AccessFs::MakeReg
+                    | AccessFs::MakeDir
+                    | AccessFs::MakeSym
+                    | AccessFs::MakeSock
+                    | AccessFs::MakeFifo
+                    | AccessFs::RemoveFile
+                    | AccessFs::RemoveDir
+                    | AccessFs::Refer
+            }
+            'c' => {}
+            other => return Err(format!("unknown landlock mode {other:?} in {modes:?}")),
+        }
+    }
+    // Keep only what this ABI knows.
+    Ok(r & AccessFs::from_all(abi))
+}
+
+/// What to do after trying to restrict: go on, or refuse to run.
+pub fn decide(status: &RulesetStatus, best_effort: bool) -> Result<(), &'static str> {
+    match (status, best_effort) {
+        (RulesetStatus::NotEnforced, false) => Err(
+            "Landlock is not available on this kernel; refusing to run unconfined (set landlock best effort to allow)",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The ABI narun asks for (newer kernels enforce at least this; older ones
+/// enforce what they can).
+const TARGET_ABI: ABI = ABI::V5;
+
+/// Restrict this process to `policy`. Must run before execve.
+pub fn restrict(policy: &Policy) -> Result<RulesetStatus, String> {
+    let mut rules: Vec<(PathBuf, String)> = group_paths(&policy.groups)
+        .into_iter()
+        .map(|(p, m)| (PathBuf::from(p), m.to_owned()))
+        .collect();
+    rules.extend(
+        policy
+            .paths
+            .iter()
+            .map(|r| (r.path.clone(), r.modes.clone())),
+    );
+
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(TARGET_ABI))
+        .map_err(|e| format!("landlock ruleset: {e}"))?
+        .create()
+        .map_err(|e| format!("landlock ruleset: {e}"))?;
+    for (path, modes) in rules {
+        // Paths that do not exist on this machine are skipped, as in Go.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let access = rights(&modes, meta.is_dir(), TARGET_ABI)?;
+        if access.is_empty() {
+            continue;
+        }
+        let fd = PathFd::new(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(|e| format!("landlock rule for {}: {e}", path.display()))?;
+    }
+    // restrict_self also sets no_new_privs.
+    let status = ruleset
+        .restrict_self()
+        .map_err(|e| format!("landlock restrict_self: {e}"))?;
+    Ok(status.ruleset)
+}
+
+/// Parse `--policy FILE -- BINARY ARGS...`.
+pub fn parse_args(args: &[String]) -> Result<(PathBuf, Vec<String>), String> {
+    let mut policy = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--policy" => policy = it.next().map(PathBuf::from),
+            "--" => {
+                let rest: Vec<String> = it.cloned().collect();
+                if rest.is_empty() {
+                    return Err("no program after --".into());
+                }
+                let policy = policy.ok_or("--policy FILE is required")?;
+                return Ok((policy, rest));
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Err("usage: narun-exec --policy FILE -- PROGRAM [ARGS...]".into())
+}
+
+/// Read a policy file.
+pub fn read_policy(path: &Path) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("invalid policy {}: {e}", path.display()))
+}
+
+/// The whole wrapper, in order: parse, read the policy, restrict (which sets
+/// no_new_privs), decide, exec. Returns only on failure, with the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let fail = |code: i32, msg: &str| {
+        eprintln!("narun-exec: {msg}");
+        code
+    };
+    let (policy_path, command) = match parse_args(&args) {
+        Ok(x) => x,
+        Err(e) => return fail(EXIT_SETUP, &e),
+    };
+    let policy = match read_policy(&policy_path) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_SETUP, &e),
+    };
+    let status = match restrict(&policy) {
+        Ok(s) => s,
+        Err(e) if policy.best_effort => {
+            eprintln!("narun-exec: {e}; running unconfined (best effort)");
+            RulesetStatus::NotEnforced
+        }
+        Err(e) => return fail(EXIT_LANDLOCK, &e),
+    };
+    if let Err(e) = decide(&status, policy.best_effort) {
+        return fail(EXIT_LANDLOCK, e);
+    }
+    if status == RulesetStatus::NotEnforced {
+        eprintln!("narun-exec: Landlock unavailable; running unconfined (best effort)");
+    }
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    fail(EXIT_EXEC, &format!("cannot execute {}: {err}", command[0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_map_to_rights_on_files_and_dirs() {
+        let abi = ABI::V5;
+        assert_eq!(
+            rights("r", false, abi).unwrap(),
+            BitFlags::from(AccessFs::ReadFile)
+        );
+        assert_eq!(
+            rights("r", true, abi).unwrap(),
+            AccessFs::ReadFile | AccessFs::ReadDir
+        );
+        assert_eq!(
+            rights("rx", false, abi).unwrap(),
+            AccessFs::ReadFile | AccessFs::Execute
+        );
+        assert!(rights("c", true, abi).unwrap().contains(AccessFs::MakeReg));
+        assert!(rights("c", false, abi).unwrap().is_empty(), "c is for dirs");
+        assert!(rights("w", false, ABI::V2)
+            .unwrap()
+            .contains(AccessFs::WriteFile));
+        assert!(
+            !rights("w", false, ABI::V2)
+                .unwrap()
+                .contains(AccessFs::Truncate),
+            "Truncate needs ABI 3"
+        );
+        assert!(rights("rz", false, abi).is_err());
+    }
+
+    #[test]
+    fn groups_follow_go_landlock() {
+        let none = group_paths(&Groups::default());
+        assert!(none.is_empty());
+        let g = Groups {
+            dns: true,
+            tmp: true,
+            ..Groups::default()
+        };
+        let paths = group_paths(&g);
+        assert!(paths.contains(&("/etc/resolv.conf", "r")));
+        assert!(paths.contains(&("/tmp", "rwc")));
+        assert!(!paths.iter().any(|(p, _)| *p == "/lib"));
+    }
+
+    #[test]
+    fn mandatory_mode_refuses_an_unenforced_ruleset() {
+        assert!(decide(&RulesetStatus::NotEnforced, false).is_err());
+        assert!(decide(&RulesetStatus::NotEnforced, true).is_ok());
+        assert!(decide(&RulesetStatus::PartiallyEnforced, false).is_ok());
+        assert!(decide(&RulesetStatus::FullyEnforced, false).is_ok());
+    }
+
+    #[test]
+    fn arguments() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_args(&a(&["--policy", "/p.json", "--", "/bin/app", "-x"])).unwrap(),
+            ("/p.json".into(), a(&["/bin/app", "-x"]))
+        );
+        assert!(parse_args(&a(&["--", "/bin/app"])).is_err());
+        assert!(parse_args(&a(&["--policy", "/p"])).is_err());
+        assert!(parse_args(&a(&["--policy", "/p", "--"])).is_err());
+    }
+}
