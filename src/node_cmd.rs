@@ -56,6 +56,12 @@ pub struct NodeArgs {
     /// The landlock exec wrapper used for `mode: landlock` apps.
     #[arg(long, default_value = "/usr/libexec/narun/narun-exec")]
     exec_wrapper: PathBuf,
+    /// Admin web UI address ("" disables).
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    admin_addr: String,
+    /// Prometheus metrics address ("" disables).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    metrics_addr: String,
     /// How often unit states are checked for status messages.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     status_interval: Duration,
@@ -98,6 +104,24 @@ pub fn run(args: NodeArgs) -> ExitCode {
             }
         }
     }
+    let addr = |what: &str, s: &str| -> Result<Option<std::net::SocketAddr>, String> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|_| format!("invalid --{what} {s:?}: expected HOST:PORT, e.g. 127.0.0.1:9101"))
+    };
+    let (admin_addr, metrics_addr) = match (
+        addr("admin-addr", &args.admin_addr),
+        addr("metrics-addr", &args.metrics_addr),
+    ) {
+        (Ok(a), Ok(m)) => (a, m),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("narun node: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let mut nats = narun::nats::NatsOptions::new(&args.nats_url, format!("node-runner-{node_id}"));
     nats.nkey_seed_file = args.nkey_file.clone();
     nats.creds_file = args.creds.clone();
@@ -122,6 +146,8 @@ pub fn run(args: NodeArgs) -> ExitCode {
         runtime_dir: args.runtime_dir.clone(),
         master_key_file: args.master_key_file.clone(),
         exec_wrapper: args.exec_wrapper.clone(),
+        admin_addr,
+        metrics_addr,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -20,6 +20,9 @@ use narun::store::{self, InstanceState, StatusUpdate};
 struct Agent {
     proc: Proc,
     notify: UnixDatagram,
+    /// Admin UI and metrics listeners.
+    admin: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -40,6 +43,8 @@ impl Agent {
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let log = dir.path().join("agent.log");
         let journalctl = format!("nsenter -t {} -m -p journalctl", sd.pid);
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(narun_binary())
             .args(["node", "--nats-url", &nats.url(), "--node-id", node])
             .arg("--data-dir")
@@ -49,6 +54,8 @@ impl Agent {
             // systemd's /run is private: runtime files go where it can see them.
             .arg("--runtime-dir")
             .arg(data.join("run"))
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--metrics-addr", &metrics.to_string()])
             .args(extra)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "narun=debug,info")
@@ -63,6 +70,8 @@ impl Agent {
                 stderr_path: log,
             },
             notify,
+            admin,
+            metrics,
             _dir: dir,
         };
         agent.wait_notify("READY=1");

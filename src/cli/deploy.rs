@@ -880,6 +880,81 @@ fn seen(u: &StatusUpdate, hashed: bool) -> Seen {
 mod tests {
     use super::*;
 
+    fn outcome(policy: RestartPolicy, states: &[(InstanceState, bool)]) -> Outcome {
+        let instances = states
+            .iter()
+            .enumerate()
+            .map(|(i, (state, hashed))| {
+                (
+                    spec::instance_id("app", i as u32),
+                    Seen {
+                        state: *state,
+                        error: String::new(),
+                        hashed: *hashed,
+                    },
+                )
+            })
+            .collect();
+        Outcome {
+            app: "app".into(),
+            nodes: [(
+                "n1".to_owned(),
+                NodeWait {
+                    desired: 3,
+                    online: true,
+                    expected: None,
+                    instances,
+                },
+            )]
+            .into(),
+            policy,
+            timed_out: false,
+            waited: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn wait_counts_final_states_by_restart_policy() {
+        use InstanceState::*;
+        let o = outcome(
+            RestartPolicy::OnFailure,
+            &[(Running, true), (Failed, false), (Starting, true)],
+        );
+        assert_eq!(o.counts(&o.nodes["n1"]), (1, 1, 1));
+        assert!(!o.finished());
+        // A stopped instance of this spec stays stopped unless `always`.
+        let o = outcome(
+            RestartPolicy::OnFailure,
+            &[(Running, true), (Stopped, true), (Crashed, true)],
+        );
+        assert_eq!(
+            o.counts(&o.nodes["n1"]),
+            (1, 1, 1),
+            "on-failure restarts a crash"
+        );
+        let o = outcome(
+            RestartPolicy::Never,
+            &[(Running, true), (Stopped, true), (Crashed, true)],
+        );
+        assert_eq!(o.counts(&o.nodes["n1"]), (1, 2, 0));
+        assert!(o.finished() && !o.all_running());
+        assert_eq!(o.summary("app"), "app: 1/3 replicas running, 2 failed");
+        let o = outcome(
+            RestartPolicy::Always,
+            &[(Running, true), (Stopped, true), (Stopped, false)],
+        );
+        assert_eq!(
+            o.counts(&o.nodes["n1"]),
+            (1, 0, 2),
+            "always restarts; Go's stops are unknown"
+        );
+        let o = outcome(
+            RestartPolicy::OnFailure,
+            &[(Running, false), (Running, true), (Running, true)],
+        );
+        assert!(o.finished() && o.all_running());
+    }
+
     #[test]
     fn the_generated_spec_is_valid_and_has_a_mode() {
         let yaml = generated_spec("x", "1.0", "local", 1);

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use super::binaries::{BinaryCache, Fetched};
 use super::reconcile::{plan, Action, Desired};
+use super::snapshot::{AppSnapshot, NodeSnapshot, ReplicaSnapshot};
 use super::status::{derive_status, InstanceStatus};
 use super::units::{self, Identity, Network, Replica, Restart};
 use crate::nats::{self as nats_conn, NatsOptions};
@@ -43,6 +44,10 @@ pub struct NodeConfig {
     pub master_key_file: Option<PathBuf>,
     /// The landlock exec wrapper for `mode: landlock`.
     pub exec_wrapper: PathBuf,
+    /// Admin web UI listener (`None`: off).
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Prometheus `/metrics` and `/discovery` listener (`None`: off).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Secrets and files resolved for one app.
@@ -159,6 +164,7 @@ struct Agent<M: UnitManager> {
     published: Mutex<HashMap<String, InstanceStatus>>,
     nats: async_nats::Client,
     events: mpsc::UnboundedSender<Event>,
+    snapshot: tokio::sync::watch::Sender<NodeSnapshot>,
 }
 
 /// Run the agent until `shutdown` resolves. Apps keep running afterwards.
@@ -200,7 +206,19 @@ pub async fn run<M: UnitManager>(
         published: Mutex::new(HashMap::new()),
         nats,
         events: tx,
+        snapshot: tokio::sync::watch::Sender::new(NodeSnapshot::default()),
     });
+    // The admin UI and metrics read snapshots; they never lock the agent.
+    if let Some(addr) = agent.cfg.admin_addr {
+        tokio::spawn(super::admin::serve(
+            addr,
+            agent.snapshot.subscribe(),
+            agent.cfg.journalctl.clone(),
+        ));
+    }
+    if let Some(addr) = agent.cfg.metrics_addr {
+        tokio::spawn(super::metrics::serve(addr, agent.snapshot.subscribe()));
+    }
 
     // Offline first: what was applied last time, from the data dir. Units
     // that already run with the same hash are adopted, nothing restarts.
@@ -1115,6 +1133,7 @@ impl<M: UnitManager> Agent<M> {
             return;
         };
         let mut live = BTreeSet::new();
+        let mut replicas: BTreeMap<String, Vec<ReplicaSnapshot>> = BTreeMap::new();
         for u in list {
             let Some((app, index)) = units::parse_unit_name(&u.name) else {
                 continue;
@@ -1125,9 +1144,32 @@ impl<M: UnitManager> Agent<M> {
                 continue;
             };
             let hash = units::hash_from_description(&u.description).unwrap_or_default();
-            self.publish(&app, derive_status(&id, &details).with_hash(hash))
-                .await;
+            let status = derive_status(&id, &details).with_hash(hash);
+            replicas
+                .entry(app.clone())
+                .or_default()
+                .push(ReplicaSnapshot {
+                    index,
+                    instance_id: id.clone(),
+                    unit: u.name.clone(),
+                    active_state: details.active_state.clone(),
+                    sub_state: details.sub_state.clone(),
+                    status: status.status.to_owned(),
+                    pid: details.main_pid,
+                    active_since_unix: if details.active_state == "active" {
+                        (details.active_enter_usec / 1_000_000) as i64
+                    } else {
+                        0
+                    },
+                    restarts: details.n_restarts,
+                    last_exit_code: status.exit_code,
+                    memory_current_bytes: details.memory_current,
+                    cpu_usage_seconds: details.cpu_usage_nsec.map(|n| n as f64 / 1e9),
+                    spec_hash: hash.to_owned(),
+                });
+            self.publish(&app, status).await;
         }
+        self.update_snapshot(replicas).await;
         // Secret files of units that are gone.
         if let Ok(entries) = std::fs::read_dir(self.cfg.runtime_dir.join("secrets")) {
             for e in entries.flatten() {
@@ -1159,6 +1201,56 @@ impl<M: UnitManager> Agent<M> {
                     .await;
             }
         }
+    }
+
+    /// Rebuild the node snapshot (admin UI, metrics) from the app state
+    /// and the replicas just read from systemd.
+    async fn update_snapshot(&self, mut replicas: BTreeMap<String, Vec<ReplicaSnapshot>>) {
+        let apps = self.apps.lock().await;
+        let mut names: BTreeSet<String> = apps.keys().cloned().collect();
+        names.extend(replicas.keys().cloned());
+        let snapshot_apps = names
+            .into_iter()
+            .map(|name| {
+                let app = apps.get(&name);
+                let spec = app.and_then(|a| a.spec.as_ref());
+                let mut reps = replicas.remove(&name).unwrap_or_default();
+                reps.sort_by_key(|r| r.index);
+                AppSnapshot {
+                    tag: spec.map(|s| s.tag.clone()).unwrap_or_default(),
+                    mode: spec.map(|s| s.mode.as_str().to_owned()).unwrap_or_default(),
+                    desired: spec
+                        .map(|s| s.replicas_for(self.node(), &self.cfg.labels, self.arch))
+                        .unwrap_or(0),
+                    error: app.and_then(|a| a.spec_error.clone().or(a.fetch_error.clone())),
+                    metrics_port: spec.map(|s| s.metrics.port).unwrap_or(0),
+                    metrics_path: spec
+                        .map(|s| s.metrics_path().to_owned())
+                        .unwrap_or_default(),
+                    replicas: reps,
+                    name,
+                }
+            })
+            .collect();
+        let snap = NodeSnapshot {
+            node_id: self.node().to_owned(),
+            version: crate::VERSION.to_owned(),
+            started_unix: self.started.unix_timestamp(),
+            nats_connected: self.nats.connection_state()
+                == async_nats::connection::State::Connected,
+            nats_url: self.cfg.nats.urls.join(","),
+            systemd_version: self.systemd_version_string.clone(),
+            os: self.os.to_owned(),
+            arch: self.arch.to_owned(),
+            labels: self
+                .cfg
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            apps: snapshot_apps,
+        };
+        self.snapshot.send_replace(snap);
     }
 
     async fn status_line(&self) -> String {

@@ -12,4 +12,7 @@ pub mod status;
 pub mod units;
 
 pub use agent::{run, NodeConfig, NodeError};
+pub mod admin;
 pub mod logs;
+pub mod metrics;
+pub mod snapshot;
