@@ -51,24 +51,30 @@ BUILD_STD_FLAG_riscv64 := -Zbuild-std=std,panic_unwind
 # flags that would otherwise rebuild the C parts (ring) and relink.
 CLEAN_ENV := env -u CFLAGS -u CXXFLAGS -u CPPFLAGS -u LDFLAGS -u RUSTFLAGS
 
+# The two programs: narun (CLI and daemons) and narun-exec (the landlock
+# exec wrapper the node agent puts in front of `mode: landlock` apps).
+BINS := --bin narun --bin narun-exec
 ifeq ($(ARCH),$(NATIVE_ARCH))
-BIN := $(CARGO_TARGET_DIR)/release/narun
+OUT := $(CARGO_TARGET_DIR)/release
 BUILD_CMD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) \
-	$(CARGO) build --release --locked --bin narun
+	$(CARGO) build --release --locked $(BINS)
 else
-BIN := $(CROSS_TARGET_DIR)/$(TRIPLE)/release/narun
+OUT := $(CROSS_TARGET_DIR)/$(TRIPLE)/release
 BUILD_CMD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CROSS_TARGET_DIR) RUSTC=$(CROSS_RUSTC) \
 	CC_$(TRIPLE_CC)=$(GNU)-gcc AR_$(TRIPLE_CC)=$(GNU)-ar \
 	CARGO_TARGET_$(TRIPLE_ENV)_LINKER=$(GNU)-gcc \
 	$(BUILD_STD_$(ARCH)) \
-	$(CROSS_CARGO) build --release --locked --bin narun --target $(TRIPLE) $(BUILD_STD_FLAG_$(ARCH))
+	$(CROSS_CARGO) build --release --locked $(BINS) --target $(TRIPLE) $(BUILD_STD_FLAG_$(ARCH))
 endif
+BIN := $(OUT)/narun
+EXEC_BIN := $(OUT)/narun-exec
 
 # Install layout (FHS; the defaults suit rpm/Fedora, debian/rules overrides
 # UNITDIR for bookworm's /lib/systemd/system).
 DESTDIR ?=
 PREFIX ?= /usr
 BINDIR ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
@@ -82,20 +88,25 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 UNITS := units/narun-gateway.service units/narun-gateway.socket \
 	units/narun-gateway-grpc.socket units/narun-node.service units/narun.slice
 
-.PHONY: all build bin-path install docs check-docs packages install-test clean-packages
+.PHONY: all build bin-path exec-bin-path install docs check-docs packages install-test clean-packages
 
 all: build
 
 build:
 	$(BUILD_CMD)
 
-# Where `make build` puts the binary for ARCH (for scripts).
+# Where `make build` puts the binaries for ARCH (for scripts).
 bin-path:
 	@echo $(BIN)
 
+exec-bin-path:
+	@echo $(EXEC_BIN)
+
+# narun-exec goes where the node agent's --exec-wrapper default points.
 install:
-	@test -x $(BIN) || { echo "make install: $(BIN) is missing; run 'make build ARCH=$(ARCH)' first" >&2; exit 1; }
+	@for b in $(BIN) $(EXEC_BIN); do test -x $$b || { echo "make install: $$b is missing; run 'make build ARCH=$(ARCH)' first" >&2; exit 1; }; done
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/narun
+	install -D -m 0755 $(EXEC_BIN) $(DESTDIR)$(LIBEXECDIR)/narun/narun-exec
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	install -m 0644 $(UNITS) $(DESTDIR)$(UNITDIR)/
 	install -D -m 0644 units/80-narun.preset $(DESTDIR)$(PRESETDIR)/80-narun.preset

@@ -231,14 +231,24 @@ class PrivateSystemd:
             time.sleep(0.05)
 
 
+def killpg(p):
+    """Kill a subprocess started with start_new_session=True and its children
+    (`nsenter -p` forks: its child keeps the pipes open)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 async def run(*cmd, check=True, timeout=60):
     p = await asyncio.create_subprocess_exec(
-        *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         out, err = await asyncio.wait_for(p.communicate(), timeout)
     except asyncio.TimeoutError:
-        p.kill()
+        killpg(p)
         await p.wait()
         raise Fail(f"timed out: {' '.join(cmd)}")
     if check and p.returncode != 0:
@@ -445,6 +455,7 @@ async def dbus_calls_per_s(sd, secs):
     p = await asyncio.create_subprocess_exec(
         *sd.ns, "busctl", "monitor", "--system",
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     calls = 0
 
@@ -459,10 +470,88 @@ async def dbus_calls_per_s(sd, secs):
     start = calls
     await asyncio.sleep(secs)
     n = calls - start
-    p.kill()
-    await p.wait()
+    killpg(p)
     task.cancel()
+    try:
+        await asyncio.wait_for(p.wait(), 5)
+    except asyncio.TimeoutError:
+        pass
     return n / secs
+
+
+async def latency_series(a, sd, st, kv, target, sleep_bin, label):
+    """Interleaved: bare systemd-run, systemd-run with narun's properties,
+    narun scale-up 1 -> 2 of `target` (binary cached), then back to 1."""
+    lat = {"bare": [], "props": [], "narun": []}
+    unit1 = f"narun-app@{target}:1.service"
+    iid1 = f"{target}-1"
+    sr_props = narun_like_props()
+    tprops = ["ActiveState", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"]
+    log(f"spec write -> active with {label}: {a.reps} runs (+1 warm-up) of each")
+    for i in range(a.reps + 1):
+        for kind in ("bare", "props"):
+            unit = f"{PREFIX}-run-{kind}-{label.split()[0]}-{i}.service"
+            extra = ["-p", "DynamicUser=yes"] if kind == "bare" else sr_props
+            t0 = time.monotonic()
+            await run(*sd.ns, "systemd-run", "--quiet", "--unit", unit, *extra, sleep_bin, "1000")
+            t_ret = time.monotonic()
+            p = await show1(sd, unit, tprops)
+            if p.get("ActiveState") != "active":
+                raise Fail(f"{unit} is {p.get('ActiveState')} after systemd-run")
+            if i > 0:
+                lat[kind].append({
+                    "active": mono(p, "ActiveEnterTimestampMonotonic") - t0,
+                    "fork": mono(p, "InactiveExitTimestampMonotonic") - t0,
+                    "exec": mono(p, "ActiveEnterTimestampMonotonic") - mono(p, "InactiveExitTimestampMonotonic"),
+                    "returned": t_ret - t0,
+                })
+            await run(*sd.ns, "systemctl", "stop", unit)
+        # narun: scale the target app 1 -> 2 (its binary is cached)
+        f_start = st.expect(is_(iid1, "starting"))
+        f_run = st.expect(is_(iid1, "running"))
+        t0 = time.monotonic()
+        await kv.put(target, spec_yaml(target, replicas=2))
+        s_run = await wait(f_run, 30, f"{iid1} running")
+        s_start = f_start.result() if f_start.done() else None
+        f_start.cancel()
+        p = await show1(sd, unit1, tprops)
+        if i > 0:
+            lat["narun"].append({
+                "active": mono(p, "ActiveEnterTimestampMonotonic") - t0,
+                "fork": mono(p, "InactiveExitTimestampMonotonic") - t0,
+                "exec": mono(p, "ActiveEnterTimestampMonotonic") - mono(p, "InactiveExitTimestampMonotonic"),
+                "starting": (s_start["_t"] - t0) if s_start else float("nan"),
+                "status": s_run["_t"] - t0,
+                "status_after_active": s_run["_t"] - mono(p, "ActiveEnterTimestampMonotonic"),
+            })
+        f_stop = st.expect(is_(iid1, "stopped"))
+        await kv.put(target, spec_yaml(target, replicas=1))
+        await wait(f_stop, 30, f"{iid1} stopped")
+        await asyncio.sleep(a.settle)
+    log(f"latency with {label}: narun median " + ms(med([x["active"] for x in lat["narun"]]))
+        + ", systemd-run median " + ms(med([x["active"] for x in lat["bare"]])))
+    return lat
+
+
+def smaps(pid):
+    """Resident KiB by kind: the executable, shared libraries, anonymous."""
+    exe = os.readlink(f"/proc/{pid}/exe")
+    out = {"exe": 0, "libs": 0, "anon": 0}
+    name = ""
+    for line in read(f"/proc/{pid}/smaps").splitlines():
+        first = line.split(None, 1)[0]
+        if "-" in first and not first.endswith(":"):
+            f = line.split()
+            name = f[5] if len(f) > 5 else ""
+        elif first == "Rss:":
+            kib = int(line.split()[1])
+            if name == exe:
+                out["exe"] += kib
+            elif name.startswith("/"):
+                out["libs"] += kib
+            else:
+                out["anon"] += kib
+    return out
 
 
 # ---------------------------------------------------------------------- main
@@ -523,7 +612,8 @@ async def main(a):
         agent.check()
         watch = [agent.pid, sd.pid, sd.dbus_pid()]
         cpu = await cpu_window(watch, a.idle_secs)
-        res["idle0"] = {"mem": mem_kib(agent.pid), "cpu": [cpu.get(p, 0) for p in watch]}
+        res["idle0"] = {"mem": mem_kib(agent.pid), "smaps": smaps(agent.pid),
+                        "cpu": [cpu.get(p, 0) for p in watch]}
         res["idle0"]["dbus"] = await dbus_calls_per_s(sd, 2)
         log(f"idle: {res['idle0']}")
 
@@ -540,78 +630,40 @@ async def main(a):
             await obs.put(f"{app}-{TAG}-linux-{arch}", sleep_bytes + f"\0{app}".encode())
         res["upload_s"] = time.monotonic() - t
 
-        # ------------------------------------------------------- 2. 50 apps
+        # ------------------------------------- 2. one app, then 50 apps
         apps = [app_name(i) for i in range(a.apps)]
         crash_slow = apps[1 : 1 + a.crashes]
         crash_fast = apps[1 + a.crashes : 1 + 2 * a.crashes]
-        ids = [f"{x}-0" for x in apps]
-        log(f"deploying {a.apps} apps at once")
-        t0 = time.monotonic()
-        fut = st.expect(all_running(ids, t0))
-        for x in apps:
-            await kv.put(x, spec_yaml(x, delay="100ms" if x in crash_fast else None))
-        try:
-            await wait(fut, 90, f"{a.apps} apps running")
-            res["deploy50_s"] = time.monotonic() - t0
-        except Fail:
-            raise Fail(f"only {running_count(st, ids, t0)}/{a.apps} apps running after 90 s:\n{agent.log_tail()}")
+
+        async def deploy(names):
+            ids = [f"{x}-0" for x in names]
+            t0 = time.monotonic()
+            fut = st.expect(all_running(ids, t0))
+            for x in names:
+                await kv.put(x, spec_yaml(x, delay="100ms" if x in crash_fast else None))
+            try:
+                await wait(fut, 90, f"{len(names)} apps running")
+            except Fail:
+                raise Fail(f"only {running_count(st, ids, t0)}/{len(names)} apps running after 90 s:\n"
+                           f"{agent.log_tail()}")
+            return time.monotonic() - t0
+
+        log(f"deploying {apps[0]}")
+        await deploy(apps[:1])
+        res["lat1"] = await latency_series(a, sd, st, kv, apps[0], sleep_bin, "1 app")
+        log(f"deploying {len(apps) - 1} more apps at once")
+        res["deploy_s"] = await deploy(apps[1:])
         await asyncio.sleep(2)
         agent.check()
         cpu = await cpu_window(watch, a.idle_secs)
-        res["idle50"] = {"mem": mem_kib(agent.pid), "cpu": [cpu.get(p, 0) for p in watch]}
+        res["idle50"] = {"mem": mem_kib(agent.pid), "smaps": smaps(agent.pid),
+                         "cpu": [cpu.get(p, 0) for p in watch]}
         res["idle50"]["dbus"] = await dbus_calls_per_s(sd, 2)
-        log(f"50 apps: deploy {res['deploy50_s']:.2f} s, {res['idle50']}")
+        log(f"{a.apps} apps: deploy {res['deploy_s']:.2f} s, {res['idle50']}")
 
-        # ---------------------------------------- 3. spec write -> active
-        lat = {"bare": [], "props": [], "narun": []}
-        target = apps[0]
-        unit1 = f"narun-app@{target}:1.service"
-        iid1 = f"{target}-1"
-        sr_props = narun_like_props()
-        log(f"spec write -> active: {a.reps} runs (+1 warm-up) of systemd-run, systemd-run with narun's properties, narun")
-        for i in range(a.reps + 1):
-            for kind in ("bare", "props"):
-                unit = f"{PREFIX}-run-{kind}-{i}.service"
-                extra = ["-p", "DynamicUser=yes"] if kind == "bare" else sr_props
-                t0 = time.monotonic()
-                await run(*sd.ns, "systemd-run", "--quiet", "--unit", unit, *extra, sleep_bin, "1000")
-                t_ret = time.monotonic()
-                p = await show1(sd, unit, ["ActiveState", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"])
-                if p.get("ActiveState") != "active":
-                    raise Fail(f"{unit} is {p.get('ActiveState')} after systemd-run")
-                if i > 0:
-                    lat[kind].append({
-                        "active": mono(p, "ActiveEnterTimestampMonotonic") - t0,
-                        "fork": mono(p, "InactiveExitTimestampMonotonic") - t0,
-                        "exec": mono(p, "ActiveEnterTimestampMonotonic") - mono(p, "InactiveExitTimestampMonotonic"),
-                        "returned": t_ret - t0,
-                    })
-                await run(*sd.ns, "systemctl", "stop", unit)
-            # narun: scale the target app 1 -> 2 (its binary is cached)
-            f_start = st.expect(is_(iid1, "starting"))
-            f_run = st.expect(is_(iid1, "running"))
-            t0 = time.monotonic()
-            await kv.put(target, spec_yaml(target, replicas=2))
-            s_run = await wait(f_run, 30, f"{iid1} running")
-            s_start = f_start.result() if f_start.done() else None
-            p = await show1(sd, unit1, ["ActiveState", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"])
-            if i > 0:
-                lat["narun"].append({
-                    "active": mono(p, "ActiveEnterTimestampMonotonic") - t0,
-                    "fork": mono(p, "InactiveExitTimestampMonotonic") - t0,
-                    "exec": mono(p, "ActiveEnterTimestampMonotonic") - mono(p, "InactiveExitTimestampMonotonic"),
-                    "starting": (s_start["_t"] - t0) if s_start else float("nan"),
-                    "status": s_run["_t"] - t0,
-                    "status_after_active": s_run["_t"] - mono(p, "ActiveEnterTimestampMonotonic"),
-                })
-            f_stop = st.expect(is_(iid1, "stopped"))
-            await kv.put(target, spec_yaml(target, replicas=1))
-            await wait(f_stop, 30, f"{iid1} stopped")
-            await asyncio.sleep(a.settle)
+        # ------------------------------ 3. spec write -> active, 50 apps
+        res["lat50"] = await latency_series(a, sd, st, kv, apps[0], sleep_bin, f"{a.apps} apps")
         agent.check()
-        res["lat"] = lat
-        log("latency: narun median " + ms(med([x["active"] for x in lat["narun"]]))
-            + ", systemd-run median " + ms(med([x["active"] for x in lat["bare"]])))
 
         # ---------------------------------------------------- 4. crash
         res["crash"] = {}
@@ -659,8 +711,6 @@ async def main(a):
             sd.kill()
             sd = PrivateSystemd(a.script, reg, str(n + 2))
             sd_cpu0 = cpu_seconds(sd.pid)
-            dbus_pid = sd.dbus_pid()
-            dbus_cpu0 = cpu_seconds(dbus_pid) if dbus_pid else 0
             agent = Agent(a, url, sd, data_cold, reg, n + 2)
             t0 = agent.t_spawn
             fut = st.expect(all_running(all_ids, t0))
@@ -673,11 +723,27 @@ async def main(a):
                 r["partial"] = running_count(st, all_ids, t0)
             r["agent_cpu"] = cpu_seconds(agent.pid)
             r["systemd_cpu"] = cpu_seconds(sd.pid) - sd_cpu0
-            r["dbus_cpu"] = (cpu_seconds(dbus_pid) - dbus_cpu0) if dbus_pid else 0
+            # dbus-daemon is socket-activated by the first client: all its CPU.
+            dbus_pid = sd.dbus_pid()
+            r["dbus_cpu"] = cpu_seconds(dbus_pid) if dbus_pid else 0
             r["ready_s"] = (agent.ready.result() - t0) if agent.ready.done() else None
             names = [f"narun-app@{x}.service" for x in all_apps]
-            props = await show(sd, names, ["ActiveState", "ActiveEnterTimestampMonotonic"])
-            act = [mono(p, "ActiveEnterTimestampMonotonic") for p in props if p.get("ActiveState") == "active"]
+            props = await show(sd, names, ["ActiveState", "InactiveExitTimestampMonotonic",
+                                           "ActiveEnterTimestampMonotonic"])
+            up = [p for p in props if p.get("ActiveState") == "active"]
+            act = [mono(p, "ActiveEnterTimestampMonotonic") for p in up]
+            spans = sorted((mono(p, "InactiveExitTimestampMonotonic"), mono(p, "ActiveEnterTimestampMonotonic"))
+                           for p in up)
+            # How many units were between fork and active at once (1 = the
+            # agent starts them one after the other).
+            edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+            cur = peak = 0
+            for _, d in edges:
+                cur += d
+                peak = max(peak, cur)
+            r["peak_starting"] = peak
+            r["exec_med"] = med([e - b for b, e in spans])
+            r["gap_med"] = med([spans[k + 1][0] - spans[k][1] for k in range(len(spans) - 1)])
             r["active_n"] = len(act)
             r["first_active_s"] = (min(act) - t0) if act else None
             r["active_s"] = (max(act) - t0) if len(act) == a.cold_apps else None
@@ -688,7 +754,7 @@ async def main(a):
                 agent.stop()
                 agent = None
         await asyncio.sleep(2)
-        res["mem200"] = mem_kib(agent.pid)
+        res["mem200"] = {"mem": mem_kib(agent.pid), "smaps": smaps(agent.pid)}
         res["env"]["load_end"] = read("/proc/loadavg").split()[:3]
         res["env"]["builders_end"] = busy_builders()
         await nc.close()
@@ -750,71 +816,83 @@ def report(a, res, wall):
     w = out.append
     e = res["env"]
     w(f"narun node benchmark: {a.version}; {e.get('systemd', '?')}; nats-server {e.get('nats', '?')}; "
-      f"{os.cpu_count()} cores")
+      f"{os.cpu_count()} cores; agent --status-interval 300ms")
     w(f"load average at start {' '.join(e['load_start'])}, at end {' '.join(e.get('load_end', ['?']))}; "
       f"compiler processes running at start/end: {e['builders_start']}/{e.get('builders_end', '?')}"
       + ("  (!) timings disturbed by builds" if e["builders_start"] or e.get("builders_end") else ""))
     w("")
-    w("1. Agent memory (/proc/<agent>/status)        VmRSS      RssAnon    VmHWM      target     verdict")
-    for key, label, tgt in (("idle0", "idle, 0 apps", 8), ("idle50", f"{a.apps} apps running", 16)):
-        m = res[key]["mem"]
-        w(f"   {label:<42} {mib(m['VmRSS']):<10} {mib(m['RssAnon']):<10} {mib(m['VmHWM']):<10} "
-          f"<= {tgt} MiB  {verdict(m['VmHWM'] <= tgt * 1024)} (HWM)")
-    m = res["mem200"]
-    w(f"   {f'{a.cold_apps} apps (after both cold starts)':<42} {mib(m['VmRSS']):<10} {mib(m['RssAnon']):<10} "
-      f"{mib(m['VmHWM']):<10} -")
-    i0, i5 = res["idle0"], res["idle50"]
-    per_app = (i5["mem"]["VmRSS"] - i0["mem"]["VmRSS"]) / a.apps
-    w(f"   per app (VmRSS, {a.apps} vs 0): {per_app:.0f} KiB; file-backed part of VmRSS (binary, libc): "
-      f"{mib(i0['mem']['RssFile'])}")
-    w(f"   idle CPU over {a.idle_secs:.0f} s, % of a core, agent / systemd / dbus-daemon: "
+    w("1. Agent memory (/proc/<agent>/status)       VmRSS      VmHWM      target      verdict  RssAnon    "
+      "resident: binary / libs / anon")
+    rows = (("idle0", "idle, 0 apps", 8), ("idle50", f"{a.apps} apps running", 16), ("mem200", "", None))
+    for key, label, tgt in rows:
+        if key == "mem200":
+            m, sm = res["mem200"]["mem"], res["mem200"]["smaps"]
+            label = f"{a.cold_apps} apps (after both cold starts)"
+            tv = f"{'-':<11} {'':<8}"
+        else:
+            m, sm = res[key]["mem"], res[key]["smaps"]
+            tv = f"{f'<= {tgt} MiB':<11} {verdict(m['VmHWM'] <= tgt * 1024):<8}"
+        w(f"   {label:<41} {mib(m['VmRSS']):<10} {mib(m['VmHWM']):<10} {tv} {mib(m['RssAnon']):<10} "
+          f"{mib(sm['exe'])} / {mib(sm['libs'])} / {mib(sm['anon'])}")
+    w("   (verdict on VmHWM, the peak; the binary's pages are file-backed, shared with the page cache)")
+    i0, i5, i2 = res["idle0"], res["idle50"], res["mem200"]
+    per50 = (i5["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.apps
+    per200 = (i2["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.cold_apps
+    w(f"   anonymous memory per app: {per50:.0f} KiB ({a.apps} apps), {per200:.0f} KiB ({a.cold_apps} apps)")
+    w(f"   idle CPU over {a.idle_secs:.0f} s, % of one core, agent / systemd / dbus-daemon: "
       f"0 apps {i0['cpu'][0]:.1f} / {i0['cpu'][1]:.1f} / {i0['cpu'][2]:.1f}; "
       f"{a.apps} apps {i5['cpu'][0]:.1f} / {i5['cpu'][1]:.1f} / {i5['cpu'][2]:.1f}")
-    w(f"   D-Bus method calls/s at idle (status-interval 300ms): 0 apps {i0['dbus']:.0f}; "
-      f"{a.apps} apps {i5['dbus']:.0f}")
-    w(f"   (deploying the {a.apps} apps at once, first fetch of each binary: {res['deploy50_s']:.2f} s "
-      f"until all reported running)")
+    w(f"   D-Bus method calls per second at idle: 0 apps {i0['dbus']:.0f}; {a.apps} apps {i5['dbus']:.0f}")
+    w(f"   deploying {a.apps - 1} apps at once (first fetch of each binary): {res['deploy_s']:.2f} s until all "
+      f"reported running")
     w("")
-    lat = res["lat"]
-    n = len(lat["narun"])
-    w(f"2. Spec write -> unit active, binary cached (n={n} each, interleaved)          median     p90")
-    rows = (
-        ("bare", "active", "(a) systemd-run -p DynamicUser=yes sleep (bare), start -> active"),
-        ("props", "active", "(b) systemd-run with narun's unit properties, start -> active"),
-        ("narun", "active", f"(c) narun: KV put (replicas 1->2) -> ActiveState=active"),
-        ("narun", "status", "    narun: KV put -> status \"running\" received"),
-    )
-    for kind, key, label in rows:
-        v = [x[key] for x in lat[kind]]
-        w(f"   {label:<75} {ms(med(v)):<10} {ms(p90(v))}")
-    nm = lambda k, f: med([x[f] for x in lat[k]])
-    w("   where the time goes (medians):")
-    w(f"     (a) systemd-run start -> fork {ms(nm('bare', 'fork'))}, fork -> active {ms(nm('bare', 'exec'))}"
-      f" (Type=simple: active at fork)")
-    w(f"     (b) systemd-run start -> fork {ms(nm('props', 'fork'))}, fork -> active {ms(nm('props', 'exec'))}"
-      f" (Type=exec, sandbox set-up)")
-    w(f"     (c) put -> \"starting\" published {ms(nm('narun', 'starting'))}, put -> fork {ms(nm('narun', 'fork'))}"
-      f" (agent: KV watch, reconcile, D-Bus), fork -> active {ms(nm('narun', 'exec'))} (systemd),"
-      f" active -> \"running\" received {ms(nm('narun', 'status_after_active'))} (agent status sweep)")
-    ca, cb, cc = nm("bare", "active"), nm("props", "active"), nm("narun", "active")
-    pa, pc = p90([x["active"] for x in lat["bare"]]), p90([x["active"] for x in lat["narun"]])
-    w(f"   narun / systemd-run: median {cc / ca:.2f}x ({ms(cc - ca)} more), p90 {pc / pa:.2f}x ({ms(pc - pa)} more);"
-      f" target: narun <= systemd-run + 100 ms: {verdict(cc - ca <= 0.1)} (median), {verdict(pc - pa <= 0.1)} (p90)")
-    w(f"   narun / systemd-run with the same properties: median {cc / cb:.2f}x ({ms(cc - cb)} more)")
-    w("")
-    w("3. Crash (kill -9 of MainPID) -> active again with a new MainPID            median     p90")
-    for g, label in (("slow", "default restart.delay"), ("fast", "restart.delay 100ms")):
+    for key, label in (("lat1", "1 app deployed"), ("lat50", f"{a.apps} apps deployed")):
+        lat = res[key]
+        n = len(lat["narun"])
+        w(f"2{'a' if key == 'lat1' else 'b'}. Spec write -> unit active, binary cached, {label} "
+          f"(n={n} each, interleaved)".ljust(83) + "median     p90")
+        rows = (
+            ("bare", "active", "(a) systemd-run -p DynamicUser=yes sleep: start -> active"),
+            ("props", "active", "(b) systemd-run with narun's unit properties: start -> active"),
+            ("narun", "active", "(c) narun: KV put (replicas 1->2) -> ActiveState=active"),
+            ("narun", "status", "    narun: KV put -> status \"running\" received"),
+        )
+        for kind, k, lab in rows:
+            v = [x[k] for x in lat[kind]]
+            w(f"   {lab:<79} {ms(med(v)):<10} {ms(p90(v))}")
+        nm = lambda kd, f: med([x[f] for x in lat[kd]])
+        w("   where the time goes (medians):")
+        w(f"     (a) command start -> fork {ms(nm('bare', 'fork'))} (nsenter, systemd-run, D-Bus), "
+          f"fork -> active {ms(nm('bare', 'exec'))} (Type=simple: active at fork)")
+        w(f"     (b) command start -> fork {ms(nm('props', 'fork'))}, fork -> active {ms(nm('props', 'exec'))}"
+          f" (Type=exec: namespaces, mounts, dynamic user, exec)")
+        w(f"     (c) put -> \"starting\" published {ms(nm('narun', 'starting'))}, put -> fork "
+          f"{ms(nm('narun', 'fork'))} (KV watch, agent loop, reconcile, D-Bus),")
+        w(f"         fork -> active {ms(nm('narun', 'exec'))} (systemd), active -> \"running\" received "
+          f"{ms(nm('narun', 'status_after_active'))} (agent's status sweep)")
+        ca, cb, cc = nm("bare", "active"), nm("props", "active"), nm("narun", "active")
+        pa, pc = p90([x["active"] for x in lat["bare"]]), p90([x["active"] for x in lat["narun"]])
+        ok_m, ok_p = cc - ca <= 0.1, pc - pa <= 0.1
+        w(f"   (c)/(a): median {cc / ca:.2f}x (+{ms(cc - ca)}), p90 {pc / pa:.2f}x (+{ms(pc - pa)}); "
+          f"target (c) <= (a) + 100 ms: {verdict(ok_m)} (median), {verdict(ok_p)} (p90)")
+        w(f"   (c)/(b), same unit properties: median {cc / cb:.2f}x ({'+' if cc >= cb else '-'}{ms(abs(cc - cb))})")
+        w("")
+    w("3. Crash (kill -9 of MainPID) -> active again with a new MainPID".ljust(83) + "median     p90")
+    for g, label in (("slow", "spec default restart.delay"), ("fast", "restart.delay: 100ms")):
         rows = res["crash"][g]
         ru = rows[0]["restart_usec"] if rows else "?"
         v = [r["active"] for r in rows]
-        w(f"   {f'{label} (RestartUSec={ru}), n={len(rows)}: kill -> active':<75} {ms(med(v)):<10} {ms(p90(v))}")
+        lab = f"{label} (RestartUSec={ru}), n={len(rows)}: kill -> active"
+        w(f"   {lab:<79} {ms(med(v)):<10} {ms(p90(v))}")
         v = [r["status"] for r in rows]
-        label2 = '   kill -> status "running" received'
-        w(f"   {label2:<75} {ms(med(v)):<10} {ms(p90(v))}")
-        w(f"      kill -> \"crashed\" published {ms(med([r['crashed'] for r in rows]))}; active -> \"running\" "
-          f"received {ms(med([r['status_after_active'] for r in rows]))}")
+        lab = '    kill -> status "running" received'
+        w(f"   {lab:<79} {ms(med(v)):<10} {ms(p90(v))}")
+        cr = med([r["crashed"] for r in rows])
+        w(f"      kill -> \"crashed\" published {ms(cr) if cr == cr else 'not seen (restarted between sweeps)'}; "
+          f"active -> \"running\" received {ms(med([r['status_after_active'] for r in rows]))}")
     w("")
-    w(f"4. Cold start of {a.cold_apps} apps (1 replica each): agent spawned -> all units active   target <= 10 s")
+    w(f"4. Cold start of {a.cold_apps} apps (1 replica each): agent spawned -> all units active".ljust(83)
+      + "target <= 10 s")
     for kind, label in (("cold", "cold cache (empty data dir: every binary fetched)"),
                         ("warm", "warm cache (data dir kept: specs and binaries on disk)")):
         r = res["cold"][kind]
@@ -822,15 +900,19 @@ def report(a, res, wall):
             act = f"{r['active_s']:.2f} s"
         else:
             act = f"> {a.cold_timeout:.0f} s ({r['active_n']}/{a.cold_apps} active)"
-        stt = f"{r['status_s']:.2f} s" if r["status_s"] is not None else f"({r.get('partial', 0)} reported)"
+        stt = f"{r['status_s']:.2f} s" if r["status_s"] is not None else f"not all ({r.get('partial', 0)})"
         first = f"{r['first_active_s']:.2f} s" if r["first_active_s"] is not None else "n/a"
         rdy = f"{r['ready_s']:.2f} s" if r["ready_s"] is not None else "n/a"
-        w(f"   {label:<55} all active {act:<9} {verdict(r['active_s'] is not None and r['active_s'] <= 10)}")
-        w(f"      first unit active {first}, READY=1 {rdy}, all reported running {stt}; CPU used meanwhile: "
-          f"agent {r['agent_cpu']:.2f} s, systemd {r['systemd_cpu']:.2f} s, dbus-daemon {r['dbus_cpu']:.2f} s")
+        lab = f"{label}: all active"
+        w(f"   {lab:<79} {act:<10} {verdict(r['active_s'] is not None and r['active_s'] <= 10)}")
+        w(f"      first unit active {first}, READY=1 {rdy}, all reported running {stt}")
+        w(f"      units between fork and active at once: at most {r['peak_starting']}; per unit: fork -> active "
+          f"{ms(r['exec_med'])}, then {ms(r['gap_med'])} until the next fork (medians)")
+        w(f"      CPU used meanwhile: agent {r['agent_cpu']:.2f} s, systemd {r['systemd_cpu']:.2f} s, "
+          f"dbus-daemon {r['dbus_cpu']:.2f} s")
     w("")
-    w(f"uploads: {a.cold_apps} binaries ({os.path.getsize('/bin/sleep') // 1024} KiB each) in {res['upload_s']:.1f} s;"
-      f" whole run {wall:.0f} s")
+    w(f"binaries: {a.cold_apps} copies of /bin/sleep ({os.path.getsize('/bin/sleep') // 1024} KiB) uploaded in "
+      f"{res['upload_s']:.1f} s; measurements took {wall:.0f} s")
     return "\n".join(out)
 
 

@@ -40,6 +40,9 @@ pub mod node;
 #[cfg(feature = "exec")]
 pub mod exec;
 
+#[cfg(feature = "cli")]
+pub mod dev;
+
 #[cfg(feature = "store")]
 pub mod spec;
 

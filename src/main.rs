@@ -49,8 +49,57 @@ enum Command {
     },
     /// Run the node agent: apps from NATS as transient systemd units.
     Node(node_cmd::NodeArgs),
+    /// The whole system on this machine: NATS, a node agent, the gateway
+    /// and the hello demo, until Ctrl-C (needs root).
+    Dev(DevArgs),
     #[command(flatten)]
     Manage(narun::cli::Command),
+}
+
+#[derive(clap::Args, Debug)]
+struct DevArgs {
+    /// Use this NATS server instead of starting one.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Gateway HTTP port on 127.0.0.1 (the next free one if taken).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Do not deploy the hello demo.
+    #[arg(long)]
+    no_demo: bool,
+    /// The hello demo binary (default: examples/hello beside this binary).
+    #[arg(long)]
+    demo_binary: Option<PathBuf>,
+    /// Exit once the demo answered through the gateway (for scripts).
+    #[arg(long)]
+    smoke: bool,
+}
+
+fn dev(args: DevArgs) -> ExitCode {
+    let opts = narun::dev::DevOptions {
+        nats_url: args.nats_url,
+        http_port: args.http_port,
+        demo: !args.no_demo,
+        demo_binary: args.demo_binary,
+        smoke: args.smoke,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("narun dev: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(narun::dev::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("narun dev: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, default: &str) {
@@ -83,6 +132,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Gateway { config, check } => gateway(config, check),
         Command::Node(args) => node_cmd::run(args),
+        Command::Dev(args) => dev(args),
         Command::Manage(c) => narun::cli::run(c, Cli::command),
     }
 }

@@ -807,8 +807,12 @@ async fn go_wire_format_consumer_answers_through_the_gateway() {
                     let out = HelloReply {
                         message: format!("Hello, {}!", req.name),
                     };
+                    // Response metadata and trailers, narun style.
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert("Grpc-Metadata-x-served-by", "go");
+                    h.insert("Grpc-Trailer-x-cost", "42");
                     responder
-                        .publish(reply, out.encode_to_vec().into())
+                        .publish_with_headers(reply, h, out.encode_to_vec().into())
                         .await
                         .unwrap()
                 }
@@ -844,6 +848,29 @@ async fn go_wire_format_consumer_answers_through_the_gateway() {
     );
     let left: u64 = h.get("Narun-Timeout-Ms").unwrap().as_str().parse().unwrap();
     assert!(left > 0 && left <= 30_000, "{left}");
+
+    // Metadata in headers, trailers in trailers (raw HTTP/2 view).
+    let r = raw_grpc(
+        grpc,
+        "/hello.v1.Greeter/SayHello",
+        &[("x-client", "raw")],
+        hello_frame("Raw"),
+    )
+    .await;
+    assert_eq!(r.status(), ("0".into(), String::new()));
+    assert_eq!(r.headers["x-served-by"], "go");
+    assert!(r.headers.get("x-cost").is_none());
+    let trailers = r.trailers.as_ref().expect("trailers");
+    assert_eq!(trailers["x-cost"], "42");
+    assert_eq!(
+        HelloReply::decode(r.messages[0].as_ref()).unwrap().message,
+        "Hello, Raw!"
+    );
+    let msg = seen_rx.recv().await.unwrap();
+    let h = msg.headers.as_ref().unwrap();
+    assert_eq!(h.get("Grpc-Metadata-x-client").unwrap().as_str(), "raw");
+    assert!(h.get("Grpc-Metadata-content-type").is_none());
+    assert!(h.get("Grpc-Metadata-te").is_none());
 
     for (name, code, message) in [
         ("", Code::InvalidArgument, "Name cannot be empty"),

@@ -13,9 +13,10 @@
 //!   metadata and trailers come back the same way;
 //! - every failure gets its code from the gateway's one error table
 //!   ([`super::rescue`]), never OK;
-//! - `grpc.health.v1.Health/Check` is answered here unless that service is
-//!   routed: `""` is SERVING while NATS is connected, a routed service is
-//!   SERVING while one of its consumers answers `$SRV.PING.<subject>`.
+//! - `grpc.health.v1.Health` (`Check` and `Watch`) is answered here unless
+//!   that service is routed: `""` is SERVING while NATS is connected, a
+//!   routed service is SERVING while one of its consumers answers
+//!   `$SRV.PING.<subject>`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ use crate::wire::{self, grpc as g, ServiceError};
 
 /// How long the health check waits for a consumer's `$SRV.PING` answer.
 const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a health `Watch` checks for a change.
+const HEALTH_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Frames buffered between the NATS stream and the HTTP/2 stream.
 const STREAM_BUFFER: usize = 4;
 
@@ -557,7 +560,51 @@ impl Stream {
     }
 }
 
-/// `grpc.health.v1.Health`, answered by the gateway itself.
+/// `HealthCheckResponse.ServingStatus` values.
+mod serving {
+    pub const SERVING: u8 = 1;
+    pub const NOT_SERVING: u8 = 2;
+    pub const SERVICE_UNKNOWN: u8 = 3;
+}
+
+/// The health of `service`: `""` is the gateway itself (SERVING while NATS
+/// is connected), a routed service is SERVING while one of its consumers
+/// answers `$SRV.PING.<subject>` within `wait`. `None`: not a routed service.
+async fn serving_status(gw: &Gateway, service: &str, wait: Duration) -> Option<u8> {
+    let connected = gw.nats.connection_state() == async_nats::connection::State::Connected;
+    if service.is_empty() {
+        return Some(if connected {
+            serving::SERVING
+        } else {
+            serving::NOT_SERVING
+        });
+    }
+    let route = gw.grpc_routes.get(service)?;
+    if !connected {
+        return Some(serving::NOT_SERVING);
+    }
+    let ping = gw
+        .nats
+        .send_request(
+            format!("$SRV.PING.{}", route.subject),
+            async_nats::Request::new().timeout(Some(wait)),
+        )
+        .await;
+    Some(if ping.is_ok() {
+        serving::SERVING
+    } else {
+        serving::NOT_SERVING
+    })
+}
+
+/// A `HealthCheckResponse { status }` message.
+fn health_message(status: u8) -> [u8; 2] {
+    [0x08, status]
+}
+
+/// `grpc.health.v1.Health`, answered by the gateway itself: `Check`, and
+/// `Watch` (the status now, then each change, checked every
+/// [`HEALTH_WATCH_INTERVAL`], until the client leaves or the gateway stops).
 async fn health(
     gw: &Arc<Gateway>,
     method: &str,
@@ -565,16 +612,8 @@ async fn health(
     request_id: HeaderValue,
     record: Record,
 ) -> Response<Body> {
-    /// `HealthCheckResponse.ServingStatus`
-    const SERVING: u8 = 1;
-    const NOT_SERVING: u8 = 2;
-    if method != "Check" {
-        let message = if method == "Watch" {
-            "grpc.health.v1.Health/Watch is not supported by the narun gateway; use Check"
-                .to_owned()
-        } else {
-            format!("unknown method {method} for service {}", g::HEALTH_SERVICE)
-        };
+    if method != "Check" && method != "Watch" {
+        let message = format!("unknown method {method} for service {}", g::HEALTH_SERVICE);
         record.done(code::UNIMPLEMENTED);
         return status_response(code::UNIMPLEMENTED, &message, HeaderMap::new(), &request_id);
     }
@@ -597,44 +636,75 @@ async fn health(
         );
     };
     let service = service.unwrap_or_default();
-    let connected = gw.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if service.is_empty() {
-        if connected {
-            SERVING
-        } else {
-            NOT_SERVING
-        }
-    } else if let Some(route) = gw.grpc_routes.get(&service) {
-        let wait = HEALTH_PING_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        let ping = gw
-            .nats
-            .send_request(
-                format!("$SRV.PING.{}", route.subject),
-                async_nats::Request::new().timeout(Some(wait)),
+    if method == "Watch" {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(watch_health(gw.clone(), service, tx, record));
+        let mut r = Response::new(Body::channel(rx));
+        *r.headers_mut() = grpc_headers(HeaderMap::new(), &request_id);
+        return r;
+    }
+    let wait = HEALTH_PING_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+    match serving_status(gw, &service, wait).await {
+        Some(status) => {
+            record.done(code::OK);
+            unary_response(
+                &health_message(status),
+                HeaderMap::new(),
+                HeaderMap::new(),
+                &request_id,
             )
-            .await;
-        if connected && ping.is_ok() {
-            SERVING
-        } else {
-            NOT_SERVING
         }
-    } else {
-        record.done(code::NOT_FOUND);
-        return status_response(
-            code::NOT_FOUND,
-            &format!("unknown service {service}"),
-            HeaderMap::new(),
-            &request_id,
-        );
-    };
-    record.done(code::OK);
-    // HealthCheckResponse { status = 1 (enum) }
-    unary_response(
-        &[0x08, status],
-        HeaderMap::new(),
-        HeaderMap::new(),
-        &request_id,
-    )
+        None => {
+            record.done(code::NOT_FOUND);
+            status_response(
+                code::NOT_FOUND,
+                &format!("unknown service {service}"),
+                HeaderMap::new(),
+                &request_id,
+            )
+        }
+    }
+}
+
+/// The `Watch` stream. An unknown service is SERVICE_UNKNOWN, not an error,
+/// as the health protocol asks.
+async fn watch_health(
+    gw: Arc<Gateway>,
+    service: String,
+    tx: mpsc::Sender<Frame<Bytes>>,
+    record: Record,
+) {
+    let mut stopping = gw.stopping.clone();
+    let mut last = None;
+    loop {
+        if *stopping.borrow_and_update() {
+            break;
+        }
+        let status = serving_status(&gw, &service, HEALTH_PING_TIMEOUT)
+            .await
+            .unwrap_or(serving::SERVICE_UNKNOWN);
+        if last != Some(status) {
+            let frame = Frame::data(g::frame(&health_message(status)));
+            if tx.send(frame).await.is_err() {
+                record.done(code::CANCELLED);
+                return;
+            }
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = tx.closed() => {
+                record.done(code::CANCELLED);
+                return;
+            }
+            _ = stopping.changed() => {}
+            _ = tokio::time::sleep(HEALTH_WATCH_INTERVAL) => {}
+        }
+    }
+    // Shutting down: the watch ends so that draining need not wait for it.
+    let mut trailers = HeaderMap::new();
+    put_status(&mut trailers, code::UNAVAILABLE, "gateway shutting down");
+    record.done(code::UNAVAILABLE);
+    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Frame::trailers(trailers))).await;
 }
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ pub(super) struct Gateway {
     /// `max_in_flight`, shared by HTTP requests and gRPC calls (a gRPC
     /// stream holds its permit until it ends).
     pub(super) permits: Arc<Semaphore>,
+    /// Becomes `true` when the gateway starts shutting down (ends the
+    /// endless health watches so that draining does not wait for them).
+    pub(super) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a listener serves.
@@ -100,6 +103,7 @@ pub async fn run_until(
     nopts.tls_ca_file = cfg.tls_ca_file.clone();
     let nats = nats_conn::connect(&nopts).await?;
 
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let gw = Arc::new(Gateway {
         routes: RouteTable::new(cfg.http_routes.clone()),
         grpc_routes: cfg
@@ -109,6 +113,7 @@ pub async fn run_until(
             .collect(),
         permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
         metrics: Metrics::new(),
+        stopping: stopping_rx,
         nats,
         cfg,
     });
@@ -155,6 +160,7 @@ pub async fn run_until(
     drop(http);
     drop(grpc);
     sd::stopping("draining in-flight requests");
+    let _ = stopping_tx.send(true);
     tracing::info!("shutting down: no longer accepting, draining in-flight requests");
     match tokio::time::timeout(gw.cfg.shutdown_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),

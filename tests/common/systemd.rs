@@ -139,6 +139,11 @@ impl Drop for PrivateSystemd {
             nix::unistd::Pid::from_raw(self.pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+        // unshare reaps the killed systemd and exits; kill it only if stuck.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.unshare.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
         cleanup_cgroups();
