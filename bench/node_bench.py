@@ -116,7 +116,7 @@ def mem_kib(pid):
     out = {}
     for line in read(f"/proc/{pid}/status").splitlines():
         k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
             out[k] = int(v.split()[0])
     return out
 
@@ -838,7 +838,9 @@ def report(a, res, wall):
     i0, i5, i2 = res["idle0"], res["idle50"], res["mem200"]
     per50 = (i5["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.apps
     per200 = (i2["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.cold_apps
-    w(f"   anonymous memory per app: {per50:.0f} KiB ({a.apps} apps), {per200:.0f} KiB ({a.cold_apps} apps)")
+    w(f"   anonymous memory per app: {per50:.0f} KiB ({a.apps} apps), {per200:.0f} KiB ({a.cold_apps} apps, "
+      f"another agent process); threads: {i0['mem'].get('Threads')} idle, {i5['mem'].get('Threads')} with "
+      f"{a.apps} apps, {i2['mem'].get('Threads')} with {a.cold_apps}")
     w(f"   idle CPU over {a.idle_secs:.0f} s, % of one core, agent / systemd / dbus-daemon: "
       f"0 apps {i0['cpu'][0]:.1f} / {i0['cpu'][1]:.1f} / {i0['cpu'][2]:.1f}; "
       f"{a.apps} apps {i5['cpu'][0]:.1f} / {i5['cpu'][1]:.1f} / {i5['cpu'][2]:.1f}")
@@ -849,13 +851,13 @@ def report(a, res, wall):
     for key, label in (("lat1", "1 app deployed"), ("lat50", f"{a.apps} apps deployed")):
         lat = res[key]
         n = len(lat["narun"])
-        w(f"2{'a' if key == 'lat1' else 'b'}. Spec write -> unit active, binary cached, {label} "
-          f"(n={n} each, interleaved)".ljust(83) + "median     p90")
+        w(f"2{'a' if key == 'lat1' else 'b'}. Spec write -> unit active, binary cached, {label}, n={n}"
+          .ljust(83) + "median     p90")
         rows = (
             ("bare", "active", "(a) systemd-run -p DynamicUser=yes sleep: start -> active"),
             ("props", "active", "(b) systemd-run with narun's unit properties: start -> active"),
             ("narun", "active", "(c) narun: KV put (replicas 1->2) -> ActiveState=active"),
-            ("narun", "status", "    narun: KV put -> status \"running\" received"),
+            ("narun", "status", "    narun: KV put -> status \"running\" received (NATS)"),
         )
         for kind, k, lab in rows:
             v = [x[k] for x in lat[kind]]
@@ -885,10 +887,10 @@ def report(a, res, wall):
         lab = f"{label} (RestartUSec={ru}), n={len(rows)}: kill -> active"
         w(f"   {lab:<79} {ms(med(v)):<10} {ms(p90(v))}")
         v = [r["status"] for r in rows]
-        lab = '    kill -> status "running" received'
+        lab = '   kill -> status "running" received'
         w(f"   {lab:<79} {ms(med(v)):<10} {ms(p90(v))}")
         cr = med([r["crashed"] for r in rows])
-        w(f"      kill -> \"crashed\" published {ms(cr) if cr == cr else 'not seen (restarted between sweeps)'}; "
+        w(f"   kill -> \"crashed\" published {ms(cr) if cr == cr else 'not seen (restarted between sweeps)'}; "
           f"active -> \"running\" received {ms(med([r['status_after_active'] for r in rows]))}")
     w("")
     w(f"4. Cold start of {a.cold_apps} apps (1 replica each): agent spawned -> all units active".ljust(83)

@@ -24,6 +24,9 @@ command -v cc >/dev/null 2>&1 || apt_install build-essential
 # proto/hello.proto); the narun library itself does not need it.
 command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
 
+# Headless Chromium, for the node admin UI test (tests/node.rs drives it).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+
 # Rust >= 1.85. Debian bookworm's `cargo` is too old; its rustc-web is not.
 if ! command -v cargo >/dev/null 2>&1; then
   if apt-cache show cargo-web >/dev/null 2>&1; then

@@ -399,7 +399,7 @@ async fn deploy_demo(client: &async_nats::Client, binary: &Path) -> Result<(), D
         .await
         .map_err(|e| setup(e.to_string()))?;
     let platform = store::binary::host_platform();
-    let object = store::binary::object_name("hello", "dev", "linux", &platform.arch);
+    let object = store::binary::object_name("hello", "dev", "linux", platform.arch);
     let mut file = tokio::fs::File::open(binary)
         .await
         .map_err(|e| setup(format!("{}: {e}", binary.display())))?;

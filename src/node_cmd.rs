@@ -80,10 +80,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The short hostname (a dot would add tokens to NATS subjects).
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+        .ok()
+        .and_then(|h| h.trim().split('.').next().map(str::to_owned))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 pub fn run(args: NodeArgs) -> ExitCode {

@@ -975,6 +975,29 @@ async fn rust_consumer_answers_the_go_gateway_format() {
         h.get("Nats-Service-Error").unwrap().as_str(),
         "Missing required X-Original-Grpc-Method header"
     );
+    // With a stream window (the narun gateway), a unary answer is still one
+    // plain reply, not a stream.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("X-Original-Grpc-Method", "/hello.v1.Greeter/SayHello");
+    h.insert("Narun-Stream-Window", "4");
+    h.insert("Narun-Timeout-Ms", "5000");
+    let reply = client
+        .send_request(
+            "grpc-hello-service",
+            async_nats::Request::new()
+                .headers(h)
+                .payload(HelloRequest { name: "W".into() }.encode_to_vec().into()),
+        )
+        .await
+        .unwrap();
+    assert!(reply
+        .headers
+        .as_ref()
+        .is_none_or(|h| h.get("Narun-Stream-Seq").is_none()));
+    assert_eq!(
+        HelloReply::decode(reply.payload.as_ref()).unwrap().message,
+        "Hello, W!"
+    );
     // Micro discovery shows the gRPC endpoint.
     let info = client
         .request("$SRV.INFO.grpc-hello-service", Bytes::new())
@@ -1009,8 +1032,7 @@ async fn one_listener_serves_http_and_grpc_and_health() {
 
     let addr = gw.http;
     let check = |service: &'static str| async move {
-        let mut body = vec![0x0a, service.len() as u8];
-        body.extend_from_slice(service.as_bytes());
+        let body = health_request(service);
         raw_grpc(addr, "/grpc.health.v1.Health/Check", &[], g::frame(&body)).await
     };
     let r = check("").await;
@@ -1022,7 +1044,7 @@ async fn one_listener_serves_http_and_grpc_and_health() {
     assert_eq!(r.messages, [Bytes::from_static(&[0x08, 2])], "NOT_SERVING");
     let r = check("nope.v1.Nope").await;
     assert_eq!(r.status().0, "5", "NOT_FOUND");
-    let r = raw_grpc(gw.http, "/grpc.health.v1.Health/Watch", &[], g::frame(&[])).await;
+    let r = raw_grpc(gw.http, "/grpc.health.v1.Health/Nope", &[], g::frame(&[])).await;
     assert_eq!(r.status().0, "12");
 
     // gRPC needs HTTP/2: an HTTP/1.1 gRPC request is refused, not forwarded.
@@ -1031,4 +1053,102 @@ async fn one_listener_serves_http_and_grpc_and_health() {
         b"POST /hello.v1.Greeter/SayHello HTTP/1.1\r\nHost: x\r\ncontent-type: application/grpc\r\ncontent-length: 0\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 505"), "{answer:?}");
+}
+
+/// A server stream read message by message over raw HTTP/2.
+struct RawStream {
+    body: hyper::body::Incoming,
+    decoder: g::FrameDecoder,
+    _sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+#[derive(Debug, PartialEq)]
+enum RawEvent {
+    Message(Bytes),
+    Trailers(http::HeaderMap),
+    End,
+}
+
+impl RawStream {
+    async fn open(addr: SocketAddr, path: &str, message: &[u8]) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(g::frame(message)))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("h2 exchange");
+        assert_eq!(resp.status(), 200);
+        RawStream {
+            body: resp.into_body(),
+            decoder: g::FrameDecoder::new(usize::MAX),
+            _sender: sender,
+        }
+    }
+
+    /// The next message or the trailers, waiting at most `within`.
+    async fn next(&mut self, within: Duration) -> RawEvent {
+        loop {
+            if let Some(m) = self.decoder.next_message().unwrap() {
+                return RawEvent::Message(m);
+            }
+            let frame = tokio::time::timeout(within, self.body.frame())
+                .await
+                .expect("a stream event in time");
+            let Some(frame) = frame else {
+                return RawEvent::End;
+            };
+            let frame = frame.expect("stream frame");
+            match frame.into_data() {
+                Ok(data) => self.decoder.push(&data),
+                Err(frame) => return RawEvent::Trailers(frame.into_trailers().unwrap()),
+            }
+        }
+    }
+}
+
+fn health_request(service: &str) -> Vec<u8> {
+    let mut m = vec![0x0a, service.len() as u8];
+    m.extend_from_slice(service.as_bytes());
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watch_follows_the_consumer_and_ends_at_shutdown() {
+    let nats = NatsServer::start();
+    let (mut gw, grpc) = grpc_gateway(&nats, GREETER_ROUTE, "shutdown_timeout_seconds: 30");
+    let (stop_consumer, _) = test_consumer(&nats, "grpc-hello-service").await;
+    let watch = "/grpc.health.v1.Health/Watch";
+    let serving = RawEvent::Message(Bytes::from_static(&[0x08, 1]));
+    let not_serving = RawEvent::Message(Bytes::from_static(&[0x08, 2]));
+    let unknown = RawEvent::Message(Bytes::from_static(&[0x08, 3]));
+
+    let mut routed = RawStream::open(grpc, watch, &health_request("hello.v1.Greeter")).await;
+    assert_eq!(routed.next(Duration::from_secs(10)).await, serving);
+    let mut nope = RawStream::open(grpc, watch, &health_request("nope.v1.Nope")).await;
+    assert_eq!(nope.next(Duration::from_secs(10)).await, unknown);
+
+    // The consumer goes away: the watcher hears about it.
+    drop(stop_consumer);
+    assert_eq!(routed.next(Duration::from_secs(15)).await, not_serving);
+
+    // Shutdown ends the watches at once instead of draining for 30 s.
+    let started = Instant::now();
+    gw.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let RawEvent::Trailers(t) = routed.next(Duration::from_secs(10)).await else {
+        panic!("expected trailers");
+    };
+    assert_eq!(t["grpc-status"], "14");
+    let status = gw.proc.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(15));
 }

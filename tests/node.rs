@@ -492,8 +492,15 @@ async fn reboot_with_nats_unreachable_restores_apps_from_the_cache() {
             &hello_spec(app, "v1", "  - name: n1\n    replicas: 2"),
         )
         .await;
-        st.until("replica 1 running", running("nt-reboot-1")).await;
-        st.until("replica 0 running", running("nt-reboot-0")).await;
+        let mut up = std::collections::BTreeSet::new();
+        while up.len() < 2 {
+            let s = st
+                .until("both replicas running", |s| {
+                    s.status == InstanceState::Running
+                })
+                .await;
+            up.insert(s.instance_id);
+        }
         drop(agent);
         // "Power loss": systemd and every app die with it.
     }
@@ -797,5 +804,372 @@ exec sleep 100000
         exec.contains("narun-exec") && exec.contains("--policy"),
         "{exec}"
     );
+    cleanup_state(app);
+}
+
+/// Headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: NUL-terminated JSON on fds 3 and 4), so a
+/// test can wait in one page for what server-sent events change. (`--dump-dom
+/// --virtual-time-budget` never returns while an EventSource is open:
+/// virtual time stays paused while a fetch is pending.)
+struct Browser {
+    child: tokio::process::Child,
+    input: tokio::process::ChildStdin,
+    output: tokio::io::BufReader<tokio::process::ChildStdout>,
+    next_id: u64,
+    events: Vec<serde_json::Value>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch() -> Browser {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let chromium = std::env::split_paths(&path)
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+            .expect(
+                "chromium is not installed: the admin UI test drives headless Chromium \
+                 (Debian package `chromium`; `bash scripts/prereqs.sh` installs it)",
+            );
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            // The protocol pipe is fds 3 (commands) and 4 (answers).
+            .arg(r#"exec 3<&0 4>&1 </dev/null >/dev/null; exec "$0" "$@""#)
+            .arg(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromium");
+        Browser {
+            input: child.stdin.take().unwrap(),
+            output: tokio::io::BufReader::new(child.stdout.take().unwrap()),
+            child,
+            next_id: 0,
+            events: Vec::new(),
+            _profile: profile,
+        }
+    }
+
+    async fn read(&mut self) -> serde_json::Value {
+        use tokio::io::AsyncBufReadExt;
+        let mut buf = Vec::new();
+        let n = self.output.read_until(0, &mut buf).await.unwrap();
+        assert!(n > 0 && buf.pop() == Some(0), "chromium closed its pipe");
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    /// One protocol command; its result (panics on a protocol error).
+    async fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.input.write_all(&bytes).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(90), async {
+            loop {
+                let m = self.read().await;
+                if m["id"] == id {
+                    return m;
+                }
+                if m.get("method").is_some() {
+                    self.events.push(m);
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("chromium did not answer {method}"));
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    async fn wait_event(&mut self, method: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
+                    return self.events.remove(i);
+                }
+                let m = self.read().await;
+                self.events.push(m);
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("no {method} from chromium"));
+    }
+
+    /// A new tab on `url`, once its load event fired; its session id.
+    async fn open(&mut self, url: &str) -> String {
+        let t = self
+            .call(
+                None,
+                "Target.createTarget",
+                serde_json::json!({"url": "about:blank"}),
+            )
+            .await;
+        let s = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                serde_json::json!({"targetId": t["targetId"], "flatten": true}),
+            )
+            .await;
+        let session = s["sessionId"].as_str().unwrap().to_owned();
+        self.call(Some(&session), "Page.enable", serde_json::json!({}))
+            .await;
+        self.call(
+            Some(&session),
+            "Page.navigate",
+            serde_json::json!({"url": url}),
+        )
+        .await;
+        self.wait_event("Page.loadEventFired").await;
+        session
+    }
+
+    /// Wait until the JavaScript expression `check` is true in the page:
+    /// a MutationObserver re-evaluates it at each DOM change (no polling);
+    /// fails after 60 s with the page's HTML.
+    async fn wait_until(&mut self, session: &str, what: &str, check: &str) -> String {
+        let expr = format!(
+            r#"new Promise((resolve) => {{
+                const check = () => {{ try {{ return !!({check}); }} catch (e) {{ return false; }} }};
+                const done = (ok) => resolve({{ ok, html: document.documentElement.outerHTML }});
+                if (check()) {{ done(true); return; }}
+                const obs = new MutationObserver(() => {{ if (check()) {{ obs.disconnect(); done(true); }} }});
+                obs.observe(document, {{ subtree: true, childList: true, attributes: true, characterData: true }});
+                setTimeout(() => {{ obs.disconnect(); done(check()); }}, 60000);
+            }})"#
+        );
+        let r = self
+            .call(
+                Some(session),
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            )
+            .await;
+        let v = &r["result"]["value"];
+        let html = v["html"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(v["ok"], true, "page never showed {what}:\n{html}\n{r}");
+        html
+    }
+
+    async fn close(mut self) {
+        self.call(None, "Browser.close", serde_json::json!({}))
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}
+
+async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = http(addr, "GET", path, &[], Bytes::new()).await;
+    (r.status, r.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_ui_metrics_and_discovery_show_the_running_apps() {
+    let app = "nt-observe";
+    let unit = "narun-app@nt-observe.service";
+    cleanup_state(app);
+    // Fail early, before anything is deployed, if Chromium is missing.
+    let mut browser = Browser::launch();
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-node-test");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let agent = Agent::start(&nats, &sd, "n1", &data.0);
+
+    let probe = data.0.join("probe.sh");
+    std::fs::write(
+        &probe,
+        "#!/bin/sh\necho 'probe says <b>hi</b> & \"bye\"'\nexec sleep 100000\n",
+    )
+    .unwrap();
+    upload(&client, app, "v1", &probe).await;
+    let spec = |node: &str| {
+        format!(
+            "name: {app}\ntag: v1\nmetrics:\n  port: 9464\nnodes:\n  - name: {node}\n    replicas: 1\n"
+        )
+    };
+    let mut st = Statuses::new(&client, app, "n1").await;
+    put_spec(&client, app, &spec("n1")).await;
+    st.until("running", running("nt-observe-0")).await;
+    let pid = sd.show(unit, "MainPID");
+
+    // /metrics: the instance is up, with systemd's accounting of its unit.
+    let labels = r#"{app_name="nt-observe",instance_id="nt-observe-0",node_id="n1"}"#;
+    let up = format!("narun_node_runner_instance_up{labels} 1");
+    eventually(Duration::from_secs(20), "instance_up 1", || async {
+        get_text(agent.metrics, "/metrics")
+            .await
+            .1
+            .lines()
+            .any(|l| l == up)
+    })
+    .await;
+    let (status, text) = get_text(agent.metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    let memory = metric_value(
+        &text,
+        &format!("narun_node_runner_instance_memory_current_bytes{labels}"),
+    );
+    let systemd_memory: f64 = sd.show(unit, "MemoryCurrent").parse().unwrap();
+    assert!(memory > 0.0, "{text}");
+    assert!(
+        (memory - systemd_memory).abs() <= systemd_memory * 0.25 + 512.0 * 1024.0,
+        "metric {memory} vs systemd MemoryCurrent {systemd_memory}"
+    );
+    assert!(
+        text.contains(&format!(
+            "narun_node_runner_instance_restarts_total{labels} 0"
+        )),
+        "{text}"
+    );
+    // CPU time where systemd accounts it (not on every cgroup v1 host):
+    // sampled before `systemctl show`, so never more than it.
+    let cpu_prefix = format!("narun_node_runner_instance_cpu_seconds_total{labels} ");
+    let cpu = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&cpu_prefix))
+        .map(|v| v.parse::<f64>().unwrap());
+    match sd.show(unit, "CPUUsageNSec").parse::<u64>() {
+        Ok(ns) => {
+            let cpu = cpu.unwrap_or_else(|| panic!("no CPU series:\n{text}"));
+            assert!(
+                cpu >= 0.0 && cpu <= ns as f64 / 1e9 + 1e-6,
+                "{cpu} vs {ns} ns"
+            );
+        }
+        Err(_) => assert_eq!(cpu, None, "systemd accounts no CPU time:\n{text}"),
+    }
+    assert!(text.contains(
+        r#"narun_node_runner_instance_info{app_name="nt-observe",instance_id="nt-observe-0",node_id="n1",spec_tag="v1",spec_mode="exec"} 1"#
+    ), "{text}");
+    assert!(!text.contains("run_id"));
+
+    // /discovery: the Go PrometheusTarget JSON, at the listener's address.
+    let (status, body) = get_text(agent.metrics, "/discovery").await;
+    assert_eq!(status, 200);
+    let targets: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        targets,
+        serde_json::json!([{
+            "targets": ["127.0.0.1:9464"],
+            "labels": {
+                "job": "narun-workload",
+                "narun_app": "nt-observe",
+                "narun_instance_id": "nt-observe-0",
+                "narun_node_id": "n1",
+                "narun_tag": "v1",
+                "__metrics_path__": "/metrics"
+            }
+        }])
+    );
+
+    // /logs/<unit>: the journal through --journalctl, escaped; only units
+    // of the snapshot.
+    let logs_path = format!("/logs/{unit}");
+    eventually(
+        Duration::from_secs(20),
+        "the probe's line in /logs",
+        || async {
+            get_text(agent.admin, &logs_path)
+                .await
+                .1
+                .contains("probe says &lt;b&gt;hi&lt;/b&gt; &amp; ")
+        },
+    )
+    .await;
+    let (status, page) = get_text(agent.admin, &logs_path).await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("<b>hi</b>"), "{page}");
+    for bad in [
+        "/logs/narun-app@other.service",
+        "/logs/..%2F..%2Fetc%2Fpasswd",
+        "/logs/-k",
+        "/logs/",
+        "/nope",
+    ] {
+        assert_eq!(get_text(agent.admin, bad).await.0, 404, "{bad}");
+    }
+
+    // The page in a real browser: the row, then the live change (the same
+    // page, updated by server-sent events) when the app moves to another node.
+    let session = browser.open(&format!("http://{}/", agent.admin)).await;
+    let row = r#"document.querySelector('tr[data-instance="nt-observe-0"]')"#;
+    let html = browser
+        .wait_until(
+            &session,
+            "the running row, pushed over server-sent events",
+            &format!(
+                r#"document.body.dataset.live === "connected" && {row}.dataset.status === "running""#
+            ),
+        )
+        .await;
+    assert!(html.contains("narun node n1"), "{html}");
+    assert!(html.contains(unit), "{html}");
+    assert!(html.contains(&format!("<td>{pid}</td>")), "{html}");
+    assert!(
+        html.contains(r#"id="nats" data-connected="true""#),
+        "{html}"
+    );
+
+    put_spec(&client, app, &spec("n2")).await;
+    st.until("stopped", |s| {
+        s.instance_id == "nt-observe-0" && s.status == InstanceState::Stopped
+    })
+    .await;
+    let html = browser
+        .wait_until(
+            &session,
+            "the row gone",
+            &format!(
+                r#"{row} === null && document.querySelector('section[data-app="nt-observe"] .no-replicas') !== null"#
+            ),
+        )
+        .await;
+    assert!(html.contains("No replicas on this node."), "{html}");
+    browser.close().await;
+
+    // The instance's series and target are gone.
+    eventually(
+        Duration::from_secs(20),
+        "no series of nt-observe-0",
+        || async {
+            !get_text(agent.metrics, "/metrics")
+                .await
+                .1
+                .contains(r#"instance_id="nt-observe-0""#)
+        },
+    )
+    .await;
+    assert_eq!(get_text(agent.metrics, "/discovery").await.1, "[]");
+
+    delete_spec(&client, app).await;
+    drop(agent);
     cleanup_state(app);
 }

@@ -729,7 +729,12 @@ mod tests {
         assert!(!known_unit(&odd, "--output=json"));
 
         let (prog, args) = log_command(
-            &["nsenter".into(), "-t".into(), "7".into(), "journalctl".into()],
+            &[
+                "nsenter".into(),
+                "-t".into(),
+                "7".into(),
+                "journalctl".into(),
+            ],
             "narun-app@hello:1.service",
         )
         .unwrap();

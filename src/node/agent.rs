@@ -351,7 +351,7 @@ impl<M: UnitManager> Agent<M> {
             let Ok(yaml) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            let Ok(spec) = spec::parse(&yaml) else {
+            let Ok(spec) = parse_stored(&yaml) else {
                 tracing::warn!(path = %path.display(), "ignoring an unreadable cached spec");
                 continue;
             };
@@ -610,7 +610,7 @@ impl<M: UnitManager> Agent<M> {
             } => {
                 let parsed = std::str::from_utf8(&yaml)
                     .map_err(|_| "spec is not UTF-8".to_owned())
-                    .and_then(|y| spec::parse(y).map_err(|e| e.to_string()))
+                    .and_then(|y| parse_stored(y).map_err(|e| e.to_string()))
                     .and_then(|s| {
                         if s.name == key {
                             Ok(s)
@@ -1280,6 +1280,16 @@ pub fn env_file_line(name: &str, value: &str) -> String {
     }
     out.push_str("\"\n");
     out
+}
+
+/// Parse a stored spec leniently: unknown keys (the Go CLI stores files
+/// unvalidated, e.g. `CPUCores`) are warnings, logged, not errors.
+fn parse_stored(yaml: &str) -> Result<ServiceSpec, spec::SpecErrors> {
+    let parsed = spec::parse_detailed(yaml, spec::Strictness::Lenient)?;
+    for w in &parsed.warnings {
+        tracing::warn!(app = %parsed.spec.name, warning = %w, "spec warning");
+    }
+    Ok(parsed.spec)
 }
 
 /// Is `pid` a live narun process?

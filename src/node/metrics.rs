@@ -184,7 +184,8 @@ pub fn encode(snap: &NodeSnapshot) -> String {
         let node = NodeLabels {
             node_id: snap.node_id.clone(),
         };
-        nats.get_or_create(&node).set(i64::from(snap.nats_connected));
+        nats.get_or_create(&node)
+            .set(i64::from(snap.nats_connected));
         started.get_or_create(&node).set(snap.started_unix);
     }
     for app in &snap.apps {
@@ -318,7 +319,10 @@ mod tests {
                     desired: 2,
                     metrics_port: 39211,
                     metrics_path: "/metrics".into(),
-                    replicas: vec![replica("hello", 0, "running"), replica("hello", 1, "crashed")],
+                    replicas: vec![
+                        replica("hello", 0, "running"),
+                        replica("hello", 1, "crashed"),
+                    ],
                     ..Default::default()
                 },
                 AppSnapshot {
@@ -369,7 +373,9 @@ mod tests {
             "narun_node_runner_instance_last_exit_code",
         ] {
             assert!(
-                !text.lines().any(|l| l.starts_with(name) && l.contains(quiet)),
+                !text
+                    .lines()
+                    .any(|l| l.starts_with(name) && l.contains(quiet)),
                 "{name}:\n{text}"
             );
         }
@@ -417,7 +423,10 @@ mod tests {
         // Go's key order.
         let text = serde_json::to_string(&discovery(&snapshot(), host)).unwrap();
         assert!(text.starts_with(r#"[{"targets":["127.0.0.1:39211"],"labels":{"job":"#));
-        assert!(text.ends_with(r#""__metrics_path__":"/metrics"}}]"#), "{text}");
+        assert!(
+            text.ends_with(r#""__metrics_path__":"/metrics"}}]"#),
+            "{text}"
+        );
         assert_eq!(
             serde_json::to_string(&discovery(&NodeSnapshot::default(), host)).unwrap(),
             "[]"
