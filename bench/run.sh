@@ -213,12 +213,15 @@ aux_after() { # aux_after KEY REQUESTS SCALE
 }
 
 # CPU seen by the whole machine (user+nice+system; softirq excluded) and by
-# everything this script started, to detect other load disturbing a run.
+# everything this script started plus the kernel's threads (ksoftirqd and
+# kworkers work for our loopback traffic), to detect other load disturbing
+# a run.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
 our_ticks() {
     local t=0 p
     for p in "${PIDS[@]}" "${NGINX_WORKERS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done
-    echo "$t"
+    p=$(awk '$4 == 2 {s += $14 + $15} END {print s + 0}' /proc/[0-9]*/stat 2>/dev/null || echo 0)
+    echo $((t + p))
 }
 NGINX_WORKERS=()
 NCPU=$(nproc)

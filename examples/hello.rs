@@ -84,6 +84,13 @@ async fn hello(host: &str, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(host) {
         resp.headers_mut().insert("x-narun-processed-by", v);
     }
+    // Under `narun node`, which node served it (a narun extension).
+    if let Some(v) = std::env::var("NARUN_NODE_ID")
+        .ok()
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        resp.headers_mut().insert("x-narun-node-id", v);
+    }
     resp
 }
 

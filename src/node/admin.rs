@@ -104,7 +104,7 @@ async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Response<Body> {
         }
         "/events" => events(admin.snapshots.clone()),
         "/api/snapshot" => {
-            let snap = redacted(&admin.snapshots.borrow());
+            let snap = redacted(admin.snapshots.borrow().clone());
             let json = serde_json::to_vec(&snap).unwrap_or_default();
             full(StatusCode::OK, "application/json", json)
         }
@@ -139,7 +139,8 @@ fn events(rx: watch::Receiver<NodeSnapshot>) -> Response<Body> {
             tokio::time::sleep(SSE_MIN_INTERVAL).await;
             rx.changed().await.ok()?;
         }
-        let fragment = render_live(&rx.borrow_and_update(), now_unix()).into_string();
+        let snap = rx.borrow_and_update().clone();
+        let fragment = render_live(&snap, now_unix()).into_string();
         let frame = Frame::data(Bytes::from(sse_event("snapshot", &fragment)));
         Some((Ok::<_, Infallible>(frame), (rx, false)))
     });
@@ -437,8 +438,7 @@ pub fn redact_urls(urls: &str) -> String {
         .join(",")
 }
 
-fn redacted(snap: &NodeSnapshot) -> NodeSnapshot {
-    let mut snap = snap.clone();
+fn redacted(mut snap: NodeSnapshot) -> NodeSnapshot {
     snap.nats_url = redact_urls(&snap.nats_url);
     snap
 }
@@ -786,7 +786,7 @@ mod tests {
             "nats://***@h:4222,tls://***@h2"
         );
         assert_eq!(redact_urls("u:p@h"), "***@h");
-        let snap = redacted(&snapshot());
+        let snap = redacted(snapshot());
         assert!(!serde_json::to_string(&snap).unwrap().contains("hunter2"));
     }
 
@@ -800,5 +800,123 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    /// A free 127.0.0.1 address (bound, then released).
+    fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// Connect once the server listens (it binds in its own task).
+    async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => return s,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("{addr}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Send `request` and read until `needle` is in the answer.
+    async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut String, needle: &str) {
+        use tokio::io::AsyncReadExt;
+        let wait = async {
+            let mut buf = [0u8; 8192];
+            while !seen.contains(needle) {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed before {needle:?}:\n{seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in:\n{seen}"));
+    }
+
+    async fn exchange(addr: SocketAddr, request: &str, needle: &str) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = connect(addr).await;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = String::new();
+        read_until(&mut stream, &mut seen, needle).await;
+        seen
+    }
+
+    #[tokio::test]
+    async fn events_push_each_new_snapshot_and_logs_run_only_for_known_units() {
+        use tokio::io::AsyncWriteExt;
+        let addr = free_addr();
+        let tx = watch::Sender::new(snapshot());
+        // `echo` stands in for journalctl: it shows the exact arguments.
+        tokio::spawn(serve(addr, tx.subscribe(), vec!["echo".into()]));
+
+        let mut events = connect(addr).await;
+        events
+            .write_all(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        read_until(&mut events, &mut seen, r#"data-instance="hello-0""#).await;
+        assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+        assert!(seen.contains("event: snapshot\ndata: "), "{seen}");
+        let mut gone = snapshot();
+        gone.apps[0].replicas.clear();
+        tx.send_replace(gone);
+        read_until(&mut events, &mut seen, "No replicas on this node.").await;
+
+        let page = exchange(addr, "GET / HTTP/1.1\r\nhost: x\r\n\r\n", "</html>").await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("content-security-policy: default-src 'none'"));
+        // The unit is gone from the snapshot: 404, nothing run.
+        let logs = exchange(
+            addr,
+            "GET /logs/narun-app@hello.service HTTP/1.1\r\nhost: x\r\n\r\n",
+            "404 page not found",
+        )
+        .await;
+        assert!(logs.starts_with("HTTP/1.1 404"), "{logs}");
+        tx.send_replace(snapshot());
+        let logs = exchange(
+            addr,
+            "GET /logs/narun-app@hello.service HTTP/1.1\r\nhost: x\r\n\r\n",
+            "</html>",
+        )
+        .await;
+        assert!(
+            logs.contains("-u narun-app@hello.service -n 20 -o cat --no-pager"),
+            "{logs}"
+        );
+        let other = exchange(
+            addr,
+            "GET /logs/narun-app@other.service HTTP/1.1\r\nhost: x\r\n\r\n",
+            "\r\n\r\n",
+        )
+        .await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+        let post = exchange(addr, "POST / HTTP/1.1\r\nhost: x\r\n\r\n", "\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        let js = exchange(addr, "GET /admin.js HTTP/1.1\r\nhost: x\r\n\r\n", "})();").await;
+        assert!(js.contains("new EventSource(\"/events\")"), "{js}");
+    }
+
+    #[tokio::test]
+    async fn an_address_in_use_is_logged_and_not_fatal() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(NodeSnapshot::default());
+        tokio::time::timeout(Duration::from_secs(5), serve(addr, rx.clone(), Vec::new()))
+            .await
+            .expect("the admin UI gives up on a taken address");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            super::super::metrics::serve(addr, rx),
+        )
+        .await
+        .expect("metrics give up on a taken address");
     }
 }

@@ -165,6 +165,8 @@ struct Agent<M: UnitManager> {
     nats: async_nats::Client,
     events: mpsc::UnboundedSender<Event>,
     snapshot: tokio::sync::watch::Sender<NodeSnapshot>,
+    /// Ask the heartbeat task for an immediate heartbeat.
+    heartbeat_now: tokio::sync::Notify,
 }
 
 /// Run the agent until `shutdown` resolves. Apps keep running afterwards.
@@ -207,6 +209,7 @@ pub async fn run<M: UnitManager>(
         nats,
         events: tx,
         snapshot: tokio::sync::watch::Sender::new(NodeSnapshot::default()),
+        heartbeat_now: tokio::sync::Notify::new(),
     });
     // The admin UI and metrics read snapshots; they never lock the agent.
     if let Some(addr) = agent.cfg.admin_addr {
@@ -418,7 +421,12 @@ impl<M: UnitManager> Agent<M> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(store::HEARTBEAT_INTERVAL);
             loop {
-                tick.tick().await;
+                // Every interval, and at once when the instances changed or
+                // NATS came back, so `narun nodes list` is current.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = hb.heartbeat_now.notified() => {}
+                }
                 hb.heartbeat(&hb_buckets, store::NODE_RUNNING).await;
             }
         });
@@ -762,6 +770,7 @@ impl<M: UnitManager> Agent<M> {
         for action in actions {
             self.apply(&action).await;
         }
+        self.heartbeat_now.notify_one();
         // Remember what was applied, for offline restarts, and drop cached
         // binaries nothing uses any more.
         let apps = self.apps.lock().await;

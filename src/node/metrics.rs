@@ -93,16 +93,18 @@ fn handle(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return admin::method_not_allowed();
     }
+    // A copy, so the agent never waits for a scrape to publish.
+    let snap = || snapshots.borrow().clone();
     match req.uri().path() {
         "/metrics" => admin::full(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            encode(&snapshots.borrow()),
+            encode(&snap()),
         ),
         "/discovery" => admin::full(
             StatusCode::OK,
             "application/json",
-            serde_json::to_vec(&discovery(&snapshots.borrow(), host)).unwrap_or_default(),
+            serde_json::to_vec(&discovery(&snap(), host)).unwrap_or_default(),
         ),
         _ => admin::not_found(),
     }

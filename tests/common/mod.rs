@@ -2,6 +2,7 @@
 //! small HTTP/1.1 client. A missing prerequisite fails the test loudly.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod systemd;
 
 use std::io::{BufRead, BufReader, Read, Write};

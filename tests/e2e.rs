@@ -1,0 +1,237 @@
+//! The documented workflow, as a new user follows it: NATS, two node agents
+//! (each with its own systemd), `narun deploy`, the gateway, curl, `narun
+//! apps list`, `narun nodes list`, `narun logs`, a crash, `narun apps
+//! delete`; then the same for the gRPC example. Everything real: the
+//! `narun` binary, nats-server, systemd, the example apps.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::agent::Agent;
+use common::systemd::{PrivateSystemd, VarLibDir};
+use common::*;
+use narun_hello_proto::v1::greeter_client::GreeterClient;
+use narun_hello_proto::v1::HelloRequest;
+
+fn cleanup_state(app: &str) {
+    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
+    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
+}
+
+/// Run the `narun` CLI; returns (exit code, stdout, stderr).
+fn narun(nats: &NatsServer, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(narun_binary())
+        .args(args)
+        .args(["--nats-url", &nats.url()])
+        .output()
+        .expect("run narun");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn narun_ok(nats: &NatsServer, args: &[&str]) -> String {
+    let (code, out, err) = narun(nats, args);
+    assert_eq!(code, 0, "narun {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn hello_yaml(dir: &std::path::Path, app: &str, nodes: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{app}.yaml"));
+    std::fs::write(
+        &path,
+        format!("name: {app}\ntag: v1\nargs: [\"--service\", \"{app}\"]\nnodes:\n{nodes}"),
+    )
+    .unwrap();
+    path
+}
+
+async fn post_hello(gw: &GatewayProc) -> HttpReply {
+    http(
+        gw.http,
+        "POST",
+        "/hello/",
+        &[("content-type", "application/json")],
+        r#"{"name":"NATS User"}"#,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_workflow_http_then_grpc() {
+    let app = "e2e-hello";
+    let gapp = "e2e-grpc";
+    cleanup_state(app);
+    cleanup_state(gapp);
+    let nats = NatsServer::start();
+    let sd1 = PrivateSystemd::boot();
+    let sd2 = PrivateSystemd::boot();
+    let d1 = VarLibDir::new("narun-e2e");
+    let d2 = VarLibDir::new("narun-e2e");
+    let _a1 = Agent::start(&nats, &sd1, "node-1", &d1.0);
+    let _a2 = Agent::start(&nats, &sd2, "node-2", &d2.0);
+    let work = tempfile::tempdir().unwrap();
+    let hello = example_binary("hello");
+    let hello = hello.to_str().unwrap();
+
+    // Deploy to node-1 and wait until it runs.
+    let spec = hello_yaml(work.path(), app, "  - name: node-1\n    replicas: 1\n");
+    narun_ok(
+        &nats,
+        &["deploy", "-f", spec.to_str().unwrap(), hello, "--wait=60s"],
+    );
+    let gw = GatewayProc::start(
+        &nats.url(),
+        &format!("  - path: \"/hello/\"\n    methods: [\"POST\", \"PUT\"]\n    service: \"{app}\""),
+        "",
+    );
+    wait_service(&nats.url(), app).await;
+    let r = post_hello(&gw).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["message"], "Hello, NATS User! (processed by POST)");
+    assert_eq!(r.headers["x-narun-node-id"], "node-1");
+
+    // Both nodes, 2 replicas on node-2: traffic reaches both.
+    let spec = hello_yaml(
+        work.path(),
+        app,
+        "  - name: node-1\n    replicas: 1\n  - name: node-2\n    replicas: 2\n",
+    );
+    narun_ok(
+        &nats,
+        &["deploy", "-f", spec.to_str().unwrap(), hello, "--wait=60s"],
+    );
+    let unit1 = format!("narun-app@{app}.service");
+    assert_eq!(
+        sd2.show(&format!("narun-app@{app}:1.service"), "ActiveState"),
+        "active"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = post_hello(&gw).await;
+        assert_eq!(r.status, 200);
+        seen.insert(r.headers["x-narun-node-id"].to_str().unwrap().to_owned());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "requests reached {seen:?}");
+
+    // What the CLI says is the truth.
+    let apps: serde_json::Value =
+        serde_json::from_str(&narun_ok(&nats, &["apps", "list", "-o", "json"])).unwrap();
+    let text = apps.to_string();
+    assert!(text.contains(app), "{text}");
+    assert!(text.contains("node-1") && text.contains("node-2"), "{text}");
+    let nodes: serde_json::Value =
+        serde_json::from_str(&narun_ok(&nats, &["nodes", "list", "-o", "json"])).unwrap();
+    let text = nodes.to_string();
+    assert!(text.contains("node-1") && text.contains("node-2"), "{text}");
+    assert!(
+        text.contains(&format!("{app}-1")),
+        "node-2 runs replica 1: {text}"
+    );
+
+    // The app's own log lines, retained.
+    // (Lines travel journald -> agent -> NATS -> the logs stream.)
+    eventually(
+        Duration::from_secs(20),
+        "the app's lines in `narun logs`",
+        || async { narun_ok(&nats, &["logs", app]).contains("serving over NATS") },
+    )
+    .await;
+
+    // Kill the app process on node-1: systemd brings it back, requests work.
+    let pid = sd1.show(&unit1, "MainPID");
+    assert!(sd1.nsenter("kill", &["-9", &pid]).status.success());
+    eventually(
+        Duration::from_secs(30),
+        "replica back with a new pid",
+        || async {
+            let now = sd1.show(&unit1, "MainPID");
+            sd1.show(&unit1, "ActiveState") == "active" && now != pid && now != "0"
+        },
+    )
+    .await;
+    assert_eq!(sd1.show(&unit1, "NRestarts"), "1");
+    let r = post_hello(&gw).await;
+    assert_eq!(r.status, 200);
+
+    // Delete: units gone on both nodes, the gateway says 503.
+    narun_ok(&nats, &["apps", "delete", app, "-y"]);
+    eventually(Duration::from_secs(30), "units gone", || async {
+        sd1.show(&unit1, "LoadState") == "not-found"
+            && sd2.show(&format!("narun-app@{app}.service"), "LoadState") == "not-found"
+            && sd2.show(&format!("narun-app@{app}:1.service"), "LoadState") == "not-found"
+    })
+    .await;
+    eventually(Duration::from_secs(10), "503 from the gateway", || async {
+        post_hello(&gw).await.status == 503
+    })
+    .await;
+
+    // The same with the gRPC example, on node-2.
+    let gspec = work.path().join("grpc.yaml");
+    std::fs::write(
+        &gspec,
+        format!(
+            "name: {gapp}\ntag: v1\nargs: [\"--service\", \"{gapp}\"]\nnodes:\n  - name: node-2\n    replicas: 1\n"
+        ),
+    )
+    .unwrap();
+    let grpc_bin = example_binary("grpc-hello");
+    narun_ok(
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            gspec.to_str().unwrap(),
+            grpc_bin.to_str().unwrap(),
+            "--wait=60s",
+        ],
+    );
+    let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ggw = GatewayProc::start(
+        &nats.url(),
+        &format!("  - grpc: \"hello.v1.Greeter\"\n    service: \"{gapp}\""),
+        &format!("grpc_addr: \"{grpc_addr}\""),
+    );
+    wait_service(&nats.url(), gapp).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GreeterClient::new(channel);
+    let reply = client
+        .say_hello(HelloRequest {
+            name: "NATS User".into(),
+        })
+        .await
+        .expect("SayHello through the gateway");
+    assert_eq!(reply.into_inner().message, "Hello, NATS User!");
+    let err = client
+        .say_hello(HelloRequest { name: "".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "Name cannot be empty");
+    narun_ok(&nats, &["apps", "delete", gapp, "-y"]);
+    eventually(Duration::from_secs(30), "grpc unit gone", || async {
+        sd2.show(&format!("narun-app@{gapp}.service"), "LoadState") == "not-found"
+    })
+    .await;
+    let err = client
+        .say_hello(HelloRequest { name: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    drop(ggw);
+    cleanup_state(app);
+    cleanup_state(gapp);
+}
