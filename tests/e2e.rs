@@ -73,8 +73,8 @@ async fn the_seed_workflow_http_then_grpc() {
     let sd2 = PrivateSystemd::boot();
     let d1 = VarLibDir::new("narun-e2e");
     let d2 = VarLibDir::new("narun-e2e");
-    let _a1 = Agent::start(&nats, &sd1, "node-1", &d1.0);
-    let _a2 = Agent::start(&nats, &sd2, "node-2", &d2.0);
+    let a1 = Agent::start(&nats, &sd1, "node-1", &d1.0);
+    let a2 = Agent::start(&nats, &sd2, "node-2", &d2.0);
     let work = tempfile::tempdir().unwrap();
     let hello = example_binary("hello");
     let hello = hello.to_str().unwrap();
@@ -139,12 +139,20 @@ async fn the_seed_workflow_http_then_grpc() {
 
     // The app's own log lines, retained.
     // (Lines travel journald -> agent -> NATS -> the logs stream.)
-    eventually(
-        Duration::from_secs(20),
-        "the app's lines in `narun logs`",
-        || async { narun_ok(&nats, &["logs", app]).contains("serving over NATS") },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = narun_ok(&nats, &["logs", app]);
+        if logs.contains("serving over NATS") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no app line in `narun logs`:\n{logs}\njournal node-1:\n{}\nagent node-1:\n{}",
+            sd1.journal(&["--no-pager", "-o", "json", "-u", &unit1]),
+            a1.proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Kill the app process on node-1: systemd brings it back, requests work.
     let pid = sd1.show(&unit1, "MainPID");
@@ -164,12 +172,37 @@ async fn the_seed_workflow_http_then_grpc() {
 
     // Delete: units gone on both nodes, the gateway says 503.
     narun_ok(&nats, &["apps", "delete", app, "-y"]);
-    eventually(Duration::from_secs(30), "units gone", || async {
+    let gone = || {
         sd1.show(&unit1, "LoadState") == "not-found"
             && sd2.show(&format!("narun-app@{app}.service"), "LoadState") == "not-found"
             && sd2.show(&format!("narun-app@{app}:1.service"), "LoadState") == "not-found"
-    })
-    .await;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !gone() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "units still there after delete: {} {} / {} {} / {} {}\ndump:\n{}\nnode-1:\n{}\nnode-2:\n{}",
+            sd1.show(&unit1, "LoadState"),
+            sd1.show(&unit1, "SubState"),
+            sd2.show(&format!("narun-app@{app}.service"), "LoadState"),
+            sd2.show(&format!("narun-app@{app}.service"), "SubState"),
+            sd2.show(&format!("narun-app@{app}:1.service"), "LoadState"),
+            sd2.show(&format!("narun-app@{app}:1.service"), "SubState"),
+            {
+                let d = String::from_utf8_lossy(&sd1.nsenter("systemd-analyze", &["dump"]).stdout)
+                    .into_owned();
+                d.split("-> Unit ")
+                    .find(|b| b.starts_with(&unit1))
+                    .unwrap_or("")
+                    .chars()
+                    .take(3000)
+                    .collect::<String>()
+            },
+            a1.proc.stderr(),
+            a2.proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     eventually(Duration::from_secs(10), "503 from the gateway", || async {
         post_hello(&gw).await.status == 503
     })

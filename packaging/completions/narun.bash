@@ -25,6 +25,9 @@ _narun() {
             narun,deploy)
                 cmd="narun__subcmd__deploy"
                 ;;
+            narun,dev)
+                cmd="narun__subcmd__dev"
+                ;;
             narun,files)
                 cmd="narun__subcmd__files"
                 ;;
@@ -111,6 +114,9 @@ _narun() {
                 ;;
             narun__subcmd__help,deploy)
                 cmd="narun__subcmd__help__subcmd__deploy"
+                ;;
+            narun__subcmd__help,dev)
+                cmd="narun__subcmd__help__subcmd__dev"
                 ;;
             narun__subcmd__help,files)
                 cmd="narun__subcmd__help__subcmd__files"
@@ -248,7 +254,7 @@ _narun() {
 
     case "${cmd}" in
         narun)
-            opts="-h -V --log-format --help --version gateway node deploy apps images list-images files secret nodes logs completions man help"
+            opts="-h -V --log-format --help --version gateway node dev deploy apps images list-images files secret nodes logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -611,6 +617,36 @@ _narun() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        narun__subcmd__dev)
+            opts="-h --nats-url --http-port --no-demo --demo-binary --smoke --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nats-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --demo-binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         narun__subcmd__files)
             opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help add list delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -892,7 +928,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__help)
-            opts="gateway node deploy apps images list-images files secret nodes logs completions man help"
+            opts="gateway node dev deploy apps images list-images files secret nodes logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -976,6 +1012,20 @@ _narun() {
             return 0
             ;;
         narun__subcmd__help__subcmd__deploy)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        narun__subcmd__help__subcmd__dev)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1590,7 +1640,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__node)
-            opts="-h --nats-url --nkey-file --creds --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --status-interval --log-format --help"
+            opts="-h --nats-url --nkey-file --creds --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --admin-addr --metrics-addr --status-interval --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1641,6 +1691,14 @@ _narun() {
                     return 0
                     ;;
                 --exec-wrapper)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-addr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,6 +30,7 @@ complete -c narun -n "__fish_narun_needs_command" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_needs_command" -s V -l version -d 'Print version'
 complete -c narun -n "__fish_narun_needs_command" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
 complete -c narun -n "__fish_narun_needs_command" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
+complete -c narun -n "__fish_narun_needs_command" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (needs root)'
 complete -c narun -n "__fish_narun_needs_command" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
 complete -c narun -n "__fish_narun_needs_command" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
 complete -c narun -n "__fish_narun_needs_command" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
@@ -58,11 +59,21 @@ complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Comm
 complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l master-key-file -d 'File holding the cluster master key (base64 of 32 bytes) used to decrypt `valueFromSecret` secrets. Never passed on the command line' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l exec-wrapper -d 'The landlock exec wrapper used for `mode: landlock` apps' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l admin-addr -d 'Admin web UI address ("" disables)' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l metrics-addr -d 'Prometheus metrics address ("" disables)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l status-interval -d 'How often unit states are checked for status messages' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand node" -l allow-root-apps -d 'Allow specs with `user: root`'
 complete -c narun -n "__fish_narun_using_subcommand node" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_using_subcommand dev" -l nats-url -d 'Use this NATS server instead of starting one' -r
+complete -c narun -n "__fish_narun_using_subcommand dev" -l http-port -d 'Gateway HTTP port on 127.0.0.1 (the next free one if taken)' -r
+complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-binary -d 'The hello demo binary (default: examples/hello beside this binary)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand dev" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand dev" -l no-demo -d 'Do not deploy the hello demo'
+complete -c narun -n "__fish_narun_using_subcommand dev" -l smoke -d 'Exit once the demo answered through the gateway (for scripts)'
+complete -c narun -n "__fish_narun_using_subcommand dev" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s f -l file -d 'The ServiceSpec YAML (stored as is in KV app-configs)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l name -d 'App name (without -f)' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l tag -d 'Binary tag (without -f)' -r
@@ -360,19 +371,20 @@ complete -c narun -n "__fish_narun_using_subcommand man" -l out-dir -d 'Write na
 complete -c narun -n "__fish_narun_using_subcommand man" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand man" -s h -l help -d 'Print help'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (needs root)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'Every app: desired vs running replicas on each node'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'

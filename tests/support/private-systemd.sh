@@ -24,6 +24,10 @@ for u in systemd-tmpfiles-setup.service systemd-tmpfiles-setup-dev.service \
          narun-gateway.service narun-gateway.socket narun-node.service; do
   ln -sf /dev/null "/run/systemd/system/$u"
 done
+# Keep this systemd's journal in its private /run: several private systemds
+# (and the host) must not write to one /var/log/journal.
+mkdir -p /run/systemd/journald.conf.d
+printf '[Journal]\nStorage=volatile\n' > /run/systemd/journald.conf.d/narun-private.conf
 cat > /run/systemd/system/sandbox.target <<'UNIT'
 [Unit]
 Description=narun private systemd
