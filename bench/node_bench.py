@@ -533,6 +533,16 @@ async def latency_series(a, sd, st, kv, target, sleep_bin, label):
     return lat
 
 
+def peak_overlap(spans):
+    """Largest number of (start, end) intervals open at one instant."""
+    edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    cur = peak = 0
+    for _, d in edges:
+        cur += d
+        peak = max(peak, cur)
+    return peak
+
+
 def smaps(pid):
     """Resident KiB by kind: the executable, shared libraries, anonymous."""
     exe = os.readlink(f"/proc/{pid}/exe")
@@ -736,12 +746,7 @@ async def main(a):
                            for p in up)
             # How many units were between fork and active at once (1 = the
             # agent starts them one after the other).
-            edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-            cur = peak = 0
-            for _, d in edges:
-                cur += d
-                peak = max(peak, cur)
-            r["peak_starting"] = peak
+            r["peak_starting"] = peak_overlap(spans)
             r["exec_med"] = med([e - b for b, e in spans])
             r["gap_med"] = med([spans[k + 1][0] - spans[k][1] for k in range(len(spans) - 1)])
             r["active_n"] = len(act)
@@ -755,6 +760,39 @@ async def main(a):
                 agent = None
         await asyncio.sleep(2)
         res["mem200"] = {"mem": mem_kib(agent.pid), "smaps": smaps(agent.pid)}
+        agent.stop()
+        agent = None
+
+        # systemd alone: the same number of units, started by one
+        # `systemctl start` (systemd runs the jobs in parallel), with narun's
+        # properties and with only Type=exec + DynamicUser=yes.
+        res["parallel"] = {}
+        for kind in ("narun", "bare"):
+            log(f"rebooting the private systemd; {a.cold_apps} units ({kind} properties) in one systemctl start")
+            sd.kill()
+            sd = PrivateSystemd(a.script, reg, f"par-{kind}")
+            par = [f"{PREFIX}-par{kind[0]}-{i:03d}" for i in range(a.cold_apps)]
+            for x in par:
+                if kind == "narun":
+                    text = unit_file(x, f"{sleep_bin} 1000000")
+                else:
+                    text = f"[Service]\nType=exec\nDynamicUser=yes\nExecStart={sleep_bin} 1000000\n"
+                with open(f"/proc/{sd.pid}/root/run/systemd/system/{x}.service", "w") as f:
+                    f.write(text)
+            await run(*sd.ns, "systemctl", "daemon-reload")
+            sd_cpu0 = cpu_seconds(sd.pid)
+            t0 = time.monotonic()
+            await run(*sd.ns, "systemctl", "start", *[f"{x}.service" for x in par], check=False, timeout=120)
+            props = await show(sd, [f"{x}.service" for x in par],
+                               ["ActiveState", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"])
+            up = [p for p in props if p.get("ActiveState") == "active"]
+            spans = sorted((mono(p, "InactiveExitTimestampMonotonic"), mono(p, "ActiveEnterTimestampMonotonic"))
+                           for p in up)
+            r = {"active_n": len(up), "peak_starting": peak_overlap(spans),
+                 "exec_med": med([e - b for b, e in spans]), "systemd_cpu": cpu_seconds(sd.pid) - sd_cpu0,
+                 "active_s": (max(e for _, e in spans) - t0) if len(up) == a.cold_apps else None}
+            res["parallel"][kind] = r
+            log(f"parallel {kind}: {r}")
         res["env"]["load_end"] = read("/proc/loadavg").split()[:3]
         res["env"]["builders_end"] = busy_builders()
         await nc.close()
@@ -770,10 +808,17 @@ async def main(a):
     return res
 
 
-def narun_like_props():
+def narun_like_props(app=f"{PREFIX}-sr"):
     """What narun's unit rendering sets (src/node/units.rs), as systemd-run -p."""
-    app = f"{PREFIX}-sr"
-    props = [
+    out = []
+    for p in narun_like_assignments(app):
+        out += ["-p", p]
+    return out
+
+
+def narun_like_assignments(app):
+    """narun's unit properties (src/node/units.rs) as unit-file assignments."""
+    return [
         "Type=exec", "Slice=narun.slice",
         f"StateDirectory=narun-app/{app}", f"WorkingDirectory=/var/lib/narun-app/{app}",
         f"Environment=NARUN_APP_NAME={app} NARUN_INSTANCE_ID={app}-0 NARUN_NODE_ID={NODE}",
@@ -790,10 +835,16 @@ def narun_like_props():
         "RestrictNamespaces=yes", "SystemCallArchitectures=native", "CapabilityBoundingSet=",
         "AmbientCapabilities=", "UMask=0077",
     ]
-    out = []
-    for p in props:
-        out += ["-p", p]
-    return out
+
+
+def unit_file(app, exec_start):
+    """A unit file with narun's properties ([Unit] ones in [Unit])."""
+    unit_keys = ("StartLimitBurst", "StartLimitIntervalSec")
+    props = narun_like_assignments(app)
+    u = [p for p in props if p.split("=")[0] in unit_keys]
+    sv = [p for p in props if p.split("=")[0] not in unit_keys]
+    return ("[Unit]\nDescription=narun-like unit {app}\n" + "\n".join(u)
+            + f"\n[Service]\nExecStart={exec_start}\n" + "\n".join(sv) + "\n")
 
 
 def busy_builders():
@@ -912,6 +963,13 @@ def report(a, res, wall):
           f"{ms(r['exec_med'])}, then {ms(r['gap_med'])} until the next fork (medians)")
         w(f"      CPU used meanwhile: agent {r['agent_cpu']:.2f} s, systemd {r['systemd_cpu']:.2f} s, "
           f"dbus-daemon {r['dbus_cpu']:.2f} s")
+    for kind, what in (("narun", "narun's unit properties"), ("bare", "Type=exec + DynamicUser only")):
+        r = res["parallel"][kind]
+        act = f"{r['active_s']:.2f} s" if r["active_s"] is not None else f"({r['active_n']}/{a.cold_apps} active)"
+        lab = f"systemd alone ({what}), one systemctl start: all active"
+        w(f"   {lab:<79} {act}")
+        w(f"      units between fork and active at once: at most {r['peak_starting']}; fork -> active "
+          f"{ms(r['exec_med'])} (median); systemd CPU {r['systemd_cpu']:.2f} s")
     w("")
     w(f"binaries: {a.cold_apps} copies of /bin/sleep ({os.path.getsize('/bin/sleep') // 1024} KiB) uploaded in "
       f"{res['upload_s']:.1f} s; measurements took {wall:.0f} s")
