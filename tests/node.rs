@@ -372,6 +372,54 @@ async fn missing_binary_fails_with_a_reason_and_nats_outage_is_survived() {
         "not-found"
     );
 
+    // A corrupt object (its chunks replaced in the store): the digest check
+    // fails the download; failed, nothing started, nothing installed.
+    let corrupt = "nt-corrupt";
+    let mut stc = Statuses::new(&client, corrupt, "n1").await;
+    upload(&client, corrupt, "v1", &example_binary("hello")).await;
+    let js = store::jetstream(&client).unwrap();
+    let objects = store::ensure_object_store(&js, store::APP_BINARIES)
+        .await
+        .unwrap();
+    let arch = store::binary::host_platform().arch;
+    let info = objects
+        .info(store::binary::object_name(corrupt, "v1", "linux", arch))
+        .await
+        .unwrap();
+    let chunk_subject = format!("$O.{}.C.{}", store::APP_BINARIES, info.nuid);
+    let stream = js
+        .get_stream(format!("OBJ_{}", store::APP_BINARIES))
+        .await
+        .unwrap();
+    stream.purge().filter(&chunk_subject).await.unwrap();
+    let per_chunk = info.size.div_ceil(info.chunks.max(1));
+    let mut left = info.size;
+    for _ in 0..info.chunks {
+        let n = per_chunk.min(left);
+        left -= n;
+        js.publish(chunk_subject.clone(), vec![0xAB; n].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    put_spec(
+        &client,
+        corrupt,
+        &hello_spec(corrupt, "v1", "  - name: n1\n    replicas: 1"),
+    )
+    .await;
+    let s = stc
+        .until("failed: corrupt binary", |s| {
+            s.status == InstanceState::Failed
+        })
+        .await;
+    assert!(s.error.contains("digest"), "{}", s.error);
+    assert_eq!(
+        sd.show("narun-app@nt-corrupt.service", "LoadState"),
+        "not-found"
+    );
+
     // An app keeps running while NATS is down; the agent reconnects.
     let mut st2 = Statuses::new(&client, nats_app, "n1").await;
     upload(&client, nats_app, "v1", &example_binary("hello")).await;
