@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # narun gateway/consumer benchmark on loopback. See bench/README.md.
 #
-#   bash bench/run.sh [--duration 10s]
+#   bash bench/run.sh [--duration 10s] [--no-build]
 #
 # Measures with wrk (16 and 64 connections, POST /hello/ {"name":"NATS User"}):
 #   (a) plain hyper server, (b) nginx -> (a), (c) minimal hyper+async-nats
@@ -15,17 +15,19 @@ set -euo pipefail
 
 DURATION=10s
 WARMUP=2s
+BUILD=1
 CONNS=(16 64)
 WRK_THREADS=${WRK_THREADS:-1}
 
 usage() {
-    echo "usage: bash bench/run.sh [--duration 10s]" >&2
+    echo "usage: bash bench/run.sh [--duration 10s] [--no-build]" >&2
     exit 2
 }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) [[ $# -ge 2 ]] || usage; DURATION=$2; shift 2 ;;
         --duration=*) DURATION=${1#*=}; shift ;;
+        --no-build) BUILD=0; shift ;;
         -h|--help) usage ;;
         *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -79,9 +81,13 @@ if pgrep -x rustc >/dev/null 2>&1 || pgrep -x cargo >/dev/null 2>&1; then
 fi
 
 # ------------------------------------------------------------------- build
-log "building (release): narun, examples hello and bench-baselines"
-cargo build --release --quiet --bin narun --example hello --example bench-baselines \
-    || die "cargo build failed"
+if [[ $BUILD -eq 1 ]]; then
+    log "building (release): narun, examples hello and bench-baselines"
+    cargo build --release --quiet --bin narun --example hello --example bench-baselines \
+        || die "cargo build failed"
+else
+    log "--no-build: using the release binaries already built"
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NARUN=$TARGET_DIR/release/narun
 HELLO=$TARGET_DIR/release/examples/hello

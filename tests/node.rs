@@ -5,94 +5,16 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::agent::Agent;
 use common::systemd::{PrivateSystemd, VarLibDir};
 use common::*;
 use futures_util::StreamExt;
 use narun::store::{self, InstanceState, StatusUpdate};
-
-/// The agent process with its notify socket.
-struct Agent {
-    proc: Proc,
-    notify: UnixDatagram,
-    /// Admin UI and metrics listeners.
-    admin: std::net::SocketAddr,
-    metrics: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(nats: &NatsServer, sd: &PrivateSystemd, node: &str, data: &Path) -> Agent {
-        Self::start_with(nats, sd, node, data, &[])
-    }
-
-    fn start_with(
-        nats: &NatsServer,
-        sd: &PrivateSystemd,
-        node: &str,
-        data: &Path,
-        extra: &[&str],
-    ) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let notify_path = dir.path().join("notify");
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        let log = dir.path().join("agent.log");
-        let journalctl = format!("nsenter -t {} -m -p journalctl", sd.pid);
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(narun_binary())
-            .args(["node", "--nats-url", &nats.url(), "--node-id", node])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--systemd-bus", &sd.bus_address()])
-            .args(["--journalctl", &journalctl, "--status-interval", "300ms"])
-            // systemd's /run is private: runtime files go where it can see them.
-            .arg("--runtime-dir")
-            .arg(data.join("run"))
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--metrics-addr", &metrics.to_string()])
-            .args(extra)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", "narun=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start narun node");
-        let agent = Agent {
-            proc: Proc {
-                child,
-                stderr_path: log,
-            },
-            notify,
-            admin,
-            metrics,
-            _dir: dir,
-        };
-        agent.wait_notify("READY=1");
-        agent
-    }
-
-    fn wait_notify(&self, needle: &str) {
-        let mut buf = [0u8; 4096];
-        self.notify
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        loop {
-            let n = self.notify.recv(&mut buf).unwrap_or_else(|e| {
-                panic!("no {needle} from the agent ({e}):\n{}", self.proc.stderr())
-            });
-            if String::from_utf8_lossy(&buf[..n]).contains(needle) {
-                return;
-            }
-        }
-    }
-}
 
 /// Upload `binary` as `<app>-<tag>-linux-<arch>` the way `narun deploy` does.
 async fn upload(client: &async_nats::Client, app: &str, tag: &str, binary: &Path) {
