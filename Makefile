@@ -48,8 +48,9 @@ BUILD_STD_riscv64 := RUSTC_BOOTSTRAP=1
 BUILD_STD_FLAG_riscv64 := -Zbuild-std=std,panic_unwind
 
 # The same binary whoever builds it: dpkg-buildpackage and rpmbuild export C
-# flags that would otherwise rebuild the C parts (ring) and relink.
-CLEAN_ENV := env -u CFLAGS -u CXXFLAGS -u CPPFLAGS -u LDFLAGS -u RUSTFLAGS
+# flags and SOURCE_DATE_EPOCH, which would otherwise rebuild the C parts
+# (ring) and relink.
+CLEAN_ENV := env -u CFLAGS -u CXXFLAGS -u CPPFLAGS -u LDFLAGS -u RUSTFLAGS -u SOURCE_DATE_EPOCH
 
 # The two programs: narun (CLI and daemons) and narun-exec (the landlock
 # exec wrapper the node agent puts in front of `mode: landlock` apps).

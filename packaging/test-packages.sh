@@ -77,7 +77,9 @@ for arch in "${archs[@]}"; do
     for u in narun-gateway.socket narun-gateway-grpc.socket narun-node.service; do
       grep -q "deb-systemd-helper enable '$u'" "$tmp/ctrl/postinst" && ok "postinst enables $u" || fail "postinst does not enable $u"
     done
-    grep -q "deb-systemd-invoke \$_dh_action 'narun-gateway.socket' 'narun-gateway-grpc.socket'" "$tmp/ctrl/postinst" && ok "postinst starts the sockets" || fail "postinst does not start the sockets"
+    grep -q "deb-systemd-invoke start 'narun-gateway-grpc.socket' 'narun-gateway.socket'" "$tmp/ctrl/postinst" && ok "postinst starts the sockets" || fail "postinst does not start the sockets"
+    grep -q "systemctl --no-block" "$tmp/ctrl/postinst" && ok "postinst starts the node agent with --no-block" || fail "postinst does not start the node agent"
+    grep -q "stop narun-gateway.service narun-node.service" "$tmp/ctrl/prerm" && grep -q "stop narun.slice" "$tmp/ctrl/prerm" && ok "prerm stops the daemons and the apps on remove" || fail "prerm does not stop the daemons and apps"
     grep -q "systemd-sysusers" "$tmp/ctrl/postinst" && ok "postinst runs systemd-sysusers" || fail "postinst lacks systemd-sysusers"
     grep -q "rm -rf /var/lib/narun /run/narun /etc/narun" "$tmp/ctrl/postrm" && ok "postrm purge removes config and data" || fail "postrm purge"
     # The binary itself.

@@ -21,6 +21,9 @@ use crate::spec::{self, ServiceSpec};
 use crate::store;
 use crate::systemd::{SystemdError, UnitManager};
 
+/// Units started at once during a reconcile.
+const MAX_CONCURRENT_STARTS: usize = 16;
+
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -167,7 +170,16 @@ struct Agent<M: UnitManager> {
     snapshot: tokio::sync::watch::Sender<NodeSnapshot>,
     /// Ask the heartbeat task for an immediate heartbeat.
     heartbeat_now: tokio::sync::Notify,
+    /// Concurrent binary downloads.
+    fetch_permits: Arc<tokio::sync::Semaphore>,
+    /// Status sweeps so far, and what the last one read per unit.
+    sweeps: std::sync::atomic::AtomicU64,
+    sweep_cache: Mutex<SweepCache>,
 }
+
+/// Per unit: (active state, sub state, hash) when last read, its snapshot
+/// row and status.
+type SweepCache = HashMap<String, ((String, String, String), ReplicaSnapshot, InstanceStatus)>;
 
 /// Run the agent until `shutdown` resolves. Apps keep running afterwards.
 pub async fn run<M: UnitManager>(
@@ -210,6 +222,9 @@ pub async fn run<M: UnitManager>(
         events: tx,
         snapshot: tokio::sync::watch::Sender::new(NodeSnapshot::default()),
         heartbeat_now: tokio::sync::Notify::new(),
+        fetch_permits: Arc::new(tokio::sync::Semaphore::new(4)),
+        sweeps: std::sync::atomic::AtomicU64::new(0),
+        sweep_cache: Mutex::new(HashMap::new()),
     });
     // The admin UI and metrics read snapshots; they never lock the agent.
     if let Some(addr) = agent.cfg.admin_addr {
@@ -225,16 +240,17 @@ pub async fn run<M: UnitManager>(
 
     // Offline first: what was applied last time, from the data dir. Units
     // that already run with the same hash are adopted, nothing restarts.
+    // NATS side: wait for a connection in the background, then register,
+    // heartbeat and watch specs (the node is visible to the fleet while a
+    // large restore is still starting units).
+    let nats_agent = agent.clone();
+    tokio::spawn(async move { nats_agent.nats_loop().await });
+
     let restored = agent.restore_from_cache().await;
     if restored > 0 {
         tracing::info!(apps = restored, "restored specs from the local cache");
         agent.reconcile().await;
     }
-
-    // NATS side: wait for a connection in the background, then register,
-    // heartbeat and watch specs.
-    let nats_agent = agent.clone();
-    tokio::spawn(async move { nats_agent.nats_loop().await });
 
     let mut ready = false;
     if restored > 0 {
@@ -767,9 +783,18 @@ impl<M: UnitManager> Agent<M> {
             return;
         }
         tracing::info!(actions = actions.len(), "applying reconcile plan");
-        for action in actions {
-            self.apply(&action).await;
+        // Stops and replacements one at a time (a replacement is a rolling
+        // restart of the app); new replicas are started concurrently, since
+        // systemd's sandbox set-up, not the agent, is the per-unit cost.
+        let (starts, others): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Start(_)));
+        for action in &others {
+            self.apply(action).await;
         }
+        futures_util::stream::iter(starts.iter())
+            .for_each_concurrent(MAX_CONCURRENT_STARTS, |a| self.apply(a))
+            .await;
         self.heartbeat_now.notify_one();
         // Remember what was applied, for offline restarts, and drop cached
         // binaries nothing uses any more.
@@ -1044,7 +1069,11 @@ impl<M: UnitManager> Agent<M> {
         let nats = self.nats.clone();
         let events = self.events.clone();
         let (os, arch) = (self.os, self.arch);
+        let permits = self.fetch_permits.clone();
         tokio::spawn(async move {
+            // A few downloads at a time: bounded memory and bandwidth; a slow
+            // download never blocks heartbeats or the reconcile loop.
+            let _permit = permits.acquire_owned().await;
             let result = cache.fetch(&nats, &app, &tag, os, arch).await;
             let _ = events.send(Event::Fetched { app, tag, result });
         });
@@ -1143,41 +1172,63 @@ impl<M: UnitManager> Agent<M> {
         };
         let mut live = BTreeSet::new();
         let mut replicas: BTreeMap<String, Vec<ReplicaSnapshot>> = BTreeMap::new();
+        // Unchanged units are not asked again (the list carries their state);
+        // every tenth sweep refreshes all (restarts, memory, CPU).
+        let sweep = self
+            .sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let full_sweep = sweep % 10 == 0;
+        let mut sweep_cache = self.sweep_cache.lock().await;
         for u in list {
             let Some((app, index)) = units::parse_unit_name(&u.name) else {
                 continue;
             };
             let id = units::instance_id(&app, index);
             live.insert(id.clone());
+            let hash = units::hash_from_description(&u.description).unwrap_or_default();
+            let key = (u.active_state.clone(), u.sub_state.clone(), hash.to_owned());
+            if !full_sweep {
+                if let Some((k, snap, status)) = sweep_cache.get(&u.name) {
+                    if *k == key {
+                        replicas.entry(app.clone()).or_default().push(snap.clone());
+                        let status = status.clone();
+                        self.publish(&app, status).await;
+                        continue;
+                    }
+                }
+            }
             let Ok(Some(details)) = self.systemd.details(&u.name).await else {
                 continue;
             };
-            let hash = units::hash_from_description(&u.description).unwrap_or_default();
             let status = derive_status(&id, &details).with_hash(hash);
-            replicas
-                .entry(app.clone())
-                .or_default()
-                .push(ReplicaSnapshot {
-                    index,
-                    instance_id: id.clone(),
-                    unit: u.name.clone(),
-                    active_state: details.active_state.clone(),
-                    sub_state: details.sub_state.clone(),
-                    status: status.status.to_owned(),
-                    pid: details.main_pid,
-                    active_since_unix: if details.active_state == "active" {
-                        (details.active_enter_usec / 1_000_000) as i64
-                    } else {
-                        0
-                    },
-                    restarts: details.n_restarts,
-                    last_exit_code: status.exit_code,
-                    memory_current_bytes: details.memory_current,
-                    cpu_usage_seconds: details.cpu_usage_nsec.map(|n| n as f64 / 1e9),
-                    spec_hash: hash.to_owned(),
-                });
+            let snap = ReplicaSnapshot {
+                index,
+                instance_id: id.clone(),
+                unit: u.name.clone(),
+                active_state: details.active_state.clone(),
+                sub_state: details.sub_state.clone(),
+                status: status.status.to_owned(),
+                pid: details.main_pid,
+                active_since_unix: if details.active_state == "active" {
+                    (details.active_enter_usec / 1_000_000) as i64
+                } else {
+                    0
+                },
+                restarts: details.n_restarts,
+                last_exit_code: status.exit_code,
+                memory_current_bytes: details.memory_current,
+                cpu_usage_seconds: details.cpu_usage_nsec.map(|n| n as f64 / 1e9),
+                spec_hash: hash.to_owned(),
+            };
+            replicas.entry(app.clone()).or_default().push(snap.clone());
+            sweep_cache.insert(u.name.clone(), (key, snap, status.clone()));
             self.publish(&app, status).await;
         }
+        sweep_cache.retain(|unit, _| {
+            units::parse_unit_name(unit)
+                .is_some_and(|(a, i)| live.contains(&units::instance_id(&a, i)))
+        });
+        drop(sweep_cache);
         self.update_snapshot(replicas).await;
         // Secret files of units that are gone.
         if let Ok(entries) = std::fs::read_dir(self.cfg.runtime_dir.join("secrets")) {

@@ -149,8 +149,14 @@ impl BinaryCache {
                 "object '{object}' has an unsupported digest {digest:?}"
             ))
         })?;
-        if let Some(hit) = self.cached_object(object, &digest) {
-            return Ok(hit);
+        // Installed files were verified before their atomic rename into
+        // the digest-named path; the full re-hash happens on restore.
+        let installed = self.path_for(&hex, object);
+        if installed.is_file() {
+            return Ok(Fetched {
+                path: installed,
+                digest,
+            });
         }
         let final_path = self.path_for(&hex, object);
         let dir = final_path.parent().expect("has a parent").to_owned();
@@ -188,7 +194,7 @@ impl BinaryCache {
             .await
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             use tokio::io::AsyncReadExt;
             let n = obj
