@@ -63,6 +63,8 @@ chmod 0755 "$root"
 step "copy the clean root to $root"
 cp -a "$cache/base/." "$root/"
 cp "$deb" "$root/root/"
+# What an installed machine has and debootstrap does not write.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 debname=$(basename "$deb")
 
 sd=""; upid=""; nats_pid=""
@@ -160,7 +162,8 @@ for _ in $(seq 100); do [ "$(sctl show -p ActiveState --value narun-gateway.serv
   && ok "narun-gateway.service started by its socket, READY: $(sctl show -p StatusText --value narun-gateway.service)" \
   || fail "narun-gateway.service is $(sctl show -p ActiveState,SubState --value narun-gateway.service | tr '\n' ' ')"
 gwpid=$(sctl show -p MainPID --value narun-gateway.service)
-[ "$(in_root ps -o user= -p "$gwpid")" = narun ] && ok "gateway runs as user narun (pid $gwpid)" || fail "gateway user: $(in_root ps -o user= -p "$gwpid")"
+gwuid=$(awk '/^Uid:/ {print $2}' "/proc/$sd/root/proc/$gwpid/status" 2>/dev/null || true)
+[ -n "$gwuid" ] && [ "$gwuid" = "$(in_root id -u narun)" ] && ok "gateway runs as user narun (pid $gwpid, uid $gwuid)" || fail "gateway uid: '$gwuid' (pid $gwpid)"
 in_root journalctl -u narun-gateway --no-pager -o cat | grep -q 'using socket passed by systemd' && ok "gateway used the sockets passed by systemd" || fail "no 'using socket passed by systemd' in the gateway's log"
 code=$(in_net curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:9090/metrics || true)
 [ "$code" = 200 ] && ok "metrics on 127.0.0.1:9090: 200" || fail "metrics: $code"
