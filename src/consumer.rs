@@ -344,7 +344,7 @@ where
             },
         };
         let ctx = Ctx {
-            max_payload: client.server_info().max_payload,
+            max_payload: client.max_payload(),
             client: client.clone(),
         };
         let work = handler(request, ctx);
@@ -362,8 +362,10 @@ where
     tracing::info!(service = %opts.service_name, in_flight = tasks.len(), "stopping: draining in-flight requests");
     // Unsubscribe first (endpoint and $SRV.* verbs) so NATS routes new
     // requests to other replicas and discovery stops listing this one.
-    let _ = endpoint.stop().await;
-    let _ = service.stop().await;
+    // NATS may be gone: none of these may hang the exit.
+    let quick = std::time::Duration::from_secs(2);
+    let _ = tokio::time::timeout(quick, endpoint.stop()).await;
+    let _ = tokio::time::timeout(quick, service.stop()).await;
     let drained = tokio::time::timeout(opts.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -371,7 +373,7 @@ where
     if drained.is_err() {
         tracing::warn!(service = %opts.service_name, "drain timeout: abandoning in-flight requests");
     }
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(quick, client.flush()).await;
     Ok(())
 }
 

@@ -907,3 +907,24 @@ async fn consumer_abandons_a_request_once_the_gateway_deadline_passes() {
         .await
         .expect("the consumer drops the handler at the deadline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_promptly_while_nats_is_down() {
+    let mut nats = NatsServer::start();
+    let mut gw = GatewayProc::start(&nats.url(), HELLO_ROUTE, "");
+    nats.stop();
+    eventually(
+        Duration::from_secs(10),
+        "503 while NATS is down",
+        || async {
+            http(gw.http, "POST", "/hello/", &[], r#"{"name":"a"}"#)
+                .await
+                .status
+                == 503
+        },
+    )
+    .await;
+    gw.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = gw.proc.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}

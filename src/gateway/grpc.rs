@@ -276,7 +276,7 @@ async fn forward(
         Ok(d) => d,
         Err(f) => return fail(f, &request_id, record),
     };
-    let max_payload = gw.nats.server_info().max_payload;
+    let max_payload = gw.nats.max_payload();
     let limit = usize::try_from(gw.cfg.max_body_bytes)
         .unwrap_or(usize::MAX)
         .min(max_payload);

@@ -166,7 +166,8 @@ pub async fn run_until(
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("shutdown timeout: closing remaining connections"),
     }
-    let _ = gw.nats.flush().await;
+    // Never hang the exit on a NATS that is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(2), gw.nats.flush()).await;
     Ok(())
 }
 
@@ -502,7 +503,7 @@ impl Gateway {
                 tracing::debug!(error = %e, "cannot encode request");
                 fail(Failure::Unencodable)
             })?;
-        if payload.len() > self.nats.server_info().max_payload {
+        if payload.len() > self.nats.max_payload() {
             return Err(fail(Failure::PayloadTooLarge));
         }
 
@@ -576,9 +577,16 @@ pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    let buf = &mut buf[..bytes.min(32)];
+    rand::rng().fill_bytes(buf);
+    let mut out = String::with_capacity(buf.len() * 2);
+    for b in buf.iter() {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// Parse a W3C `traceparent` (version 00): returns (trace-id, flags).

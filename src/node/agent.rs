@@ -611,7 +611,7 @@ impl<M: UnitManager> Agent<M> {
             self.heartbeat(&b, store::NODE_SHUTTING_DOWN).await;
             let _ = b.node_states.delete(self.node()).await;
         }
-        let _ = self.nats.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.nats.flush()).await;
     }
 
     /// Apply one event to the state; true when a reconcile is due.
