@@ -107,7 +107,8 @@ esac
 
 step "nats-server on 127.0.0.1:4222 in the root's network namespace"
 mkdir -p "$root.nats"
-in_net "$nats_server" -a 127.0.0.1 -p 4222 -js -sd "$root.nats" >"$root.nats.log" 2>&1 &
+# nsenter itself (not a function: $! must be the server's pid) execs it.
+nsenter --net=/proc/$sd/ns/net "$nats_server" -a 127.0.0.1 -p 4222 -js -sd "$root.nats" >"$root.nats.log" 2>&1 &
 nats_pid=$!
 for _ in $(seq 100); do in_net bash -c 'echo > /dev/tcp/127.0.0.1/4222' 2>/dev/null && break; sleep 0.1; done
 ok "$("$nats_server" --version)"

@@ -12,7 +12,13 @@ archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(arm64 riscv64)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 declare -A qemu=([arm64]=qemu-aarch64-static [riscv64]=qemu-riscv64-static [amd64]=)
+# The libraries the binaries load under qemu. arm64: Debian's own
+# libc6:arm64 (multiarch, installed with libstd-rust-web-dev:arm64), since
+# with the cross toolchain's libc6-arm64-cross (2.36-8cross1) qemu-user 7.2
+# hangs in every pthread_create, even a C program's; riscv64: the cross
+# toolchain's (bookworm has no riscv64 architecture).
 declare -A sysroot=([arm64]=/usr/aarch64-linux-gnu [riscv64]=/usr/riscv64-linux-gnu)
+[ -e /lib/ld-linux-aarch64.so.1 ] && sysroot[arm64]=/
 die() { echo "qemu-test: $*" >&2; exit 1; }
 eval "$(bash scripts/prereqs.sh)"
 command -v curl >/dev/null || die "curl is missing"
@@ -52,7 +58,9 @@ for arch in "${archs[@]}"; do
   [ -f "$deb" ] || die "$deb not found (make packages)"
   mkdir -p "$tmp/$arch" && dpkg-deb -x "$deb" "$tmp/$arch"
   q=${qemu[$arch]}
-  run() { if [ -n "$q" ]; then "$q" -L "${sysroot[$arch]}" "$tmp/$arch/usr/bin/narun" "$@"; else "$tmp/$arch/usr/bin/narun" "$@"; fi; }
+  runner=()
+  [ -n "$q" ] && runner=("$q" -L "${sysroot[$arch]}")
+  run() { "${runner[@]}" "$tmp/$arch/usr/bin/narun" "$@"; }
   echo "  $(file -b "$tmp/$arch/usr/bin/narun" | cut -d, -f1-2)"
   v=$(run --version) && [ "$v" = "narun $version" ] && echo "  ok: narun --version: $v" || { echo "  FAIL: --version: $v" >&2; fails=$((fails + 1)); }
   if run gateway --check --config "$tmp/$arch/etc/narun/gateway.yaml" >/dev/null; then
@@ -71,7 +79,8 @@ routes:
     service: "qemu-hello"
 YAML
   t=$SECONDS
-  run gateway --config "$tmp/$arch/gw.yaml" >"$tmp/$arch/gw.log" 2>&1 &
+  # Not through run(): $! must be qemu's pid, not a subshell's.
+  "${runner[@]}" "$tmp/$arch/usr/bin/narun" gateway --config "$tmp/$arch/gw.yaml" >"$tmp/$arch/gw.log" 2>&1 &
   gw=$!
   pids+=($gw)
   if wait_port "$http_port"; then
@@ -89,7 +98,7 @@ YAML
     echo "  FAIL: the $arch gateway did not listen" >&2; sed 's/^/    /' "$tmp/$arch/gw.log" >&2; fails=$((fails + 1))
   fi
   kill "$gw" 2>/dev/null; wait "$gw" 2>/dev/null || true
-  if out=$(run apps list --nats-url "nats://127.0.0.1:$nats_port" 2>&1); then
+  if out=$(timeout 60 "${runner[@]}" "$tmp/$arch/usr/bin/narun" apps list --nats-url "nats://127.0.0.1:$nats_port" 2>&1); then
     echo "  ok: narun apps list (JetStream KV through NATS): $(echo "$out" | head -n1)"
   else
     echo "  FAIL: narun apps list: $out" >&2; fails=$((fails + 1))
