@@ -23,7 +23,7 @@ for a in "${archs[@]}"; do
   [ -n "${rpm_arch[$a]:-}" ] || { echo "build-all: unknown architecture $a (amd64, arm64, riscv64)" >&2; exit 2; }
 done
 
-bash packaging/prereqs.sh
+if [ "${archs[*]}" = amd64 ]; then bash packaging/prereqs.sh --native; else bash packaging/prereqs.sh; fi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 deb_version=$(dpkg-parsechangelog -S Version)
@@ -63,18 +63,18 @@ for arch in "${archs[@]}"; do
 done
 
 {
-  printf '%-8s %12s %12s %12s  %s\n' arch binary .deb .rpm "build time"
+  printf '%-8s %10s %11s %10s %10s  %s\n' arch narun narun-exec .deb .rpm "build time"
   for arch in "${archs[@]}"; do
-    bin=$(make --no-print-directory bin-path ARCH="$arch")
-    printf '%-8s %12s %12s %12s  %ss\n' "$arch" \
-      "$(stat -c %s "$bin")" \
+    printf '%-8s %10s %11s %10s %10s  %ss\n' "$arch" \
+      "$(stat -c %s "$(make --no-print-directory bin-path ARCH="$arch")")" \
+      "$(stat -c %s "$(make --no-print-directory exec-bin-path ARCH="$arch")")" \
       "$(stat -c %s "$out/narun_${version}_${arch}.deb")" \
       "$(stat -c %s "$out/narun-${version}-1.${rpm_arch[$arch]}.rpm")" \
       "${took[$arch]}"
   done
-  echo "(bytes; binaries stripped: $(for arch in "${archs[@]}"; do file -b "$(make --no-print-directory bin-path ARCH="$arch")" | grep -o 'stripped\|not stripped' | head -n1; done | sort -u | tr '\n' ' '))"
+  echo "(bytes; binaries: $(for arch in "${archs[@]}"; do file -b "$(make --no-print-directory bin-path ARCH="$arch")" "$(make --no-print-directory exec-bin-path ARCH="$arch")" | grep -o 'not stripped\|stripped'; done | sort -u | tr '\n' ' '))"
 } | tee "$out/SIZES"
-echo "build-all: ${#archs[@]} architecture(s) in $((SECONDS - start))s: $(cd "$out" && ls *.deb *.rpm | tr '\n' ' ')"
+echo "build-all: ${#archs[@]} architecture(s) in $((SECONDS - start))s: $(for arch in "${archs[@]}"; do printf 'narun_%s_%s.deb narun-%s-1.%s.rpm ' "$version" "$arch" "$version" "${rpm_arch[$arch]}"; done)"
 
 if [ "${NARUN_SKIP_PACKAGE_TESTS:-}" != 1 ]; then
   bash packaging/test-packages.sh "${archs[@]}"

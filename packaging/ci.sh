@@ -5,9 +5,14 @@
 #   2. the units pass `systemd-analyze verify` (in a scratch root);
 #   3. unless NARUN_CI_PACKAGES=0: the amd64 .deb and .rpm (release build,
 #      cached in CI's target dir) and their content, lintian and rpmlint
-#      checks (packaging/build-all.sh amd64).
-# The full three-architecture build (make packages), the qemu runs and the
-# install test are separate commands; see README.md, "Packaging".
+#      checks (packaging/build-all.sh amd64);
+#   4. unless NARUN_CI_PACKAGES=0 or NARUN_CI_INSTALL_TEST=0: the install
+#      test of that .deb in a clean Debian root with its own systemd
+#      (packaging/install-test.sh; the debootstrap is cached in
+#      ~/.cache/narun/install-test, about 10 s warm).
+# The three-architecture build (make packages) and the qemu runs are
+# separate commands (cross builds take 10-40 minutes on two cores); see
+# README.md, "Packaging".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
@@ -43,5 +48,9 @@ fi
 if [ "${NARUN_CI_PACKAGES:-1}" != 0 ]; then
   echo "-- amd64 .deb and .rpm, content checks, lintian, rpmlint"
   bash packaging/build-all.sh amd64
+  if [ "${NARUN_CI_INSTALL_TEST:-1}" != 0 ]; then
+    echo "-- install test (amd64 .deb, clean Debian root, private systemd)"
+    bash packaging/install-test.sh
+  fi
 fi
 echo "-- packaging checks done in $((SECONDS - t0))s"

@@ -196,6 +196,9 @@ echo "$status" | sed -n '1,4p' | sed 's/^/    /'
 echo "$status" | grep -q 'Active: active (running)' && ok "systemctl status narun-app@hello: active (running)" || fail "narun-app@hello is not running"
 [ "$(sctl show -p Slice --value narun-app@hello.service)" = narun.slice ] && ok "narun-app@hello in narun.slice (MemoryMax=$(sctl show -p MemoryMax --value narun.slice), TasksMax=$(sctl show -p TasksMax --value narun.slice))" || fail "narun-app@hello not in narun.slice"
 
+app_state=$(in_root sh -c 'ls -d /var/lib/narun-app/hello /var/lib/private/narun-app/hello 2>/dev/null' | tr '\n' ' ')
+[ -n "$app_state" ] && ok "the app's state directory: $app_state" || echo "  (no app state directory)"
+
 step "apt-get remove: configuration and data stay, apps stop"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y narun >"$root.apt.log" 2>&1 || { cat "$root.apt.log" >&2; fail "apt-get remove failed"; }
 in_root test -f /etc/narun/gateway.yaml && in_root test -f /etc/narun/node.env && ok "/etc/narun/gateway.yaml and node.env kept" || fail "configuration removed by remove"
@@ -206,7 +209,7 @@ in_net ss -Hltn | grep -q ':8080 ' && fail "port 8080 still listening after remo
 
 step "apt-get purge: nothing stays"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y narun >"$root.apt.log" 2>&1 || { cat "$root.apt.log" >&2; fail "apt-get purge failed"; }
-for p in /etc/narun /var/lib/narun /run/narun; do
+for p in /etc/narun /var/lib/narun /var/lib/narun-app /var/lib/private/narun-app /run/narun; do
   in_root test -e $p && fail "$p still there after purge" || ok "$p removed"
 done
 left=$(in_root sh -c 'ls -d /lib/systemd/system/narun* /etc/systemd/system/*/narun* /var/lib/systemd/deb-systemd-helper-enabled/*narun* /usr/share/man/man*/narun* /usr/share/doc/narun 2>/dev/null' || true)

@@ -9,19 +9,25 @@
 #   - debhelper, dpkg-dev, lintian; rpm (rpmbuild), rpmlint;
 #   - qemu-user-static (packaging/qemu-test.sh), debootstrap
 #     (packaging/install-test.sh).
-#   bash packaging/prereqs.sh
+#   bash packaging/prereqs.sh            everything (make packages)
+#   bash packaging/prereqs.sh --native   amd64 packages and the install test
+#                                        only (CI): no cross toolchains, no qemu
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 log() { echo "packaging/prereqs: $*" >&2; }
 
 pkgs=(make build-essential debhelper dpkg-dev fakeroot lintian rpm rpmlint
-      rustc-web cargo-web rust-web-src libstd-rust-web-dev:arm64
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-      gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
-      qemu-user-static debootstrap)
+      debootstrap curl iproute2 file)
+cross=(rustc-web cargo-web rust-web-src libstd-rust-web-dev:arm64
+       gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+       gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
+       qemu-user-static)
+native=""
+[ "${1:-}" = "--native" ] && native=1
+[ -n "$native" ] || pkgs+=("${cross[@]}")
 
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+if [ -z "$native" ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
   log "dpkg --add-architecture arm64"
   $SUDO dpkg --add-architecture arm64
 fi

@@ -82,7 +82,7 @@ for arch in "${archs[@]}"; do
     grep -q "systemctl --no-block" "$tmp/ctrl/postinst" && ok "postinst starts the node agent with --no-block" || fail "postinst does not start the node agent"
     grep -q "stop narun-gateway.service narun-node.service" "$tmp/ctrl/prerm" && grep -q "stop narun.slice" "$tmp/ctrl/prerm" && ok "prerm stops the daemons and the apps on remove" || fail "prerm does not stop the daemons and apps"
     grep -q "systemd-sysusers" "$tmp/ctrl/postinst" && ok "postinst runs systemd-sysusers" || fail "postinst lacks systemd-sysusers"
-    grep -q "rm -rf /var/lib/narun /run/narun /etc/narun" "$tmp/ctrl/postrm" && ok "postrm purge removes config and data" || fail "postrm purge"
+    grep -q "rm -rf /var/lib/narun /var/lib/narun-app /var/lib/private/narun-app /run/narun /etc/narun" "$tmp/ctrl/postrm" && ok "postrm purge removes config and data" || fail "postrm purge"
     # The binary itself.
     rm -rf "$tmp/x" && dpkg-deb -x "$deb" "$tmp/x"
     check_binary "$tmp/x/usr/bin/narun" "$arch"
