@@ -326,7 +326,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         journalctl,
         runtime_dir: runtime_dir.clone(),
         master_key_file: None,
-        exec_wrapper: "/usr/libexec/narun/narun-exec".into(),
+        exec_wrapper: crate::node::agent::default_exec_wrapper(),
         admin_addr: None,
         metrics_addr: None,
     };

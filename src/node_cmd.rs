@@ -53,9 +53,11 @@ pub struct NodeArgs {
     /// decrypt `valueFromSecret` secrets. Never passed on the command line.
     #[arg(long, env = "NARUN_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
-    /// The landlock exec wrapper used for `mode: landlock` apps.
-    #[arg(long, default_value = "/usr/libexec/narun/narun-exec")]
-    exec_wrapper: PathBuf,
+    /// The exec wrapper (`narun-exec`) for `mode: landlock`, `nonet` and
+    /// `secrets:` apps [default: /usr/libexec/narun/narun-exec, else the
+    /// narun-exec beside this binary].
+    #[arg(long)]
+    exec_wrapper: Option<PathBuf>,
     /// Admin web UI address ("" disables).
     #[arg(long, default_value = "127.0.0.1:9101")]
     admin_addr: String,
@@ -148,7 +150,10 @@ pub fn run(args: NodeArgs) -> ExitCode {
             .collect(),
         runtime_dir: args.runtime_dir.clone(),
         master_key_file: args.master_key_file.clone(),
-        exec_wrapper: args.exec_wrapper.clone(),
+        exec_wrapper: args
+            .exec_wrapper
+            .clone()
+            .unwrap_or_else(narun::node::agent::default_exec_wrapper),
         admin_addr,
         metrics_addr,
     };

@@ -31,6 +31,12 @@ pub enum Prop {
     Str(String),
     Strs(Vec<String>),
     Exec(Vec<ExecCommand>),
+    /// `ExecStartPreEx=` and friends: commands with flags (`privileged` is
+    /// the `+` prefix).
+    ExecEx(Vec<(ExecCommand, Vec<String>)>),
+    /// `IPAddressAllow=`/`IPAddressDeny=`: (address family, address bytes,
+    /// prefix length).
+    IpAddrs(Vec<(i32, Vec<u8>, u32)>),
     /// `LogExtraFields=` (array of byte arrays).
     Bytes(Vec<Vec<u8>>),
     /// `EnvironmentFiles=`: (path, ignore if missing).
@@ -261,6 +267,12 @@ fn to_variant(prop: &Prop) -> Result<OwnedVariant, SystemdError> {
                 .map(|c| (c.path.clone(), c.argv.clone(), c.ignore_failure))
                 .collect::<Vec<_>>(),
         ),
+        Prop::ExecEx(cmds) => Variant::from(
+            cmds.iter()
+                .map(|(c, flags)| (c.path.clone(), c.argv.clone(), flags.clone()))
+                .collect::<Vec<_>>(),
+        ),
+        Prop::IpAddrs(v) => Variant::from(v.clone()),
         Prop::Bytes(v) => Variant::from(v.clone()),
         Prop::EnvFiles(v) => Variant::from(v.clone()),
         Prop::Binds(v) => Variant::from(v.clone()),

@@ -55,18 +55,21 @@ impl Statuses {
 
     /// Wait for a status matching `pred`; returns it.
     async fn until(&mut self, what: &str, pred: impl Fn(&StatusUpdate) -> bool) -> StatusUpdate {
+        let mut seen = Vec::new();
         let wait = async {
             while let Some(msg) = self.0.next().await {
                 let s: StatusUpdate = serde_json::from_slice(&msg.payload).unwrap();
                 if pred(&s) {
                     return s;
                 }
+                seen.push(format!("{} {:?} {}", s.instance_id, s.status, s.error));
             }
             panic!("status subscription ended");
         };
-        tokio::time::timeout(Duration::from_secs(60), wait)
-            .await
-            .unwrap_or_else(|_| panic!("no status: {what}"))
+        match tokio::time::timeout(Duration::from_secs(60), wait).await {
+            Ok(s) => s,
+            Err(_) => panic!("no status: {what}; statuses seen:\n{}", seen.join("\n")),
+        }
     }
 }
 
@@ -499,8 +502,18 @@ const PROBE: &str = r#"#!/bin/sh
   echo "file=$(cat cfg/app.conf)"
   if (echo x >> cfg/app.conf) 2>/dev/null; then echo "file-writable"; else echo "file-readonly"; fi
   if cat /etc/shadow >/dev/null 2>&1; then echo "shadow-readable"; else echo "shadow-denied"; fi
+  if [ -n "$NARUN_SECRETS_DIR" ]; then
+    echo "secretfile=$(cat "$NARUN_SECRETS_DIR/token")"
+    echo "secretfile-owner=$(stat -c %u "$NARUN_SECRETS_DIR/token") me=$(id -u) mode=$(stat -c %a "$NARUN_SECRETS_DIR/token")"
+    if (echo x >> "$NARUN_SECRETS_DIR/token") 2>/dev/null; then echo "secretfile-writable"; else echo "secretfile-readonly"; fi
+  fi
 } > seen.tmp
 mv seen.tmp seen
+# Apps that keep running when a secret changes re-read their files.
+while [ -n "$NARUN_SECRETS_DIR" ]; do
+  cat "$NARUN_SECRETS_DIR/token" > live.tmp 2>&1; mv live.tmp live
+  sleep 0.2
+done
 exec sleep 100000
 "#;
 
@@ -565,7 +578,7 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     std::fs::write(&probe, PROBE).unwrap();
     upload(&client, app, "v1", &probe).await;
     let spec = format!(
-        "name: {app}\ntag: v1\nenv:\n  - name: API_TOKEN\n    valueFromSecret: API_TOKEN\n  - name: GREETING\n    value: hi\nmounts:\n  - path: cfg/app.conf\n    source:\n      objectStore: app-conf\nnodes:\n  - name: n1\n    replicas: 1\n"
+        "name: {app}\ntag: v1\nenv:\n  - name: API_TOKEN\n    valueFromSecret: API_TOKEN\n  - name: GREETING\n    value: hi\nsecrets:\n  - name: API_TOKEN\n    path: token\nmounts:\n  - path: cfg/app.conf\n    source:\n      objectStore: app-conf\nnodes:\n  - name: n1\n    replicas: 1\n"
     );
     let mut st = Statuses::new(&client, app, "n1").await;
     put_spec(&client, app, &spec).await;
@@ -582,6 +595,19 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     assert!(s.contains("plain=hi"), "{s}");
     assert!(s.contains("file=listen=8080"), "{s}");
     assert!(s.contains("file-readonly"), "{s}");
+    // The secret as a file: the app's own, read-only, at /run/secrets.
+    assert!(s.contains(&format!("secretfile={plaintext}")), "{s}");
+    let owner = s
+        .lines()
+        .find_map(|l| l.strip_prefix("secretfile-owner="))
+        .unwrap_or_else(|| panic!("{s}"));
+    let (uid, rest) = owner.split_once(" me=").unwrap();
+    assert!(
+        rest.starts_with(&format!("{uid} ")),
+        "owned by the app's user: {owner}"
+    );
+    assert!(owner.ends_with("mode=400"), "{owner}");
+    assert!(s.contains("secretfile-readonly"), "{s}");
 
     // The leak scan: nowhere but the app's own environment.
     let show = sd.systemctl(&["show", unit]);
@@ -635,6 +661,12 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     let env_file = data.0.join("run/secrets").join(format!("{unit}.env"));
     let meta = std::fs::metadata(&env_file).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let files_dir = data.0.join("run/files").join(app);
+    assert_eq!(
+        std::fs::metadata(&files_dir).unwrap().permissions().mode() & 0o777,
+        0o500,
+        "the app's secret files dir"
+    );
     assert_eq!(
         std::fs::metadata(data.0.join("run"))
             .unwrap()
@@ -668,9 +700,63 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     })
     .await;
     eventually(Duration::from_secs(20), "the new value is seen", || async {
-        seen(app).contains("secret=rotated-value")
+        let s = seen(app);
+        s.contains("secret=rotated-value") && s.contains("secretfile=rotated-value")
     })
     .await;
+
+    // restartOnSecretChange: false: the same process sees the new file.
+    let keep = "nt-secret-keep";
+    cleanup_state(keep);
+    upload(&client, keep, "v1", &probe).await;
+    let mut st3 = Statuses::new(&client, keep, "n1").await;
+    put_spec(
+        &client,
+        keep,
+        &format!("name: {keep}\ntag: v1\nrestartOnSecretChange: false\nsecrets:\n  - name: API_TOKEN\n    path: token\nnodes:\n  - name: n1\n    replicas: 1\n"),
+    )
+    .await;
+    st3.until("running", running("nt-secret-keep-0")).await;
+    let live = || {
+        std::fs::read_to_string(format!("/var/lib/private/narun-app/{keep}/live"))
+            .unwrap_or_default()
+    };
+    eventually(Duration::from_secs(20), "the file is read", || async {
+        live().trim() == "rotated-value"
+    })
+    .await;
+    let keep_unit = "narun-app@nt-secret-keep.service";
+    let keep_pid = sd.show(keep_unit, "MainPID");
+    secrets
+        .put("API_TOKEN", put_secret("third-value").into())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the file changes in place",
+        || async { live().trim() == "third-value" },
+    )
+    .await;
+    assert_eq!(sd.show(keep_unit, "MainPID"), keep_pid, "not restarted");
+    // The restarting app did restart (again) with the third value.
+    eventually(
+        Duration::from_secs(20),
+        "the first app restarted",
+        || async { seen(app).contains("secretfile=third-value") },
+    )
+    .await;
+    delete_spec(&client, keep).await;
+    st3.until("stopped", |s| {
+        s.instance_id == "nt-secret-keep-0" && s.status == InstanceState::Stopped
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the secret files of a deleted app are removed",
+        || async { !data.0.join("run/files").join(keep).exists() },
+    )
+    .await;
+    cleanup_state(keep);
 
     // A secret that does not exist: failed with the reason, nothing started.
     let mut st2 = Statuses::new(&client, missing, "n1").await;
@@ -774,6 +860,120 @@ exec sleep 100000
         exec.contains("narun-exec") && exec.contains("--policy"),
         "{exec}"
     );
+
+    // nonet.localPorts: loopback only (systemd's BPF address filter), and
+    // TCP connects only to the listed ports (Landlock ABI 4; this kernel
+    // has 7). A listener of the test's own on every address, not listed.
+    let other = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let host_ip = {
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.connect("192.0.2.1:9").unwrap();
+        u.local_addr().unwrap().ip()
+    };
+    assert!(
+        !host_ip.is_loopback() && !host_ip.is_unspecified(),
+        "this test needs a non-loopback IPv4 address on the machine, found {host_ip}"
+    );
+    let nats_port = nats.url().rsplit(':').next().unwrap().to_owned();
+    let nonet = "nt-nonet";
+    cleanup_state(nonet);
+    let probe = data.0.join("nonet.sh");
+    std::fs::write(
+        &probe,
+        format!(
+            r#"#!/bin/bash
+try() {{ if timeout 5 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; then echo "$1-allowed"; else echo "$1-denied"; fi; }}
+{{
+  try nats 127.0.0.1 {nats_port}
+  try other 127.0.0.1 {other_port}
+  try hostip {host_ip} {other_port}
+  echo done
+}} > seen.tmp
+mv seen.tmp seen
+exec sleep 100000
+"#
+        ),
+    )
+    .unwrap();
+    upload(&client, nonet, "v1", &probe).await;
+    let mut st = Statuses::new(&client, nonet, "n1").await;
+    put_spec(
+        &client,
+        nonet,
+        &format!("name: {nonet}\ntag: v1\nnonet:\n  localPorts:\n    - port: {nats_port}\nnodes:\n  - name: n1\n    replicas: 1\n"),
+    )
+    .await;
+    st.until("running", running("nt-nonet-0")).await;
+    eventually(Duration::from_secs(30), "the nonet probe ran", || async {
+        seen(nonet).contains("done")
+    })
+    .await;
+    let s = seen(nonet);
+    assert!(s.contains("nats-allowed"), "a listed local port: {s}");
+    assert!(s.contains("other-denied"), "an unlisted local port: {s}");
+    assert!(s.contains("hostip-denied"), "a non-loopback address: {s}");
+    // Without the spec's restriction, both reach the listener (checked
+    // from the same private systemd, same user kind).
+    let out = sd.nsenter(
+        "systemd-run",
+        &[
+            "--wait",
+            "--pipe",
+            "-q",
+            "-p",
+            "DynamicUser=yes",
+            "/bin/bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{host_ip}/{other_port} && echo reachable"),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reachable"),
+        "control: {out:?}"
+    );
+    drop(other);
+
+    // A kernel without Landlock (seccomp makes landlock_create_ruleset
+    // fail with ENOSYS, as on kernels before 5.13): mandatory mode refuses
+    // to run (exit 122); `landlock.bestEffort` runs unconfined.
+    let run_wrapper = |policy: &str| {
+        let path = data.0.join("policy-test.json");
+        std::fs::write(&path, policy).unwrap();
+        let out = sd.nsenter(
+            "systemd-run",
+            &[
+                "--wait",
+                "--pipe",
+                "-q",
+                "-p",
+                "SystemCallFilter=~landlock_create_ruleset",
+                "-p",
+                "SystemCallErrorNumber=ENOSYS",
+                wrapper.to_str().unwrap(),
+                "--policy",
+                path.to_str().unwrap(),
+                "--",
+                "/bin/echo",
+                "app-ran",
+            ],
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run_wrapper(r#"{"groups": {"shared": true}}"#);
+    assert_eq!(code, Some(122), "{stdout}{stderr}");
+    assert!(!stdout.contains("app-ran"), "{stdout}");
+    assert!(stderr.contains("refusing to run unconfined"), "{stderr}");
+    let (code, stdout, stderr) =
+        run_wrapper(r#"{"groups": {"shared": true}, "best_effort": true}"#);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("app-ran"), "{stdout}");
+    assert!(stderr.contains("running unconfined"), "{stderr}");
+    cleanup_state(nonet);
     cleanup_state(app);
 }
 

@@ -33,6 +33,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         environment_file: None,
         files: vec![],
         landlock: None,
+        secret_files: None,
     }
 }
 

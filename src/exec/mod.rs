@@ -4,24 +4,31 @@
 //!
 //! ```text
 //! narun-exec --policy /var/lib/narun/policies/hello.json -- /path/to/app ARGS...
+//! narun-exec --own-secrets /run/narun/files/hello narun-hello
 //! ```
 //!
 //! The policy file is written by the node agent (root-owned, never holds
-//! secrets). Exit codes (reported in the instance status):
-//! [`EXIT_SETUP`] 120 bad arguments or policy, [`EXIT_LANDLOCK`] 122 the
-//! kernel cannot enforce the policy (mandatory mode), [`EXIT_EXEC`] 123
-//! the app could not be executed.
+//! secrets). The second form is the privileged `ExecStartPre=+` of apps
+//! with `secrets:` files ([`secrets`]). Exit codes (reported in the
+//! instance status): [`EXIT_SETUP`] 120 bad arguments or policy,
+//! [`EXIT_SECRETS`] 121 the secret files could not be handed to the app's
+//! user, [`EXIT_LANDLOCK`] 122 the kernel cannot enforce the policy
+//! (mandatory mode), [`EXIT_EXEC`] 123 the app could not be executed.
+
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
 };
 use serde::{Deserialize, Serialize};
 
 /// Bad arguments or an unreadable policy.
 pub const EXIT_SETUP: i32 = 120;
+/// `--own-secrets` failed.
+pub const EXIT_SECRETS: i32 = 121;
 /// Landlock could not be enforced and the policy requires it.
 pub const EXIT_LANDLOCK: i32 = 122;
 /// execve failed.
@@ -48,16 +55,37 @@ pub struct PathRule {
 }
 
 /// What the app may touch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Policy {
+    /// Restrict the filesystem to `groups` and `paths` (`mode: landlock`).
+    /// False for a policy that only restricts the network.
+    pub filesystem: bool,
     pub groups: Groups,
     /// The spec's `landlock.paths` plus what the agent adds: the binary
     /// (`rx`), the working directory (`rwc`), mounted files (`r`).
     pub paths: Vec<PathRule>,
+    /// TCP ports the app may connect to (`nonet.localPorts`); `None`: any.
+    /// Needs Landlock ABI 4 (Linux 6.7); older kernels skip it.
+    pub connect_tcp: Option<Vec<u16>>,
+    /// TCP ports the app may bind (its `metrics.port`); `None`: any.
+    pub bind_tcp: Option<Vec<u16>>,
     /// Run unconfined (with a warning) where the kernel has no Landlock,
     /// instead of refusing to start.
     pub best_effort: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            filesystem: true,
+            groups: Groups::default(),
+            paths: Vec::new(),
+            connect_tcp: None,
+            bind_tcp: None,
+            best_effort: false,
+        }
+    }
 }
 
 /// The paths of a go-landlock group: (path, modes). Same lists as the Go
@@ -191,23 +219,44 @@ const TARGET_ABI: ABI = ABI::V5;
 
 /// Restrict this process to `policy`. Must run before execve.
 pub fn restrict(policy: &Policy) -> Result<RulesetStatus, String> {
-    let mut rules: Vec<(PathBuf, String)> = group_paths(&policy.groups)
-        .into_iter()
-        .map(|(p, m)| (PathBuf::from(p), m.to_owned()))
-        .collect();
-    rules.extend(
-        policy
-            .paths
-            .iter()
-            .map(|r| (r.path.clone(), r.modes.clone())),
-    );
-
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(TARGET_ABI))
-        .map_err(|e| format!("landlock ruleset: {e}"))?
-        .create()
-        .map_err(|e| format!("landlock ruleset: {e}"))?;
+    let mut rules: Vec<(PathBuf, String)> = Vec::new();
+    if policy.filesystem {
+        rules.extend(
+            group_paths(&policy.groups)
+                .into_iter()
+                .map(|(p, m)| (PathBuf::from(p), m.to_owned())),
+        );
+        rules.extend(
+            policy
+                .paths
+                .iter()
+                .map(|r| (r.path.clone(), r.modes.clone())),
+        );
+    }
+    let e = |e: landlock::RulesetError| format!("landlock ruleset: {e}");
+    let mut attr = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+    if policy.filesystem {
+        attr = attr
+            .handle_access(AccessFs::from_all(TARGET_ABI))
+            .map_err(e)?;
+    }
+    if policy.connect_tcp.is_some() {
+        attr = attr.handle_access(AccessNet::ConnectTcp).map_err(e)?;
+    }
+    if policy.bind_tcp.is_some() {
+        attr = attr.handle_access(AccessNet::BindTcp).map_err(e)?;
+    }
+    let mut ruleset = attr.create().map_err(e)?;
+    for (ports, access) in [
+        (&policy.connect_tcp, AccessNet::ConnectTcp),
+        (&policy.bind_tcp, AccessNet::BindTcp),
+    ] {
+        for port in ports.iter().flatten() {
+            ruleset = ruleset
+                .add_rule(NetPort::new(*port, access))
+                .map_err(|e| format!("landlock rule for TCP port {port}: {e}"))?;
+        }
+    }
     for (path, modes) in rules {
         // Paths that do not exist on this machine are skipped, as in Go.
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -265,6 +314,17 @@ pub fn main(args: Vec<String>) -> i32 {
         eprintln!("narun-exec: {msg}");
         code
     };
+    if args.first().map(String::as_str) == Some("--own-secrets") {
+        let [_, dir, user] = args.as_slice() else {
+            return fail(EXIT_SETUP, "usage: narun-exec --own-secrets DIR USER");
+        };
+        return match secrets::resolve_user(user)
+            .and_then(|(uid, gid)| secrets::own(Path::new(dir), uid, gid))
+        {
+            Ok(_) => 0,
+            Err(e) => fail(EXIT_SECRETS, &format!("secret files: {e}")),
+        };
+    }
     let (policy_path, command) = match parse_args(&args) {
         Ok(x) => x,
         Err(e) => return fail(EXIT_SETUP, &e),

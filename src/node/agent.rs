@@ -57,6 +57,8 @@ pub struct NodeConfig {
 struct Prepared {
     /// Content of the secret environment file, if the app has secrets.
     env: Option<Zeroizing<String>>,
+    /// `secrets:` files: (file name under /run/secrets, content).
+    secret_files: Vec<(String, Zeroizing<Vec<u8>>)>,
     /// Mounted files: (cached source, path relative to the working dir).
     files: Vec<(PathBuf, String)>,
     /// What, besides the spec and binary, the replicas' hash covers:
@@ -81,6 +83,24 @@ pub enum NodeError {
     },
     #[error("NATS: {0}")]
     Store(String),
+}
+
+/// Where the packages install `narun-exec`.
+pub const INSTALLED_EXEC_WRAPPER: &str = "/usr/libexec/narun/narun-exec";
+
+/// The installed `narun-exec`, else the one beside the running binary (a
+/// build tree or an unpacked tarball), else the installed path (whose
+/// absence the apps that need it report).
+pub fn default_exec_wrapper() -> PathBuf {
+    let installed = PathBuf::from(INSTALLED_EXEC_WRAPPER);
+    if installed.is_file() {
+        return installed;
+    }
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("narun-exec"))
+        .filter(|p| p.is_file())
+        .unwrap_or(installed)
 }
 
 /// Go names for this machine's OS and arch.
@@ -760,11 +780,22 @@ impl<M: UnitManager> Agent<M> {
             };
             match self.replicas(&spec, &bin, replicas, &prepared) {
                 Ok(mut d) => {
+                    if !spec.secrets.is_empty() {
+                        if let Err(e) = self.sync_secret_files(&name, &prepared.secret_files) {
+                            hold.insert(name.clone());
+                            self.publish_app_error(&name, &e).await;
+                            continue;
+                        }
+                    }
                     if let Some(env) = &prepared.env {
                         let mut pending = self.pending_env.lock().await;
                         for u in &d {
                             pending.insert(u.unit.name.clone(), env.clone());
                         }
+                    }
+                    if !spec.restart_on_secret_change {
+                        let units: Vec<String> = d.iter().map(|u| u.unit.name.clone()).collect();
+                        self.refresh_env_files(&units).await;
                     }
                     desired.append(&mut d)
                 }
@@ -839,12 +870,22 @@ impl<M: UnitManager> Agent<M> {
         };
         let network = match (spec.network(), spec.network_namespace_path.as_str()) {
             (_, path) if !path.is_empty() => Network::Namespace(path.to_owned()),
+            (spec::Network::None, _) if !spec.nonet.local_ports.is_empty() => Network::Loopback,
             (spec::Network::None, _) => Network::None,
             _ => Network::Host,
         };
-        let landlock = match spec.mode {
-            spec::Mode::Landlock => Some(self.write_policy(spec, bin, prepared)?),
-            _ => None,
+        let files: Vec<PathBuf> = prepared.files.iter().map(|(p, _)| p.clone()).collect();
+        let landlock = match units::landlock_policy(spec, &bin.path, &files) {
+            Some(policy) => Some(self.write_policy(&spec.name, &policy)?),
+            None => None,
+        };
+        let secret_files = if spec.secrets.is_empty() {
+            None
+        } else {
+            Some(units::SecretFiles {
+                dir: self.secret_files_dir(&spec.name),
+                helper: self.exec_wrapper("secrets")?,
+            })
         };
         let digests = format!("{}{}", bin.digest, prepared.extra);
         let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &digests);
@@ -892,6 +933,7 @@ impl<M: UnitManager> Agent<M> {
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
+                    secret_files: secret_files.clone(),
                 };
                 Desired {
                     app: spec.name.clone(),
@@ -903,63 +945,81 @@ impl<M: UnitManager> Agent<M> {
             .collect())
     }
 
-    /// Write the landlock policy of a `mode: landlock` app (root-owned,
-    /// 0644, no secrets) and return (wrapper, policy path).
-    fn write_policy(
-        &self,
-        spec: &ServiceSpec,
-        bin: &Fetched,
-        prepared: &Prepared,
-    ) -> Result<(PathBuf, PathBuf), String> {
-        use crate::exec::{Groups, PathRule, Policy};
+    /// The exec wrapper, which `what` needs.
+    fn exec_wrapper(&self, what: &str) -> Result<PathBuf, String> {
         let wrapper = &self.cfg.exec_wrapper;
         if !wrapper.is_file() {
             return Err(format!(
-                "mode: landlock needs the exec wrapper at {} (narun-exec); it is missing",
+                "{what} needs the exec wrapper at {} (narun-exec); it is missing",
                 wrapper.display()
             ));
         }
-        let l = &spec.landlock;
-        let mut paths: Vec<PathRule> = l
-            .paths
-            .iter()
-            .map(|p| PathRule {
-                path: p.path.clone().into(),
-                modes: p.modes.clone(),
-            })
-            .collect();
-        paths.push(PathRule {
-            path: bin.path.clone(),
-            modes: "rx".into(),
-        });
-        paths.push(PathRule {
-            path: format!("/var/lib/{}", units::state_directory(&spec.name)).into(),
-            modes: "rwc".into(),
-        });
-        paths.extend(prepared.files.iter().map(|(src, _)| PathRule {
-            path: src.clone(),
-            modes: "r".into(),
-        }));
-        let policy = Policy {
-            groups: Groups {
-                shared: l.shared,
-                stdio: l.stdio,
-                tty: l.tty,
-                tmp: l.tmp,
-                vminfo: l.vminfo,
-                dns: l.dns,
-                certs: l.certs,
-            },
-            paths,
-            best_effort: false,
+        Ok(wrapper.clone())
+    }
+
+    /// Write an app's landlock policy (root-owned, 0644, no secrets) and
+    /// return (wrapper, policy path).
+    fn write_policy(
+        &self,
+        app: &str,
+        policy: &crate::exec::Policy,
+    ) -> Result<(PathBuf, PathBuf), String> {
+        let what = if policy.filesystem {
+            "mode: landlock"
+        } else {
+            "nonet.localPorts"
         };
+        let wrapper = self.exec_wrapper(what)?;
         let dir = self.cfg.data_dir.join("policies");
-        let path = dir.join(format!("{}.json", spec.name));
-        let json = serde_json::to_vec_pretty(&policy).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{app}.json"));
+        let json = serde_json::to_vec_pretty(policy).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&dir)
             .and_then(|_| std::fs::write(&path, json))
             .map_err(|e| format!("cannot write the landlock policy {}: {e}", path.display()))?;
-        Ok((wrapper.clone(), path))
+        Ok((wrapper, path))
+    }
+
+    /// The root-only directory holding an app's `secrets:` files (bound at
+    /// /run/secrets in its units).
+    fn secret_files_dir(&self, app: &str) -> PathBuf {
+        self.cfg.runtime_dir.join("files").join(app)
+    }
+
+    /// Bring an app's secret files up to date: new or changed content is
+    /// written atomically with the directory's owner (root before the first
+    /// start, the app's user after), 0600/0400; files no longer in the spec
+    /// are removed. Running instances see the change at once.
+    fn sync_secret_files(
+        &self,
+        app: &str,
+        files: &[(String, Zeroizing<Vec<u8>>)],
+    ) -> Result<(), String> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = self.secret_files_dir(app);
+        let fail = |e: std::io::Error| format!("secret files of {app}: {e}");
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(fail)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        }
+        let meta = std::fs::metadata(&dir).map_err(fail)?;
+        let owner = (meta.uid(), meta.gid());
+        let mode = if owner.0 == 0 { 0o600 } else { 0o400 };
+        for (name, content) in files {
+            let path = dir.join(name);
+            let same = std::fs::read(&path)
+                .map(|old| Zeroizing::new(old).as_slice() == content.as_slice())
+                .unwrap_or(false);
+            if !same {
+                write_private_file(&path, content, mode, owner).map_err(fail)?;
+            }
+        }
+        for entry in std::fs::read_dir(&dir).map_err(fail)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !files.iter().any(|(n, _)| *n == name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
     }
 
     /// Where the secret environment of `unit` is written.
@@ -974,16 +1034,21 @@ impl<M: UnitManager> Agent<M> {
     async fn prepare(&self, spec: &ServiceSpec) -> Result<Prepared, String> {
         let mut extra = String::new();
         let mut env = Zeroizing::new(String::new());
-        let secret_vars: Vec<_> = spec
+        // Every secret the app uses, once: env[].valueFromSecret, secrets[].
+        let mut names: Vec<&str> = spec
             .env
             .iter()
             .filter(|e| !e.value_from_secret.is_empty())
+            .map(|e| e.value_from_secret.as_str())
+            .chain(spec.secrets.iter().map(|s| s.name.as_str()))
             .collect();
-        if !secret_vars.is_empty() {
+        names.sort_unstable();
+        names.dedup();
+        let mut plain: HashMap<&str, Zeroizing<Vec<u8>>> = HashMap::new();
+        if let Some(first) = names.first() {
             let key = self.master_key.as_ref().ok_or_else(|| {
                 format!(
-                    "Failed to resolve secret '{}': node has no master key configured (--master-key-file)",
-                    secret_vars[0].value_from_secret
+                    "Failed to resolve secret '{first}': node has no master key configured (--master-key-file)"
                 )
             })?;
             let js = store::jetstream(&self.nats).map_err(|e| e.to_string())?;
@@ -996,29 +1061,41 @@ impl<M: UnitManager> Agent<M> {
                         store::SECRETS
                     )
                 })?;
-            for var in secret_vars {
-                let name = &var.value_from_secret;
+            for name in names {
                 let fail = |why: String| format!("Failed to resolve secret '{name}': {why}");
                 let entry = kv
-                    .entry(name.as_str())
+                    .entry(name)
                     .await
                     .map_err(|e| fail(e.to_string()))?
                     .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
                     .ok_or_else(|| fail(format!("not found in KV store '{}'", store::SECRETS)))?;
                 let stored: store::StoredSecret = serde_json::from_slice(&entry.value)
                     .map_err(|e| fail(format!("unreadable stored secret: {e}")))?;
-                let plain = stored
+                let value = stored
                     .open(key, name)
                     .map_err(|e| fail(format!("decryption failed (wrong master key?): {e}")))?;
-                let value = std::str::from_utf8(&plain)
-                    .map_err(|_| fail("the value is not UTF-8 text".into()))?;
-                if value.contains('\0') {
-                    return Err(fail("the value contains a NUL byte".into()));
+                // A changed secret restarts the app unless it opted out.
+                if spec.restart_on_secret_change {
+                    extra.push_str(&format!(";secret:{name}@{}", entry.revision));
                 }
-                env.push_str(&env_file_line(&var.name, value));
-                extra.push_str(&format!(";secret:{name}@{}", entry.revision));
+                plain.insert(name, Zeroizing::new(value.to_vec()));
             }
         }
+        for var in spec.env.iter().filter(|e| !e.value_from_secret.is_empty()) {
+            let name = &var.value_from_secret;
+            let fail = |why: &str| format!("Failed to resolve secret '{name}': {why}");
+            let value = std::str::from_utf8(&plain[name.as_str()])
+                .map_err(|_| fail("the value is not UTF-8 text (use `secrets:` for a file)"))?;
+            if value.contains('\0') {
+                return Err(fail("the value contains a NUL byte"));
+            }
+            env.push_str(&env_file_line(&var.name, value));
+        }
+        let secret_files = spec
+            .secrets
+            .iter()
+            .map(|s| (s.file_name(), plain[s.name.as_str()].clone()))
+            .collect();
         let mut files = Vec::new();
         for m in &spec.mounts {
             let object = &m.source.object_store;
@@ -1032,6 +1109,7 @@ impl<M: UnitManager> Agent<M> {
         }
         Ok(Prepared {
             env: (!env.is_empty()).then_some(env),
+            secret_files,
             files,
             extra,
         })
@@ -1039,25 +1117,32 @@ impl<M: UnitManager> Agent<M> {
 
     /// Write a unit's secret environment file (0600, root) before it starts.
     async fn write_env_file(&self, unit: &str) -> Result<(), String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let Some(content) = self.pending_env.lock().await.remove(unit) else {
             return Ok(());
         };
-        let path = self.env_file(unit);
-        let tmp = path.with_extension("env.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(content.as_bytes())?;
-                f.sync_all()
-            })
-            .and_then(|_| std::fs::rename(&tmp, &path));
-        written.map_err(|e| format!("cannot write the secret environment of {unit}: {e}"))
+        write_private_file(&self.env_file(unit), content.as_bytes(), 0o600, (0, 0))
+            .map_err(|e| format!("cannot write the secret environment of {unit}: {e}"))
+    }
+
+    /// For an app that keeps running when its secrets change: bring the
+    /// secret environment files of its existing units up to date, for
+    /// their next restart.
+    async fn refresh_env_files(&self, units: &[String]) {
+        let pending = self.pending_env.lock().await;
+        for unit in units {
+            let path = self.env_file(unit);
+            let Some(content) = pending.get(unit) else {
+                continue;
+            };
+            let Ok(old) = std::fs::read(&path).map(Zeroizing::new) else {
+                continue; // not started yet: written at its start
+            };
+            if old.as_slice() != content.as_bytes() {
+                if let Err(e) = write_private_file(&path, content.as_bytes(), 0o600, (0, 0)) {
+                    tracing::error!(unit = %unit, error = %e, "cannot update the secret environment");
+                }
+            }
+        }
     }
 
     fn remove_env_file(&self, unit: &str) {
@@ -1245,6 +1330,23 @@ impl<M: UnitManager> Agent<M> {
                 }
             }
         }
+        // Secret file directories of apps with no unit and no such spec.
+        if let Ok(entries) = std::fs::read_dir(self.cfg.runtime_dir.join("files")) {
+            let apps = self.apps.lock().await;
+            for e in entries.flatten() {
+                let app = e.file_name().to_string_lossy().into_owned();
+                let wanted = apps
+                    .get(&app)
+                    .and_then(|a| a.spec.as_ref())
+                    .is_some_and(|s| !s.secrets.is_empty());
+                let running = live
+                    .iter()
+                    .any(|id| spec::split_instance_id(id).is_some_and(|(a, _)| a == app));
+                if !wanted && !running {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         // Instances whose unit vanished on its own (e.g. stopped by hand).
         let gone: Vec<InstanceStatus> = {
             let published = self.published.lock().await;
@@ -1324,6 +1426,39 @@ impl<M: UnitManager> Agent<M> {
             .count();
         format!("{apps} apps, {running} replicas running")
     }
+}
+
+/// Write `content` to `path` atomically (a temp file renamed over it),
+/// created with `mode` and `owner`, synced.
+fn write_private_file(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: (u32, u32),
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    let written = (|| {
+        if owner != (0, 0) {
+            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
+        }
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// One `EnvironmentFile=` line: `NAME="value"` with the characters

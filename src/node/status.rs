@@ -101,6 +101,7 @@ fn exit_code(d: &ServiceDetails) -> Option<i32> {
 fn wrapper_error(code: Option<i32>) -> Option<&'static str> {
     match code {
         Some(120) => Some("narun-exec: bad arguments or landlock policy (exit 120)"),
+        Some(121) => Some("narun-exec: the secret files could not be handed to the app's user (exit 121)"),
         Some(122) => Some("narun-exec: Landlock cannot be enforced on this kernel; refusing to run unconfined (exit 122)"),
         Some(123) => Some("narun-exec: the app binary could not be executed (exit 123)"),
         _ => None,

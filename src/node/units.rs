@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::exec::{Groups, PathRule, Policy};
+use crate::spec::{self, ServiceSpec, SECRETS_DIR};
 use crate::systemd::{ExecCommand, Prop, TransientUnit};
 
 /// The slice every app runs in (a fleet-wide cap can be set on it).
@@ -38,6 +40,10 @@ pub enum Network {
     Host,
     /// Only a loopback interface.
     None,
+    /// The host's network namespace, restricted to loopback addresses
+    /// (`IPAddressDeny=any`, `IPAddressAllow=localhost`): Go's `nonet` with
+    /// `localPorts`, whose ports the landlock policy narrows further.
+    Loopback,
     /// An existing network namespace (`/run/netns/blue`).
     Namespace(String),
 }
@@ -84,6 +90,19 @@ pub struct Replica {
     pub files: Vec<(PathBuf, String)>,
     /// `mode: landlock`: (wrapper binary, policy file) run before the app.
     pub landlock: Option<(PathBuf, PathBuf)>,
+    /// `secrets:` files: a root-only directory handed to the app's user by
+    /// the privileged `ExecStartPre=+<helper> --own-secrets`, then bound
+    /// read-only at `/run/secrets`.
+    pub secret_files: Option<SecretFiles>,
+}
+
+/// Where an app's `secrets:` files are and who hands them over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFiles {
+    /// The directory the agent writes (root-only until the unit starts).
+    pub dir: PathBuf,
+    /// `narun-exec`.
+    pub helper: PathBuf,
 }
 
 /// `narun-app@<app>.service` for replica 0, `narun-app@<app>:<i>.service` after.
@@ -180,6 +199,26 @@ pub fn render(r: &Replica) -> TransientUnit {
             }
         }
     };
+    if let Some(sf) = &r.secret_files {
+        let helper = sf.helper.to_string_lossy().into_owned();
+        p.push((
+            "ExecStartPreEx",
+            Prop::ExecEx(vec![(
+                ExecCommand {
+                    path: helper.clone(),
+                    argv: vec![
+                        helper,
+                        "--own-secrets".into(),
+                        sf.dir.to_string_lossy().into_owned(),
+                        user_name(r),
+                    ],
+                    ignore_failure: false,
+                },
+                // `+`: as root, outside the sandbox, once the user exists.
+                vec!["privileged".into()],
+            )]),
+        ));
+    }
     p.push(("ExecStart", Prop::Exec(vec![exec])));
     p.push(("StateDirectory", Prop::Strs(vec![state_dir])));
     p.push(("WorkingDirectory", s(workdir.clone())));
@@ -194,6 +233,9 @@ pub fn render(r: &Replica) -> TransientUnit {
         format!("NARUN_INSTANCE_ROOT={workdir}"),
         format!("NATS_URL={}", r.nats_url),
     ];
+    if r.secret_files.is_some() {
+        env.push(format!("NARUN_SECRETS_DIR={SECRETS_DIR}"));
+    }
     env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
     p.push(("Environment", Prop::Strs(env)));
     if let Some(f) = &r.environment_file {
@@ -202,23 +244,28 @@ pub fn render(r: &Replica) -> TransientUnit {
             Prop::EnvFiles(vec![(f.to_string_lossy().into_owned(), false)]),
         ));
     }
-    if !r.files.is_empty() {
-        p.push((
-            "BindReadOnlyPaths",
-            Prop::Binds(
-                r.files
-                    .iter()
-                    .map(|(src, rel)| {
-                        (
-                            src.to_string_lossy().into_owned(),
-                            format!("{workdir}/{rel}"),
-                            false,
-                            0,
-                        )
-                    })
-                    .collect(),
-            ),
+    let mut binds: Vec<(String, String, bool, u64)> = r
+        .files
+        .iter()
+        .map(|(src, rel)| {
+            (
+                src.to_string_lossy().into_owned(),
+                format!("{workdir}/{rel}"),
+                false,
+                0,
+            )
+        })
+        .collect();
+    if let Some(sf) = &r.secret_files {
+        binds.push((
+            sf.dir.to_string_lossy().into_owned(),
+            SECRETS_DIR.into(),
+            false,
+            0,
         ));
+    }
+    if !binds.is_empty() {
+        p.push(("BindReadOnlyPaths", Prop::Binds(binds)));
     }
 
     // Supervision: systemd restarts, kills and logs.
@@ -299,12 +346,119 @@ pub fn render(r: &Replica) -> TransientUnit {
     match &r.network {
         Network::Host => {}
         Network::None => p.push(("PrivateNetwork", b(true))),
+        Network::Loopback => {
+            // (address family, address, prefix length)
+            let v4 = |a: [u8; 4], len| (2, a.to_vec(), len);
+            let v6 = |a: [u8; 16], len| (10, a.to_vec(), len);
+            let mut lo6 = [0u8; 16];
+            lo6[15] = 1;
+            p.push((
+                "IPAddressDeny",
+                Prop::IpAddrs(vec![v4([0; 4], 0), v6([0; 16], 0)]),
+            ));
+            p.push((
+                "IPAddressAllow",
+                Prop::IpAddrs(vec![v4([127, 0, 0, 0], 8), v6(lo6, 128)]),
+            ));
+        }
         Network::Namespace(path) => p.push(("NetworkNamespacePath", s(path.clone()))),
     }
 
     TransientUnit {
         name,
         properties: p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
+
+/// The `User=` of a replica.
+fn user_name(r: &Replica) -> String {
+    match &r.identity {
+        Identity::Dynamic => dynamic_user(&r.app),
+        Identity::Named(u) => u.clone(),
+    }
+}
+
+/// The landlock policy of an app, if it needs `narun-exec`: `mode:
+/// landlock` (filesystem rules, plus the TCP ports of `nonet.localPorts`),
+/// or any mode with `nonet.localPorts` (TCP connect limited to those ports,
+/// binds to the metrics port; best effort, since the loopback restriction
+/// is systemd's). `binary` and `files` are the host paths the app needs.
+pub fn landlock_policy(
+    spec: &ServiceSpec,
+    binary: &std::path::Path,
+    files: &[PathBuf],
+) -> Option<Policy> {
+    let ports = !spec.nonet.local_ports.is_empty();
+    let (connect_tcp, bind_tcp) = if ports {
+        let connect: Vec<u16> = spec
+            .nonet
+            .local_ports
+            .iter()
+            .filter(|p| p.protocol.is_empty() || p.protocol == "tcp")
+            .map(|p| p.port)
+            .collect();
+        let bind: Vec<u16> = (spec.metrics.port != 0)
+            .then_some(spec.metrics.port)
+            .into_iter()
+            .collect();
+        (Some(connect), Some(bind))
+    } else {
+        (None, None)
+    };
+    match spec.mode {
+        spec::Mode::Landlock => {
+            let l = &spec.landlock;
+            let mut paths: Vec<PathRule> = l
+                .paths
+                .iter()
+                .map(|p| PathRule {
+                    path: p.path.clone().into(),
+                    modes: p.modes.clone(),
+                })
+                .collect();
+            paths.push(PathRule {
+                path: binary.to_path_buf(),
+                modes: "rx".into(),
+            });
+            paths.push(PathRule {
+                path: format!("/var/lib/{}", state_directory(&spec.name)).into(),
+                modes: "rwc".into(),
+            });
+            paths.extend(files.iter().map(|src| PathRule {
+                path: src.clone(),
+                modes: "r".into(),
+            }));
+            if !spec.secrets.is_empty() {
+                paths.push(PathRule {
+                    path: SECRETS_DIR.into(),
+                    modes: "r".into(),
+                });
+            }
+            Some(Policy {
+                filesystem: true,
+                groups: Groups {
+                    shared: l.shared,
+                    stdio: l.stdio,
+                    tty: l.tty,
+                    tmp: l.tmp,
+                    vminfo: l.vminfo,
+                    dns: l.dns,
+                    certs: l.certs,
+                },
+                paths,
+                connect_tcp,
+                bind_tcp,
+                best_effort: l.best_effort,
+            })
+        }
+        spec::Mode::Exec if ports => Some(Policy {
+            filesystem: false,
+            connect_tcp,
+            bind_tcp,
+            best_effort: true,
+            ..Policy::default()
+        }),
+        spec::Mode::Exec => None,
     }
 }
 
@@ -364,6 +518,7 @@ mod tests {
             environment_file: None,
             files: vec![],
             landlock: None,
+            secret_files: None,
         }
     }
 
@@ -544,6 +699,140 @@ mod tests {
                 "--port",
                 "1"
             ]
+        );
+    }
+
+    #[test]
+    fn secret_files_are_handed_over_by_a_privileged_pre_command() {
+        let mut r = replica();
+        r.secret_files = Some(SecretFiles {
+            dir: "/run/narun/files/hello".into(),
+            helper: "/usr/libexec/narun/narun-exec".into(),
+        });
+        let u = render(&r);
+        let Some(Prop::ExecEx(pre)) = u.get("ExecStartPreEx") else {
+            panic!("no ExecStartPreEx")
+        };
+        assert_eq!(
+            pre[0].0.argv,
+            [
+                "/usr/libexec/narun/narun-exec",
+                "--own-secrets",
+                "/run/narun/files/hello",
+                "narun-hello"
+            ]
+        );
+        assert_eq!(pre[0].1, ["privileged"]);
+        assert_eq!(
+            u.get("BindReadOnlyPaths"),
+            Some(&Prop::Binds(vec![(
+                "/run/narun/files/hello".into(),
+                "/run/secrets".into(),
+                false,
+                0
+            )]))
+        );
+        let Some(Prop::Strs(env)) = u.get("Environment") else {
+            panic!()
+        };
+        assert!(env.contains(&"NARUN_SECRETS_DIR=/run/secrets".to_owned()));
+        r.identity = Identity::Named("www-data".into());
+        let Some(Prop::ExecEx(pre)) = render(&r).get("ExecStartPreEx").cloned() else {
+            panic!()
+        };
+        assert_eq!(pre[0].0.argv[3], "www-data");
+        assert_eq!(render(&replica()).get("ExecStartPreEx"), None);
+    }
+
+    #[test]
+    fn loopback_network_is_two_ip_address_lists() {
+        let mut r = replica();
+        r.network = Network::Loopback;
+        let u = render(&r);
+        assert_eq!(u.get("PrivateNetwork"), None, "the host's loopback");
+        let mut lo6 = vec![0u8; 16];
+        lo6[15] = 1;
+        assert_eq!(
+            u.get("IPAddressDeny"),
+            Some(&Prop::IpAddrs(vec![
+                (2, vec![0; 4], 0),
+                (10, vec![0; 16], 0)
+            ]))
+        );
+        assert_eq!(
+            u.get("IPAddressAllow"),
+            Some(&Prop::IpAddrs(vec![
+                (2, vec![127, 0, 0, 0], 8),
+                (10, lo6, 128)
+            ]))
+        );
+    }
+
+    #[test]
+    fn landlock_policy_per_spec() {
+        let spec = |yaml: &str| {
+            crate::spec::parse(&format!(
+                "name: hello\ntag: v1\nnodes: [{{name: n1, replicas: 1}}]\n{yaml}"
+            ))
+            .unwrap()
+        };
+        let bin = std::path::Path::new("/var/lib/narun/binaries/x/hello");
+        // exec mode, no ports: no wrapper at all.
+        assert_eq!(landlock_policy(&spec(""), bin, &[]), None);
+
+        // landlock mode: groups, paths, the binary, the work dir, files,
+        // /run/secrets; mandatory unless bestEffort.
+        let p = landlock_policy(
+            &spec("mode: landlock\nlandlock: {dns: true, paths: [{path: /etc/issue, modes: r}]}\nsecrets: [{name: tok}]\n"),
+            bin,
+            &["/var/lib/narun/files/ab".into()],
+        )
+        .unwrap();
+        assert!(p.filesystem && p.groups.dns && !p.groups.tmp && !p.best_effort);
+        let rules: Vec<(String, &str)> = p
+            .paths
+            .iter()
+            .map(|r| (r.path.display().to_string(), r.modes.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("/etc/issue".to_owned(), "r"),
+                (bin.display().to_string(), "rx"),
+                ("/var/lib/narun-app/hello".to_owned(), "rwc"),
+                ("/var/lib/narun/files/ab".to_owned(), "r"),
+                ("/run/secrets".to_owned(), "r"),
+            ]
+        );
+        assert_eq!((p.connect_tcp, p.bind_tcp), (None, None));
+        let p = landlock_policy(
+            &spec("mode: landlock\nlandlock: {bestEffort: true}\n"),
+            bin,
+            &[],
+        );
+        assert!(p.unwrap().best_effort);
+
+        // nonet ports: TCP connect to those ports only (UDP is not
+        // Landlock's), binds only to the metrics port.
+        let ports = "nonet: {localPorts: [{port: 4222}, {port: 5053, protocol: udp}]}\n";
+        let p = landlock_policy(
+            &spec(&format!("{ports}metrics: {{port: 9464}}\n")),
+            bin,
+            &[],
+        )
+        .unwrap();
+        assert!(!p.filesystem, "exec mode: the network only");
+        assert!(
+            p.best_effort,
+            "older kernels keep the loopback restriction only"
+        );
+        assert_eq!(p.connect_tcp, Some(vec![4222]));
+        assert_eq!(p.bind_tcp, Some(vec![9464]));
+        let p = landlock_policy(&spec(&format!("mode: landlock\n{ports}")), bin, &[]).unwrap();
+        assert!(p.filesystem && !p.best_effort);
+        assert_eq!(
+            (p.connect_tcp, p.bind_tcp),
+            (Some(vec![4222]), Some(vec![]))
         );
     }
 

@@ -25,7 +25,8 @@
 //!   a tag restarts (R5).
 //!
 //! New keys: `description`, `labels`, `nodeSelector`, `restart`,
-//! `stopTimeout`, `tasksMax`, `network`.
+//! `stopTimeout`, `tasksMax`, `network`, `secrets`,
+//! `restartOnSecretChange`, `landlock.bestEffort`.
 
 mod de;
 mod hash;
@@ -321,6 +322,37 @@ pub struct Mount {
     pub source: MountSource,
 }
 
+/// A secret delivered as a file (new): `/run/secrets/<path>` in the app's
+/// namespace, owned by the app's user, mode 0400.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecretFile {
+    /// The secret's name in KV `narun-secrets`. Required.
+    #[serde(deserialize_with = "de::string")]
+    pub name: String,
+    /// File name under `/run/secrets` (one path component); default `name`
+    /// (with `/` replaced by `_`).
+    #[serde(
+        deserialize_with = "de::string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub path: String,
+}
+
+impl SecretFile {
+    /// The file name under `/run/secrets`.
+    pub fn file_name(&self) -> String {
+        if self.path.is_empty() {
+            self.name.replace('/', "_")
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
+/// Where `secrets:` files appear inside the app's namespace.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
 /// One extra Landlock rule (Go `landlock.paths[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -366,6 +398,11 @@ pub struct Landlock {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub paths: Vec<LandlockPath>,
+    /// New: on a kernel without Landlock, run unconfined with a warning
+    /// instead of failing (for mixed fleets). Default false: the instance
+    /// fails (narun-exec exit code 122).
+    #[serde(rename = "bestEffort", skip_serializing_if = "is_false")]
+    pub best_effort: bool,
 }
 
 impl Landlock {
@@ -525,6 +562,18 @@ pub struct ServiceSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub mounts: Vec<Mount>,
+    /// Secrets delivered as files under `/run/secrets` (new). Default none.
+    #[serde(
+        deserialize_with = "de::or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub secrets: Vec<SecretFile>,
+    /// Restart the app's instances when one of its secrets (`env[].
+    /// valueFromSecret` or `secrets`) changes (new). Default true. When
+    /// false, files under `/run/secrets` are updated in place and secret
+    /// environment variables take effect at the next restart.
+    #[serde(skip_serializing_if = "is_true")]
+    pub restart_on_secret_change: bool,
     /// Landlock rules; used only with `mode: landlock`.
     #[serde(
         deserialize_with = "de::or_default",
@@ -620,6 +669,8 @@ impl Default for ServiceSpec {
             args: Vec::new(),
             env: Vec::new(),
             mounts: Vec::new(),
+            secrets: Vec::new(),
+            restart_on_secret_change: true,
             landlock: Landlock::default(),
             user: String::new(),
             memory_mb: 0,
@@ -729,6 +780,9 @@ pub fn split_instance_id(id: &str) -> Option<(&str, u32)> {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 fn is_zero_u16(n: &u16) -> bool {
     *n == 0

@@ -436,8 +436,17 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
         "env[]" => &["name", "value", "valueFromSecret"],
         "mounts[]" => &["path", "source"],
         "mounts[].source" => &["objectStore"],
+        "secrets[]" => &["name", "path"],
         "landlock" => &[
-            "shared", "stdio", "tty", "tmp", "vminfo", "dns", "certs", "paths",
+            "shared",
+            "stdio",
+            "tty",
+            "tmp",
+            "vminfo",
+            "dns",
+            "certs",
+            "paths",
+            "bestEffort",
         ],
         "landlock.paths[]" => &["path", "modes"],
         "nonet" => &["localPorts"],
@@ -456,7 +465,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
 }
 
 /// Every top-level key.
-pub(crate) const ROOT_KEYS: [&str; 25] = [
+pub(crate) const ROOT_KEYS: [&str; 27] = [
     "name",
     "description",
     "labels",
@@ -467,6 +476,8 @@ pub(crate) const ROOT_KEYS: [&str; 25] = [
     "args",
     "env",
     "mounts",
+    "secrets",
+    "restartOnSecretChange",
     "landlock",
     "user",
     "memoryMB",

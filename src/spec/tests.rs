@@ -516,6 +516,60 @@ fn new_fields_and_defaults() {
 }
 
 #[test]
+fn secret_files_and_their_rules() {
+    let s = parse(&format!(
+        "{BASE}secrets:\n  - name: db/password\n  - name: api\n    path: token.txt\nrestartOnSecretChange: false\nmode: landlock\nlandlock: {{bestEffort: true}}\n"
+    ))
+    .unwrap();
+    assert_eq!(s.secrets.len(), 2);
+    assert_eq!(s.secrets[0].file_name(), "db_password");
+    assert_eq!(s.secrets[1].file_name(), "token.txt");
+    assert!(!s.restart_on_secret_change);
+    assert!(s.landlock.best_effort);
+    assert!(
+        parse(BASE).unwrap().restart_on_secret_change,
+        "default true"
+    );
+
+    let cases: &[(&str, &str, &str)] = &[
+        ("secrets: [{path: x}]", "secrets[0].name", "required"),
+        (
+            "secrets: [{name: 'a b'}]",
+            "secrets[0].name",
+            "not a valid secret name",
+        ),
+        (
+            "secrets: [{name: a, path: ../x}]",
+            "secrets[0].path",
+            "plain file name",
+        ),
+        (
+            "secrets: [{name: a, path: .hidden}]",
+            "secrets[0].path",
+            "plain file name",
+        ),
+        (
+            "secrets: [{name: a}, {name: b, path: a}]",
+            "secrets[1].path",
+            "already used by secrets[0]",
+        ),
+        (
+            "secrets: [{name: a, file: x}]",
+            "secrets[0].file",
+            "unknown key",
+        ),
+    ];
+    for (extra, path, msg) in cases {
+        let e = errors(&format!("{BASE}{extra}\n"));
+        assert!(
+            e.iter().any(|i| i.path == *path && i.message.contains(msg)),
+            "{extra}: {e:?}"
+        );
+        assert!(e.iter().all(|i| i.line.is_some()), "{extra}: {e:?}");
+    }
+}
+
+#[test]
 fn warnings_for_ignored_settings() {
     let w = warnings(&format!(
         "{BASE}command: hello\ncgroupParent: system.slice\nlandlock: {{tmp: true}}\nmetrics: {{path: /m}}\n"
@@ -569,12 +623,17 @@ fn node_hash_covers_what_instances_run_and_nothing_else() {
         let s = parse(yaml).unwrap();
         assert_eq!(h(&s, "amd64", d1), h0, "{yaml}");
     };
+    let mut differs_later: Vec<&str> = Vec::new();
     // Scaling n2 (or n1), selectors, metadata, ignored Go keys: no restart (R4).
     same("name: a\ntag: v1\nnodes: [{name: n1, replicas: 1}, {name: n2, replicas: 5}]\nenv: [{name: A, value: b}]\n");
     same("name: a\ntag: v1\nnodes: [{name: n1, replicas: 4}]\nenv: [{name: A, value: b}]\n");
     same("name: a\ntag: v1\nnodeSelector: {arch: amd64}\ndescription: x\nlabels: {a: b}\nenv: [{name: A, value: b}]\ncgroupParent: x\ncommand: y\n");
     // Defaults written out change nothing either.
     same("name: a\ntag: v1\nmode: exec\nstopTimeout: 10s\nrestart: {policy: on-failure, delay: 2s}\nenv: [{name: A, value: b}]\n");
+    same("name: a\ntag: v1\nrestartOnSecretChange: true\nenv: [{name: A, value: b}]\n");
+    differs_later
+        .push("name: a\ntag: v1\nrestartOnSecretChange: false\nenv: [{name: A, value: b}]\n");
+    differs_later.push("name: a\ntag: v1\nsecrets: [{name: db}]\nenv: [{name: A, value: b}]\n");
 
     let differs = |yaml: &str| {
         let s = parse(yaml).unwrap();
@@ -585,6 +644,9 @@ fn node_hash_covers_what_instances_run_and_nothing_else() {
     differs("name: a\ntag: v1\nenv: [{name: A, value: b}]\nargs: [-v]\n");
     differs("name: a\ntag: v1\nenv: [{name: A, value: b}]\nmemoryMaxMB: 64\n");
     differs("name: a\ntag: v1\nenv: [{name: A, value: b}]\nstopTimeout: 11s\n");
+    for yaml in differs_later {
+        differs(yaml);
+    }
     // A new upload of the same tag restarts (R5); so does another arch.
     assert_ne!(h(&base, "amd64", "SHA-256=BBBB"), h0);
     assert_ne!(h(&base, "arm64", d1), h0);
@@ -640,6 +702,12 @@ fn known_keys_match_the_types() {
     full.landlock.tty = true;
     full.landlock.vminfo = true;
     full.landlock.certs = true;
+    full.landlock.best_effort = true;
+    full.secrets = vec![SecretFile {
+        name: "s".into(),
+        path: "p".into(),
+    }];
+    full.restart_on_secret_change = false;
     let v = serde_norway::to_value(&full).unwrap();
     fn walk(v: &serde_norway::Value, parent: &str) {
         match v {

@@ -10,6 +10,7 @@ use super::parse::Severity;
 use super::{
     valid_app_name, valid_file_name, valid_label_key, valid_node_id, valid_secret_name, valid_tag,
     Mode, Network, RestartPolicy, ServiceSpec, KNOWN_ARCHES, MAX_APP_NAME_LEN, MAX_REPLICAS,
+    SECRETS_DIR,
 };
 
 type Found = Vec<(Severity, String, String)>;
@@ -201,6 +202,45 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
                 out,
                 format!("{p}.source.objectStore"),
                 format!("{:?} is not a valid file name", m.source.object_store),
+            );
+        }
+    }
+    let mut secret_seen: HashMap<String, usize> = HashMap::new();
+    for (i, sf) in spec.secrets.iter().enumerate() {
+        let p = format!("secrets[{i}]");
+        if sf.name.is_empty() {
+            err(
+                out,
+                format!("{p}.name"),
+                "required: the name of a secret set with `narun secret set`",
+            );
+            continue;
+        }
+        if !valid_secret_name(&sf.name) {
+            err(
+                out,
+                format!("{p}.name"),
+                format!(
+                    "{:?} is not a valid secret name: letters, digits, '-', '/', '_', '=', '.'",
+                    sf.name
+                ),
+            );
+            continue;
+        }
+        let file = sf.file_name();
+        if !valid_file_name(&file) || file.starts_with('.') {
+            err(
+                out,
+                format!("{p}.path"),
+                format!(
+                    "{file:?} must be a plain file name under {SECRETS_DIR} (no '/', not starting with '.')"
+                ),
+            );
+        } else if let Some(first) = secret_seen.insert(file.clone(), i) {
+            err(
+                out,
+                format!("{p}.path"),
+                format!("{SECRETS_DIR}/{file} is already used by secrets[{first}]"),
             );
         }
     }
