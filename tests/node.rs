@@ -504,7 +504,7 @@ const PROBE: &str = r#"#!/bin/sh
   if cat /etc/shadow >/dev/null 2>&1; then echo "shadow-readable"; else echo "shadow-denied"; fi
   if [ -n "$NARUN_SECRETS_DIR" ]; then
     echo "secretfile=$(cat "$NARUN_SECRETS_DIR/token")"
-    echo "secretfile-owner=$(stat -c %u "$NARUN_SECRETS_DIR/token") me=$(id -u) mode=$(stat -c %a "$NARUN_SECRETS_DIR/token")"
+    echo "secretfile-owner=$(stat -c %u:%g "$NARUN_SECRETS_DIR/token") me=0:$(id -g) mode=$(stat -c %a "$NARUN_SECRETS_DIR/token")"
     if (echo x >> "$NARUN_SECRETS_DIR/token") 2>/dev/null; then echo "secretfile-writable"; else echo "secretfile-readonly"; fi
   fi
 } > seen.tmp
@@ -601,12 +601,12 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
         .lines()
         .find_map(|l| l.strip_prefix("secretfile-owner="))
         .unwrap_or_else(|| panic!("{s}"));
-    let (uid, rest) = owner.split_once(" me=").unwrap();
+    let (file, rest) = owner.split_once(" me=").unwrap();
     assert!(
-        rest.starts_with(&format!("{uid} ")),
-        "owned by the app's user: {owner}"
+        rest.starts_with(&format!("{file} ")),
+        "root's, in the app's group: {owner}"
     );
-    assert!(owner.ends_with("mode=400"), "{owner}");
+    assert!(owner.ends_with("mode=440"), "{owner}");
     assert!(s.contains("secretfile-readonly"), "{s}");
 
     // The leak scan: nowhere but the app's own environment.
@@ -664,7 +664,7 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     let files_dir = data.0.join("run/files").join(app);
     assert_eq!(
         std::fs::metadata(&files_dir).unwrap().permissions().mode() & 0o777,
-        0o500,
+        0o750,
         "the app's secret files dir"
     );
     assert_eq!(

@@ -22,7 +22,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         env: vec![("GREETING".into(), "hi".into())],
         nats_url: "nats://127.0.0.1:1".into(),
         identity: Identity::Dynamic,
-        memory_high_mb: None,
+        memory_low_mb: None,
         memory_max_mb: Some(64),
         cpu_cores: Some(0.5),
         tasks_max: Some(16),

@@ -294,8 +294,10 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool, force: bool) -> CliResult {
         .await?
         .into_iter()
         .filter(|(_, e)| {
-            e.valid()
-                .is_some_and(|s| s.env.iter().any(|v| v.value_from_secret == name))
+            e.valid().is_some_and(|s| {
+                s.env.iter().any(|v| v.value_from_secret == name)
+                    || s.secrets.iter().any(|f| f.name == name)
+            })
         })
         .map(|(app, _)| app)
         .collect();

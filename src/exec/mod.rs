@@ -319,7 +319,7 @@ pub fn main(args: Vec<String>) -> i32 {
             return fail(EXIT_SETUP, "usage: narun-exec --own-secrets DIR USER");
         };
         return match secrets::resolve_user(user)
-            .and_then(|(uid, gid)| secrets::own(Path::new(dir), uid, gid))
+            .and_then(|(_, gid)| secrets::own(Path::new(dir), gid))
         {
             Ok(_) => 0,
             Err(e) => fail(EXIT_SECRETS, &format!("secret files: {e}")),

@@ -1,11 +1,16 @@
-//! `narun-exec --own-secrets DIR USER`: hands an app's `secrets:` files to
-//! the app's user. systemd runs it as the privileged `ExecStartPre=+` of
-//! the app's unit, after it has allocated the app's (possibly dynamic) user
-//! and before the app starts; the app then sees DIR read-only at
-//! `/run/secrets` (a bind mount). The agent writes DIR root-only (0700,
-//! files 0600) because the dynamic uid is only known once the unit starts.
+//! `narun-exec --own-secrets DIR USER`: lets an app read its `secrets:`
+//! files. systemd runs it as the privileged `ExecStartPre=+` of the app's
+//! unit, after it has allocated the app's (possibly dynamic) user and
+//! before the app starts; the app then sees DIR read-only at
+//! `/run/secrets` (a bind mount).
 //!
-//! Nothing here reads the secrets: it changes owners and modes, never
+//! DIR stays root's: it becomes `root:<app group>` mode 2750 and its files
+//! `root:<app group>` 0440. The setgid bit makes files the agent writes
+//! later (a changed secret) inherit the app's group, so the agent, which
+//! runs without capabilities, never needs to chown; the app can read but
+//! not change or remove them; nobody else can enter DIR.
+//!
+//! Nothing here reads the secrets: it changes groups and modes, never
 //! following a symlink.
 
 use std::fs::File;
@@ -44,10 +49,10 @@ fn open_nofollow(path: &Path, dir: bool) -> Result<File, String> {
     o.open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Give DIR and every regular file in it to `uid:gid`: files 0400, the
-/// directory 0500. Anything else in DIR (a symlink, a subdirectory) is an
-/// error: the agent only ever writes plain files there.
-pub fn own(dir: &Path, uid: u32, gid: u32) -> Result<usize, String> {
+/// Give DIR and every regular file in it to group `gid`: files 0440, the
+/// directory 2750 (owner unchanged). Anything else in DIR (a symlink, a
+/// subdirectory) is an error: the agent only ever writes plain files there.
+pub fn own(dir: &Path, gid: u32) -> Result<usize, String> {
     let d = open_nofollow(dir, true)?;
     let mut n = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -61,13 +66,13 @@ pub fn own(dir: &Path, uid: u32, gid: u32) -> Result<usize, String> {
             return Err(format!("{}: not a regular file", path.display()));
         }
         let f = open_nofollow(&path, false)?;
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-            .and_then(|_| f.set_permissions(std::fs::Permissions::from_mode(0o400)))
+        std::os::unix::fs::fchown(&f, None, Some(gid))
+            .and_then(|_| f.set_permissions(std::fs::Permissions::from_mode(0o440)))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         n += 1;
     }
-    std::os::unix::fs::fchown(&d, Some(uid), Some(gid))
-        .and_then(|_| d.set_permissions(std::fs::Permissions::from_mode(0o500)))
+    std::os::unix::fs::fchown(&d, None, Some(gid))
+        .and_then(|_| d.set_permissions(std::fs::Permissions::from_mode(0o2750)))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(n)
 }
@@ -94,15 +99,20 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("token"), "x").unwrap();
         let me = std::fs::metadata(&dir).unwrap();
-        assert_eq!(own(&dir, me.uid(), me.gid()).unwrap(), 1);
+        assert_eq!(own(&dir, me.gid()).unwrap(), 1);
         let f = std::fs::metadata(dir.join("token")).unwrap();
-        assert_eq!(f.mode() & 0o777, 0o400);
-        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o500);
+        assert_eq!(f.mode() & 0o7777, 0o440);
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o2750);
+        // A file written later inherits the directory's group.
+        std::fs::write(dir.join("later"), "y").unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.join("later")).unwrap().gid(),
+            me.gid()
+        );
 
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink("/etc/shadow", dir.join("evil")).unwrap();
-        let e = own(&dir, me.uid(), me.gid()).unwrap_err();
+        let e = own(&dir, me.gid()).unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
-        assert!(own(&t.path().join("missing"), 0, 0).is_err());
+        assert!(own(&t.path().join("missing"), 0).is_err());
     }
 }

@@ -910,7 +910,7 @@ impl<M: UnitManager> Agent<M> {
                     env: env.clone(),
                     nats_url: self.cfg.app_nats_url.clone(),
                     identity: identity.clone(),
-                    memory_high_mb: nonzero(spec.memory_mb),
+                    memory_low_mb: nonzero(spec.memory_mb),
                     memory_max_mb: nonzero(spec.memory_max_mb),
                     cpu_cores: (spec.cpu_cores > 0.0).then_some(spec.cpu_cores),
                     tasks_max: spec.tasks_max.map(u64::from),
@@ -986,31 +986,29 @@ impl<M: UnitManager> Agent<M> {
     }
 
     /// Bring an app's secret files up to date: new or changed content is
-    /// written atomically with the directory's owner (root before the first
-    /// start, the app's user after), 0600/0400; files no longer in the spec
-    /// are removed. Running instances see the change at once.
+    /// written atomically (0440; in the setgid directory `narun-exec
+    /// --own-secrets` prepared, a new file takes the app's group, so no
+    /// capability is needed); files no longer in the spec are removed.
+    /// Running instances see the change at once.
     fn sync_secret_files(
         &self,
         app: &str,
         files: &[(String, Zeroizing<Vec<u8>>)],
     ) -> Result<(), String> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let dir = self.secret_files_dir(app);
         let fail = |e: std::io::Error| format!("secret files of {app}: {e}");
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(fail)?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
         }
-        let meta = std::fs::metadata(&dir).map_err(fail)?;
-        let owner = (meta.uid(), meta.gid());
-        let mode = if owner.0 == 0 { 0o600 } else { 0o400 };
         for (name, content) in files {
             let path = dir.join(name);
             let same = std::fs::read(&path)
                 .map(|old| Zeroizing::new(old).as_slice() == content.as_slice())
                 .unwrap_or(false);
             if !same {
-                write_private_file(&path, content, mode, owner).map_err(fail)?;
+                write_private_file(&path, content, 0o440).map_err(fail)?;
             }
         }
         for entry in std::fs::read_dir(&dir).map_err(fail)?.flatten() {
@@ -1120,7 +1118,7 @@ impl<M: UnitManager> Agent<M> {
         let Some(content) = self.pending_env.lock().await.remove(unit) else {
             return Ok(());
         };
-        write_private_file(&self.env_file(unit), content.as_bytes(), 0o600, (0, 0))
+        write_private_file(&self.env_file(unit), content.as_bytes(), 0o600)
             .map_err(|e| format!("cannot write the secret environment of {unit}: {e}"))
     }
 
@@ -1138,7 +1136,7 @@ impl<M: UnitManager> Agent<M> {
                 continue; // not started yet: written at its start
             };
             if old.as_slice() != content.as_bytes() {
-                if let Err(e) = write_private_file(&path, content.as_bytes(), 0o600, (0, 0)) {
+                if let Err(e) = write_private_file(&path, content.as_bytes(), 0o600) {
                     tracing::error!(unit = %unit, error = %e, "cannot update the secret environment");
                 }
             }
@@ -1429,13 +1427,8 @@ impl<M: UnitManager> Agent<M> {
 }
 
 /// Write `content` to `path` atomically (a temp file renamed over it),
-/// created with `mode` and `owner`, synced.
-fn write_private_file(
-    path: &Path,
-    content: &[u8],
-    mode: u32,
-    owner: (u32, u32),
-) -> std::io::Result<()> {
+/// created with `mode`, synced.
+fn write_private_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
@@ -1448,9 +1441,6 @@ fn write_private_file(
         .mode(mode)
         .open(&tmp)?;
     let written = (|| {
-        if owner != (0, 0) {
-            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
-        }
         f.write_all(content)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -73,7 +73,7 @@ pub struct Replica {
     pub env: Vec<(String, String)>,
     pub nats_url: String,
     pub identity: Identity,
-    pub memory_high_mb: Option<u64>,
+    pub memory_low_mb: Option<u64>,
     pub memory_max_mb: Option<u64>,
     pub cpu_cores: Option<f64>,
     pub tasks_max: Option<u64>,
@@ -292,8 +292,8 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("CPUAccounting", b(true)));
     p.push(("TasksAccounting", b(true)));
     let mb = |m: u64| Prop::U64(m.saturating_mul(1024 * 1024));
-    if let Some(m) = r.memory_high_mb {
-        p.push(("MemoryHigh", mb(m)));
+    if let Some(m) = r.memory_low_mb {
+        p.push(("MemoryLow", mb(m)));
     }
     if let Some(m) = r.memory_max_mb {
         p.push(("MemoryMax", mb(m)));
@@ -507,7 +507,7 @@ mod tests {
             env: vec![("GREETING".into(), "hi".into())],
             nats_url: "nats://127.0.0.1:4222".into(),
             identity: Identity::Dynamic,
-            memory_high_mb: Some(64),
+            memory_low_mb: Some(64),
             memory_max_mb: Some(128),
             cpu_cores: Some(0.5),
             tasks_max: Some(32),
@@ -563,7 +563,7 @@ mod tests {
             ("TimeoutStopUSec", Prop::U64(10_000_000)),
             ("StandardOutput", s("journal")),
             ("SyslogIdentifier", s("hello")),
-            ("MemoryHigh", Prop::U64(64 << 20)),
+            ("MemoryLow", Prop::U64(64 << 20)),
             ("MemoryMax", Prop::U64(128 << 20)),
             ("CPUQuotaPerSecUSec", Prop::U64(500_000)),
             ("TasksMax", Prop::U64(32)),
@@ -622,12 +622,12 @@ mod tests {
     #[test]
     fn limits_are_omitted_when_unset_and_never_use_cgroup_v1_names() {
         let mut r = replica();
-        r.memory_high_mb = None;
+        r.memory_low_mb = None;
         r.memory_max_mb = None;
         r.cpu_cores = None;
         r.tasks_max = None;
         let u = render(&r);
-        for k in ["MemoryHigh", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax"] {
+        for k in ["MemoryLow", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax"] {
             assert_eq!(u.get(k), None, "{k}");
         }
         for (k, _) in &render(&replica()).properties {

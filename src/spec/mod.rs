@@ -744,8 +744,10 @@ impl ServiceSpec {
     ///
     /// Stable across narun versions: defaults are not serialized, so a new
     /// optional field does not change existing hashes. Secret values and
-    /// mounted file contents are not covered: changing them restarts
-    /// nothing (as in Go).
+    /// mounted file contents are not covered here; the node agent appends
+    /// their KV revisions and digests to `binary_digest`, so a changed
+    /// secret (unless `restartOnSecretChange: false`) or file restarts the
+    /// apps that use it.
     pub fn node_hash(
         &self,
         node_id: &str,

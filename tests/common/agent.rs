@@ -40,7 +40,19 @@ impl Agent {
         let journalctl = format!("nsenter -t {} -m -p journalctl", sd.pid);
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(narun_binary())
+        // Like the packaged unit (CapabilityBoundingSet= empty), the agent
+        // must never depend on root's file capabilities: it runs without
+        // chown, DAC override and fowner (the rest stay: the tests reach
+        // the private systemd's journal through nsenter).
+        let child = Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                "-chown,-dac_override,-dac_read_search,-fowner,-fsetid",
+                "--inh-caps",
+                "-all",
+                "--",
+            ])
+            .arg(narun_binary())
             .args(["node", "--nats-url", &nats.url(), "--node-id", node])
             .arg("--data-dir")
             .arg(data)
