@@ -758,6 +758,27 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     .await;
     cleanup_state(keep);
 
+    // `narun files add` of new content restarts the apps that mount it.
+    let pid = sd.show(unit, "MainPID");
+    files
+        .put(
+            "app-conf",
+            &mut std::io::Cursor::new(b"listen=9090".to_vec()),
+        )
+        .await
+        .unwrap();
+    st.until("restarted after the file changed", |s| {
+        s.instance_id == "nt-secret-0"
+            && s.status == InstanceState::Running
+            && s.pid.to_string() != pid
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the new file is seen", || async {
+        let s = seen(app);
+        s.contains("file=listen=9090") && s.contains("file-readonly")
+    })
+    .await;
+
     // A secret that does not exist: failed with the reason, nothing started.
     let mut st2 = Statuses::new(&client, missing, "n1").await;
     upload(&client, missing, "v1", &probe).await;
