@@ -3,8 +3,9 @@
 #   bash packaging/install-test.sh [DEB]      (or: make install-test; root only)
 # DEB defaults to target/packages/narun_<version>_amd64.deb (make packages).
 #
-#  1. A clean bookworm root: debootstrap --variant=minbase with systemd-sysv
-#     and dbus (a bare machine with its init), cached in
+#  1. A clean bookworm root: debootstrap --variant=minbase with systemd-sysv,
+#     dbus and libnss-systemd (a bare machine with its init; the root has no
+#     DNS, so apt inside it can only install what is there), cached in
 #     ~/.cache/narun/install-test/base and copied for each run.
 #  2. Its systemd boots as PID 1 of private PID, mount and network namespaces
 #     (packaging/boot-root.sh; as tests/support/private-systemd.sh, but in
@@ -51,12 +52,14 @@ ok() { echo "  ok: $*"; }
 fail() { echo "  FAIL: $*" >&2; fails=$((fails + 1)); }
 
 # 1. The clean root.
-if [ ! -x "$cache/base/lib/systemd/systemd" ]; then
-  step "debootstrap bookworm (minbase + systemd-sysv, dbus) into $cache/base (cached for later runs)"
+base_pkgs=systemd-sysv,dbus,libnss-systemd
+if [ ! -x "$cache/base/lib/systemd/systemd" ] || [ "$(cat "$cache/base.pkgs" 2>/dev/null)" != "$base_pkgs" ]; then
+  step "debootstrap bookworm (minbase + $base_pkgs) into $cache/base (cached for later runs)"
   rm -rf "$cache/base.new" && mkdir -p "$cache"
-  debootstrap --variant=minbase --include=systemd-sysv,dbus bookworm "$cache/base.new" "$mirror" >"$cache/debootstrap.log" 2>&1 \
+  debootstrap --variant=minbase --include="$base_pkgs" bookworm "$cache/base.new" "$mirror" >"$cache/debootstrap.log" 2>&1 \
     || { tail -n 20 "$cache/debootstrap.log" >&2; die "debootstrap failed (log: $cache/debootstrap.log)"; }
   rm -rf "$cache/base" && mv "$cache/base.new" "$cache/base"
+  echo "$base_pkgs" > "$cache/base.pkgs"
 fi
 root=$(mktemp -d /var/tmp/narun-install-test.XXXXXX)
 chmod 0755 "$root"

@@ -3,9 +3,12 @@
 //! and the hello demo app deployed and routed. Ctrl-C stops everything it
 //! started and removes what it created.
 //!
-//! systemd: the running system manager when it is PID 1; otherwise (a
-//! container, CI, these machines) a private systemd booted as PID 1 of a
-//! private PID + mount namespace, whose D-Bus bus the agent talks to.
+//! systemd: as root, the running system manager when it is PID 1;
+//! otherwise (a container, CI, these machines) a private systemd booted as
+//! PID 1 of a private PID + mount namespace, whose D-Bus bus the agent talks
+//! to. Without root, the user's own service manager (`systemctl --user`):
+//! apps run as that user, sandboxed in a user namespace, without per-app
+//! users or cgroup limits the user manager cannot apply.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +58,7 @@ struct Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        let booted = self.systemd_pid.is_some();
         if let Some(pid) = self.systemd_pid.take() {
             // SIGKILL of PID 1 ends every process of its namespace: apps included.
             let _ = Command::new("kill")
@@ -74,7 +78,9 @@ impl Drop for Stack {
             let _ = c.kill();
             let _ = c.wait();
         }
-        cleanup_private_cgroups();
+        if booted {
+            cleanup_private_cgroups();
+        }
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
@@ -256,17 +262,26 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
             .map(|m| m.uid() == 0)
             .unwrap_or(false)
     };
-    if !root {
-        return Err(setup(
-            "narun dev runs apps as system units and, where systemd is not PID 1, boots a \
-             private systemd: run it as root (sudo narun dev)",
-        ));
-    }
-    let work = PathBuf::from(format!("/var/lib/narun-dev-{}", std::process::id()));
+    let user_mode = !root;
+    let work = if user_mode {
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| {
+                setup(
+                    "narun dev without root runs the apps in your systemd user manager, which \
+                     needs a login session (XDG_RUNTIME_DIR); or run it as root (sudo narun dev)",
+                )
+            })?;
+        runtime.join(format!("narun-dev-{}", std::process::id()))
+    } else {
+        PathBuf::from(format!("/var/lib/narun-dev-{}", std::process::id()))
+    };
     std::fs::create_dir_all(&work).map_err(|e| setup(format!("{}: {e}", work.display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755));
+        let mode = if user_mode { 0o700 } else { 0o755 };
+        let _ = std::fs::set_permissions(&work, std::fs::Permissions::from_mode(mode));
     }
     let mut stack = Stack {
         nats: None,
@@ -281,7 +296,21 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
     };
     println!("narun dev: NATS at {nats_url}");
 
-    let (systemd, journalctl, runtime_dir) = if pid1_is_systemd() {
+    let (systemd, journalctl, runtime_dir) = if user_mode {
+        let sd = crate::systemd::Systemd::connect_user().await.map_err(|e| {
+            setup(format!(
+                "{e}\n(narun dev without root runs the apps in your user manager; as root it uses the system's)"
+            ))
+        })?;
+        println!(
+            "narun dev: not root: apps run in your systemd user manager (systemctl --user), as you"
+        );
+        (
+            sd,
+            vec!["journalctl".to_owned(), "--user".to_owned()],
+            work.join("run"),
+        )
+    } else if pid1_is_systemd() {
         let sd = crate::systemd::Systemd::connect()
             .await
             .map_err(|e| setup(e.to_string()))?;
@@ -329,8 +358,10 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         exec_wrapper: crate::node::agent::default_exec_wrapper(),
         admin_addr: None,
         metrics_addr: None,
+        user_manager: user_mode,
     };
-    crate::node::agent::prepare_data_dir(&node_cfg.data_dir).map_err(|e| setup(e.to_string()))?;
+    crate::node::agent::prepare_data_dir(&node_cfg.data_dir, user_mode)
+        .map_err(|e| setup(e.to_string()))?;
     let agent = tokio::spawn(crate::node::run(
         node_cfg,
         systemd,

@@ -50,7 +50,8 @@ enum Command {
     /// Run the node agent: apps from NATS as transient systemd units.
     Node(node_cmd::NodeArgs),
     /// The whole system on this machine: NATS, a node agent, the gateway
-    /// and the hello demo, until Ctrl-C (needs root).
+    /// and the hello demo, until Ctrl-C (as root: system units; otherwise
+    /// your systemd user manager).
     Dev(DevArgs),
     #[command(flatten)]
     Manage(narun::cli::Command),

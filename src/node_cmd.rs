@@ -156,6 +156,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
             .unwrap_or_else(narun::node::agent::default_exec_wrapper),
         admin_addr,
         metrics_addr,
+        user_manager: false,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -168,7 +169,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = narun::node::agent::prepare_data_dir(&cfg.data_dir) {
+    if let Err(e) = narun::node::agent::prepare_data_dir(&cfg.data_dir, false) {
         eprintln!("narun node: {e}");
         return ExitCode::from(EX_CONFIG);
     }

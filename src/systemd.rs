@@ -163,6 +163,18 @@ impl Systemd {
         Self::subscribed(conn).await
     }
 
+    /// Connect to the calling user's service manager (`systemctl --user`)
+    /// over the session bus (`DBUS_SESSION_BUS_ADDRESS`, else
+    /// `$XDG_RUNTIME_DIR/bus`).
+    pub async fn connect_user() -> Result<Self, SystemdError> {
+        let conn = zbus::Connection::session().await.map_err(|e| {
+            SystemdError::Connect(format!(
+                "the user's service manager (session bus): {e}; is `systemctl --user` working?"
+            ))
+        })?;
+        Self::subscribed(conn).await
+    }
+
     /// Connect to the bus at a D-Bus address (`unix:path=...`), e.g. the bus
     /// of a privately booted systemd.
     pub async fn connect_address(address: &str) -> Result<Self, SystemdError> {

@@ -109,3 +109,194 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
         .unwrap();
     assert!(leftovers.stdout.is_empty());
 }
+
+/// `narun dev` as a user without root: the apps run in that user's systemd
+/// user manager, as that user, in a user namespace; Ctrl-C leaves nothing.
+/// The user is `nobody`, with its user manager started in a private
+/// systemd (logind is not running there, so the drop-in sets what
+/// pam_systemd would: XDG_RUNTIME_DIR; and no sandboxed system service has
+/// run there yet, so /run/systemd/unit-root, which a user manager's
+/// sandboxes need and cannot create, is made as a booted host has it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narun_dev_without_root_uses_the_user_manager() {
+    use common::systemd::{PrivateSystemd, VarLibDir};
+    use std::os::unix::process::CommandExt;
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let up = sd.nsenter(
+        "sh",
+        &[
+            "-c",
+            "mkdir -p /run/systemd/system/user@.service.d /run/systemd/unit-root && \
+             printf '[Service]\\nEnvironment=XDG_RUNTIME_DIR=/run/user/%%i\\n' \
+               > /run/systemd/system/user@.service.d/narun-test.conf && \
+             systemctl daemon-reload && systemctl start user@65534.service",
+        ],
+    );
+    assert!(up.status.success(), "nobody's user manager: {up:?}");
+    // The binaries where nobody can read them.
+    let bin = VarLibDir::new("narun-dev-user");
+    for (from, to) in [
+        (narun_binary(), "narun"),
+        (narun_binary().with_file_name("narun-exec"), "narun-exec"),
+        (example_binary("hello"), "hello"),
+    ] {
+        std::fs::copy(&from, bin.0.join(to)).unwrap();
+    }
+    let port = free_port();
+    let as_nobody = |program: &str| {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &sd.pid.to_string(), "-m", "-p"])
+            .args([
+                "setpriv",
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+            ])
+            .args([
+                "env",
+                "XDG_RUNTIME_DIR=/run/user/65534",
+                "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/65534/bus",
+                program,
+            ]);
+        c
+    };
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = as_nobody(bin.0.join("narun").to_str().unwrap())
+        .args([
+            "dev",
+            "--nats-url",
+            &nats.url(),
+            "--http-port",
+            &port.to_string(),
+        ])
+        .arg("--demo-binary")
+        .arg(bin.0.join("hello"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("start narun dev as nobody");
+    let pgid = child.id() as i32;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "narun dev did not come up:\n{}\n{}\nsystemd's journal:\n{}",
+                    lines.join("\n"),
+                    std::fs::read_to_string(log.path()).unwrap_or_default(),
+                    sd.journal(&["--no-pager", "-n", "60", "-o", "cat"])
+                )
+            });
+        let running = line.contains("running. Try:");
+        lines.push(line);
+        if running {
+            break;
+        }
+    }
+    let all = lines.join("\n");
+    assert!(all.contains("systemd user manager"), "{all}");
+    assert!(all.contains("Hello, NATS User!"), "{all}");
+    let r = http(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "POST",
+        "/hello/",
+        &[],
+        r#"{"name":"user"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["message"], "Hello, user! (processed by POST)");
+
+    // The unit is nobody's, in its user manager, in a user namespace.
+    let show = as_nobody("systemctl")
+        .args([
+            "--user",
+            "show",
+            "narun-app@hello.service",
+            "-p",
+            "ActiveState",
+            "-p",
+            "MainPID",
+            "-p",
+            "PrivateUsers",
+        ])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(show.contains("ActiveState=active"), "{show}");
+    assert!(show.contains("PrivateUsers=yes"), "{show}");
+    let main_pid = show
+        .lines()
+        .find_map(|l| l.strip_prefix("MainPID="))
+        .unwrap()
+        .to_owned();
+    let status = sd.nsenter("cat", &[&format!("/proc/{main_pid}/status")]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+
+    // Ctrl-C (to narun itself, under nsenter and setpriv): nothing left in
+    // the user manager or the runtime dir.
+    let found = Command::new("pgrep")
+        .args(["-g", &pgid.to_string(), "-u", "65534", "-x", "narun"])
+        .output()
+        .unwrap();
+    let narun_pid: i32 = String::from_utf8_lossy(&found.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("narun dev's pid: {found:?}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(narun_pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    assert!(
+        st.success(),
+        "{st}: {}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+    let units = as_nobody("systemctl")
+        .args([
+            "--user",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "narun-app@*",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&units.stdout).trim().is_empty(),
+        "{units:?}"
+    );
+    let left = sd.nsenter(
+        "sh",
+        &["-c", "ls -d /run/user/65534/narun-dev-* 2>/dev/null"],
+    );
+    assert!(left.stdout.is_empty(), "{left:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "gateway still listening"
+    );
+}

@@ -810,6 +810,59 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     .await;
     assert!(!env_file.exists(), "secret file removed with the unit");
     drop(agent);
+
+    // A node with the wrong master key, then with none: failed, with the
+    // reason, and nothing started.
+    let wrong = "nt-wrongkey";
+    cleanup_state(wrong);
+    let other_key = data.0.join("other.key");
+    std::fs::write(
+        &other_key,
+        store::MasterKey::generate().to_base64().as_bytes(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&other_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    upload(&client, wrong, "v1", &probe).await;
+    let mut st4 = Statuses::new(&client, wrong, "n1").await;
+    let agent = Agent::start_with(
+        &nats,
+        &sd,
+        "n1",
+        &data.0,
+        &["--master-key-file", other_key.to_str().unwrap()],
+    );
+    put_spec(
+        &client,
+        wrong,
+        &format!("name: {wrong}\ntag: v1\nsecrets: [{{name: API_TOKEN}}]\nnodes:\n  - name: n1\n    replicas: 1\n"),
+    )
+    .await;
+    let s = st4
+        .until("failed: wrong key", |s| s.status == InstanceState::Failed)
+        .await;
+    assert!(
+        s.error.contains("Failed to resolve secret 'API_TOKEN'")
+            && s.error.contains("wrong master key"),
+        "{}",
+        s.error
+    );
+    assert_eq!(
+        sd.show("narun-app@nt-wrongkey.service", "LoadState"),
+        "not-found"
+    );
+    drop(agent);
+    let _agent = Agent::start_with(&nats, &sd, "n1", &data.0, &[]);
+    let s = st4
+        .until("failed: no key", |s| {
+            s.status == InstanceState::Failed && s.error.contains("no master key")
+        })
+        .await;
+    assert!(s.error.contains("--master-key-file"), "{}", s.error);
+    assert_eq!(
+        sd.show("narun-app@nt-wrongkey.service", "LoadState"),
+        "not-found"
+    );
+    cleanup_state(wrong);
     cleanup_state(app);
     cleanup_state(missing);
 }

@@ -34,6 +34,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         files: vec![],
         landlock: None,
         secret_files: None,
+        manager: narun::node::units::Manager::System,
     }
 }
 

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Prometheus `/metrics` and `/discovery` listener (`None`: off).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Apps run in a user's service manager (`narun dev` without root),
+    /// not the system's.
+    pub user_manager: bool,
 }
 
 /// Secrets and files resolved for one app.
@@ -207,7 +210,7 @@ pub async fn run<M: UnitManager>(
     systemd: M,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    prepare_data_dir(&cfg.data_dir)?;
+    prepare_data_dir(&cfg.data_dir, cfg.user_manager)?;
     let version = systemd.version().await?;
     let systemd_version = units::systemd_major(&version);
     tracing::info!(node = %cfg.node_id, systemd = %version, "node agent starting");
@@ -330,9 +333,10 @@ fn prepare_runtime_dir(dir: &Path) -> Result<(), NodeError> {
         })
 }
 
-/// The data dir must exist, be root-owned and reachable by app users
-/// (binaries are executed from it by dynamic users).
-pub fn prepare_data_dir(dir: &Path) -> Result<(), NodeError> {
+/// Create the data dir and check apps can use it: reachable by app users
+/// (binaries are executed from it by dynamic users). `user_manager`: apps
+/// run as the agent's own user, so other users need no access.
+pub fn prepare_data_dir(dir: &Path, user_manager: bool) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
     let err = |m: String| NodeError::DataDir {
         path: dir.to_owned(),
@@ -352,8 +356,8 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), NodeError> {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
     let _ = std::fs::set_permissions(dir.join("binaries"), std::fs::Permissions::from_mode(0o755));
     let _ = std::fs::set_permissions(dir.join("specs"), std::fs::Permissions::from_mode(0o700));
-    // Every ancestor must be traversable by other users.
-    for a in dir.ancestors() {
+    // Every ancestor must be traversable by other users (the apps').
+    for a in dir.ancestors().filter(|_| !user_manager) {
         if let Ok(m) = std::fs::metadata(a) {
             if m.permissions().mode() & 0o001 == 0 {
                 return Err(err(format!(
@@ -780,6 +784,15 @@ impl<M: UnitManager> Agent<M> {
             };
             match self.replicas(&spec, &bin, replicas, &prepared) {
                 Ok(mut d) => {
+                    if let units::Manager::User { .. } = self.manager() {
+                        let dir = self.manager().workdir(&name);
+                        if let Err(e) = std::fs::create_dir_all(&dir) {
+                            hold.insert(name.clone());
+                            self.publish_app_error(&name, &format!("{}: {e}", dir.display()))
+                                .await;
+                            continue;
+                        }
+                    }
                     if !spec.secrets.is_empty() {
                         if let Err(e) = self.sync_secret_files(&name, &prepared.secret_files) {
                             hold.insert(name.clone());
@@ -854,6 +867,17 @@ impl<M: UnitManager> Agent<M> {
         }
     }
 
+    /// The service manager the apps run in.
+    fn manager(&self) -> units::Manager {
+        if self.cfg.user_manager {
+            units::Manager::User {
+                apps_dir: self.cfg.data_dir.join("apps"),
+            }
+        } else {
+            units::Manager::System
+        }
+    }
+
     fn replicas(
         &self,
         spec: &ServiceSpec,
@@ -861,6 +885,13 @@ impl<M: UnitManager> Agent<M> {
         n: u32,
         prepared: &Prepared,
     ) -> Result<Vec<Desired>, String> {
+        let manager = self.manager();
+        if self.cfg.user_manager && !spec.user.is_empty() {
+            return Err(format!(
+                "user: {} needs the system service manager; this node runs apps in a user's manager",
+                spec.user
+            ));
+        }
         let identity = if spec.user.is_empty() {
             Identity::Dynamic
         } else if spec.user == "root" && !self.cfg.allow_root_apps {
@@ -875,16 +906,23 @@ impl<M: UnitManager> Agent<M> {
             _ => Network::Host,
         };
         let files: Vec<PathBuf> = prepared.files.iter().map(|(p, _)| p.clone()).collect();
-        let landlock = match units::landlock_policy(spec, &bin.path, &files) {
-            Some(policy) => Some(self.write_policy(&spec.name, &policy)?),
-            None => None,
-        };
+        let secrets_host_dir = self.secret_files_dir(&spec.name);
+        let landlock =
+            match units::landlock_policy(spec, &bin.path, &files, &manager, &secrets_host_dir) {
+                Some(policy) => Some(self.write_policy(&spec.name, &policy)?),
+                None => None,
+            };
         let secret_files = if spec.secrets.is_empty() {
             None
         } else {
             Some(units::SecretFiles {
-                dir: self.secret_files_dir(&spec.name),
-                helper: self.exec_wrapper("secrets")?,
+                dir: secrets_host_dir,
+                // A user's manager needs no hand-over: the files are its own.
+                helper: if self.cfg.user_manager {
+                    self.cfg.exec_wrapper.clone()
+                } else {
+                    self.exec_wrapper("secrets")?
+                },
             })
         };
         let digests = format!("{}{}", bin.digest, prepared.extra);
@@ -934,6 +972,7 @@ impl<M: UnitManager> Agent<M> {
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
                     secret_files: secret_files.clone(),
+                    manager: manager.clone(),
                 };
                 Desired {
                     app: spec.name.clone(),

@@ -48,6 +48,37 @@ pub enum Network {
     Namespace(String),
 }
 
+/// Which systemd runs the apps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manager {
+    /// The system manager: a dynamic or named user per app, the full
+    /// sandbox, working directory `StateDirectory=narun-app/<app>`.
+    System,
+    /// A user's manager (`systemctl --user`, for `narun dev` without
+    /// root): apps run as that user, the sandbox in a user namespace
+    /// (`PrivateUsers=yes`), working directory `<apps_dir>/<app>`.
+    User { apps_dir: PathBuf },
+}
+
+impl Manager {
+    /// The app's working directory.
+    pub fn workdir(&self, app: &str) -> PathBuf {
+        match self {
+            Manager::System => PathBuf::from(format!("/var/lib/{}", state_directory(app))),
+            Manager::User { apps_dir } => apps_dir.join(app),
+        }
+    }
+
+    /// Where the app finds its `secrets:` files, given the host directory
+    /// the agent writes.
+    pub fn secrets_dir(&self, host_dir: &std::path::Path) -> PathBuf {
+        match self {
+            Manager::System => PathBuf::from(SECRETS_DIR),
+            Manager::User { .. } => host_dir.to_path_buf(),
+        }
+    }
+}
+
 /// Who the app runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
@@ -94,6 +125,8 @@ pub struct Replica {
     /// the privileged `ExecStartPre=+<helper> --own-secrets`, then bound
     /// read-only at `/run/secrets`.
     pub secret_files: Option<SecretFiles>,
+    /// The system manager, or a user's.
+    pub manager: Manager,
 }
 
 /// Where an app's `secrets:` files are and who hands them over.
@@ -163,8 +196,8 @@ fn usec(d: Duration) -> Prop {
 /// Render a replica as a transient unit.
 pub fn render(r: &Replica) -> TransientUnit {
     let name = unit_name(&r.app, r.index);
-    let state_dir = state_directory(&r.app);
-    let workdir = format!("/var/lib/{state_dir}");
+    let workdir = r.manager.workdir(&r.app).to_string_lossy().into_owned();
+    let user_manager = matches!(r.manager, Manager::User { .. });
     let mut p: Vec<(&'static str, Prop)> = Vec::new();
 
     p.push(("Description", s(description(&r.app, r.index, &r.hash))));
@@ -199,7 +232,7 @@ pub fn render(r: &Replica) -> TransientUnit {
             }
         }
     };
-    if let Some(sf) = &r.secret_files {
+    if let Some(sf) = r.secret_files.as_ref().filter(|_| !user_manager) {
         let helper = sf.helper.to_string_lossy().into_owned();
         p.push((
             "ExecStartPreEx",
@@ -220,7 +253,12 @@ pub fn render(r: &Replica) -> TransientUnit {
         ));
     }
     p.push(("ExecStart", Prop::Exec(vec![exec])));
-    p.push(("StateDirectory", Prop::Strs(vec![state_dir])));
+    if user_manager {
+        // Created by the agent; writable despite ProtectSystem=strict.
+        p.push(("ReadWritePaths", Prop::Strs(vec![workdir.clone()])));
+    } else {
+        p.push(("StateDirectory", Prop::Strs(vec![state_directory(&r.app)])));
+    }
     p.push(("WorkingDirectory", s(workdir.clone())));
 
     let mut env = vec![
@@ -233,8 +271,11 @@ pub fn render(r: &Replica) -> TransientUnit {
         format!("NARUN_INSTANCE_ROOT={workdir}"),
         format!("NATS_URL={}", r.nats_url),
     ];
-    if r.secret_files.is_some() {
-        env.push(format!("NARUN_SECRETS_DIR={SECRETS_DIR}"));
+    if let Some(sf) = &r.secret_files {
+        env.push(format!(
+            "NARUN_SECRETS_DIR={}",
+            r.manager.secrets_dir(&sf.dir).display()
+        ));
     }
     env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
     p.push(("Environment", Prop::Strs(env)));
@@ -256,7 +297,7 @@ pub fn render(r: &Replica) -> TransientUnit {
             )
         })
         .collect();
-    if let Some(sf) = &r.secret_files {
+    if let Some(sf) = r.secret_files.as_ref().filter(|_| !user_manager) {
         binds.push((
             sf.dir.to_string_lossy().into_owned(),
             SECRETS_DIR.into(),
@@ -309,18 +350,24 @@ pub fn render(r: &Replica) -> TransientUnit {
     }
 
     // Identity.
-    match &r.identity {
-        Identity::Dynamic => {
+    match (&r.identity, user_manager) {
+        // The user's own processes; the sandbox below needs a user namespace.
+        (_, true) => p.push(("PrivateUsers", b(true))),
+        (Identity::Dynamic, false) => {
             p.push(("DynamicUser", b(true)));
             p.push(("User", s(dynamic_user(&r.app))));
         }
-        Identity::Named(user) => p.push(("User", s(user.clone()))),
+        (Identity::Named(user), false) => p.push(("User", s(user.clone()))),
     }
 
     // Sandbox defaults.
     p.push(("NoNewPrivileges", b(true)));
     p.push(("ProtectSystem", s("strict")));
-    p.push(("ProtectHome", s("yes")));
+    // A user manager's apps live under the user's runtime directory.
+    p.push((
+        "ProtectHome",
+        s(if user_manager { "read-only" } else { "yes" }),
+    ));
     p.push(("PrivateTmp", b(true)));
     p.push(("PrivateDevices", b(true)));
     p.push(("PrivateIPC", b(true)));
@@ -387,6 +434,8 @@ pub fn landlock_policy(
     spec: &ServiceSpec,
     binary: &std::path::Path,
     files: &[PathBuf],
+    manager: &Manager,
+    secrets_host_dir: &std::path::Path,
 ) -> Option<Policy> {
     let ports = !spec.nonet.local_ports.is_empty();
     let (connect_tcp, bind_tcp) = if ports {
@@ -421,7 +470,7 @@ pub fn landlock_policy(
                 modes: "rx".into(),
             });
             paths.push(PathRule {
-                path: format!("/var/lib/{}", state_directory(&spec.name)).into(),
+                path: manager.workdir(&spec.name),
                 modes: "rwc".into(),
             });
             paths.extend(files.iter().map(|src| PathRule {
@@ -430,7 +479,7 @@ pub fn landlock_policy(
             }));
             if !spec.secrets.is_empty() {
                 paths.push(PathRule {
-                    path: SECRETS_DIR.into(),
+                    path: manager.secrets_dir(secrets_host_dir),
                     modes: "r".into(),
                 });
             }
@@ -519,6 +568,7 @@ mod tests {
             files: vec![],
             landlock: None,
             secret_files: None,
+            manager: Manager::System,
         }
     }
 
@@ -777,8 +827,10 @@ mod tests {
             .unwrap()
         };
         let bin = std::path::Path::new("/var/lib/narun/binaries/x/hello");
+        let sys = Manager::System;
+        let dir = std::path::Path::new("/run/narun/files/hello");
         // exec mode, no ports: no wrapper at all.
-        assert_eq!(landlock_policy(&spec(""), bin, &[]), None);
+        assert_eq!(landlock_policy(&spec(""), bin, &[], &sys, dir), None);
 
         // landlock mode: groups, paths, the binary, the work dir, files,
         // /run/secrets; mandatory unless bestEffort.
@@ -786,6 +838,8 @@ mod tests {
             &spec("mode: landlock\nlandlock: {dns: true, paths: [{path: /etc/issue, modes: r}]}\nsecrets: [{name: tok}]\n"),
             bin,
             &["/var/lib/narun/files/ab".into()],
+            &sys,
+            dir,
         )
         .unwrap();
         assert!(p.filesystem && p.groups.dns && !p.groups.tmp && !p.best_effort);
@@ -809,6 +863,8 @@ mod tests {
             &spec("mode: landlock\nlandlock: {bestEffort: true}\n"),
             bin,
             &[],
+            &sys,
+            dir,
         );
         assert!(p.unwrap().best_effort);
 
@@ -819,6 +875,8 @@ mod tests {
             &spec(&format!("{ports}metrics: {{port: 9464}}\n")),
             bin,
             &[],
+            &sys,
+            dir,
         )
         .unwrap();
         assert!(!p.filesystem, "exec mode: the network only");
@@ -828,12 +886,49 @@ mod tests {
         );
         assert_eq!(p.connect_tcp, Some(vec![4222]));
         assert_eq!(p.bind_tcp, Some(vec![9464]));
-        let p = landlock_policy(&spec(&format!("mode: landlock\n{ports}")), bin, &[]).unwrap();
+        let p = landlock_policy(
+            &spec(&format!("mode: landlock\n{ports}")),
+            bin,
+            &[],
+            &sys,
+            dir,
+        )
+        .unwrap();
         assert!(p.filesystem && !p.best_effort);
         assert_eq!(
             (p.connect_tcp, p.bind_tcp),
             (Some(vec![4222]), Some(vec![]))
         );
+    }
+
+    #[test]
+    fn a_user_manager_gets_no_user_switch_and_a_user_namespace() {
+        let mut r = replica();
+        r.manager = Manager::User {
+            apps_dir: "/run/user/1000/narun-dev-1/data/apps".into(),
+        };
+        r.secret_files = Some(SecretFiles {
+            dir: "/run/user/1000/narun-dev-1/run/files/hello".into(),
+            helper: "/usr/libexec/narun/narun-exec".into(),
+        });
+        let u = render(&r);
+        for k in ["DynamicUser", "User", "StateDirectory", "ExecStartPreEx"] {
+            assert_eq!(u.get(k), None, "{k}");
+        }
+        assert_eq!(u.get("PrivateUsers"), Some(&b(true)));
+        assert_eq!(u.get("ProtectHome"), Some(&s("read-only")));
+        let work = "/run/user/1000/narun-dev-1/data/apps/hello";
+        assert_eq!(u.get("WorkingDirectory"), Some(&s(work)));
+        assert_eq!(
+            u.get("ReadWritePaths"),
+            Some(&Prop::Strs(vec![work.into()]))
+        );
+        assert_eq!(u.get("BindReadOnlyPaths"), None, "no /run/secrets mount");
+        let Some(Prop::Strs(env)) = u.get("Environment") else {
+            panic!()
+        };
+        assert!(env
+            .contains(&"NARUN_SECRETS_DIR=/run/user/1000/narun-dev-1/run/files/hello".to_owned()));
     }
 
     #[test]
