@@ -33,6 +33,11 @@ pub struct DevOptions {
     pub demo: bool,
     /// The hello demo binary (default: `examples/hello` beside this binary).
     pub demo_binary: Option<PathBuf>,
+    /// gRPC port of the gateway (127.0.0.1).
+    pub grpc_port: u16,
+    /// The gRPC `hello.v1.Greeter` demo binary (default:
+    /// `examples/grpc-hello` beside this binary; skipped if absent).
+    pub demo_grpc_binary: Option<PathBuf>,
     /// Exit after the demo answered once (for scripts and CI).
     pub smoke: bool,
 }
@@ -235,22 +240,30 @@ impl Stack {
     }
 }
 
+/// A demo binary: `given`, or the example `name` built beside this binary
+/// by cargo (or installed as `narun-<name>`).
+fn find_demo(given: &Option<PathBuf>, name: &str) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p.clone());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    [
+        dir.join("examples").join(name),
+        dir.join(format!("narun-{name}")),
+    ]
+    .into_iter()
+    .find(|c| c.is_file())
+}
+
 /// The hello demo binary: given, or built beside this binary by cargo.
 fn demo_binary(opts: &DevOptions) -> Result<PathBuf, DevError> {
-    if let Some(p) = &opts.demo_binary {
-        return Ok(p.clone());
-    }
-    let exe = std::env::current_exe().map_err(|e| setup(e.to_string()))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    for candidate in [dir.join("examples/hello"), dir.join("narun-hello")] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(setup(
-        "the hello demo binary was not found: build it with `cargo build --example hello` \
-         or pass --demo-binary PATH (or --no-demo)",
-    ))
+    find_demo(&opts.demo_binary, "hello").ok_or_else(|| {
+        setup(
+            "the hello demo binary was not found: build it with `cargo build --example hello` \
+             or pass --demo-binary PATH (or --no-demo)",
+        )
+    })
 }
 
 /// Run until Ctrl-C (or, with `smoke`, until the demo answered once).
@@ -370,9 +383,10 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
 
     // The gateway.
     let http_port = free_port(opts.http_port);
+    let grpc_port = free_port(opts.grpc_port);
     let metrics_port = free_port(9090);
     let yaml = format!(
-        "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{http_port}\"\nmetrics_addr: \"127.0.0.1:{metrics_port}\"\nrequest_timeout_seconds: 15\nroutes:\n  - path: \"/hello/\"\n    methods: [\"POST\", \"PUT\"]\n    service: \"hello\"\n"
+        "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{http_port}\"\ngrpc_addr: \"127.0.0.1:{grpc_port}\"\nmetrics_addr: \"127.0.0.1:{metrics_port}\"\nrequest_timeout_seconds: 15\nroutes:\n  - path: \"/hello/\"\n    methods: [\"POST\", \"PUT\"]\n    service: \"hello\"\n  - grpc: \"hello.v1.Greeter\"\n    service: \"grpc-hello\"\n"
     );
     let gw_cfg = crate::gateway::config::parse(Path::new("narun-dev"), &yaml)
         .map_err(|e| setup(e.to_string()))?;
@@ -382,7 +396,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
     ));
     wait_port(http_port, "the gateway")?;
     println!(
-        "narun dev: gateway on http://127.0.0.1:{http_port} (metrics :{metrics_port}/metrics)"
+        "narun dev: gateway on http://127.0.0.1:{http_port}, gRPC on 127.0.0.1:{grpc_port} (metrics :{metrics_port}/metrics)"
     );
 
     let client = crate::nats::connect(&crate::nats::NatsOptions::new(&nats_url, "narun-dev"))
@@ -393,16 +407,34 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
     let curl = format!(
         "curl -sS -X POST -d '{{\"name\":\"NATS User\"}}' http://127.0.0.1:{http_port}/hello/"
     );
+    let grpcurl = format!(
+        "grpcurl -plaintext -import-path proto -proto hello.proto -d '{{\"name\":\"NATS User\"}}' 127.0.0.1:{grpc_port} hello.v1.Greeter/SayHello   (from the repository)"
+    );
+    let grpc_demo = find_demo(&opts.demo_grpc_binary, "grpc-hello").filter(|_| opts.demo);
     let result = async {
         if opts.demo {
-            deploy_demo(&client, &demo_binary(&opts)?).await?;
+            deploy_demo(&client, "hello", &demo_binary(&opts)?).await?;
             let answer = request_hello(http_port).await?;
             println!("narun dev: hello is deployed and routed:\n$ {curl}\n{answer}");
+            match &grpc_demo {
+                Some(bin) => {
+                    deploy_demo(&client, "grpc-hello", bin).await?;
+                    println!("narun dev: grpc-hello (hello.v1.Greeter) is deployed and routed:\n$ {grpcurl}");
+                }
+                None => println!(
+                    "narun dev: the gRPC demo is skipped: build it with `cargo build --example grpc-hello` or pass --demo-grpc-binary"
+                ),
+            }
         }
         if opts.smoke {
             return Ok(());
         }
-        println!("narun dev: running. Try:\n  {curl}\n  narun apps list --nats-url {nats_url}\nCtrl-C stops everything.");
+        let grpc_line = if grpc_demo.is_some() {
+            format!("  {grpcurl}\n")
+        } else {
+            String::new()
+        };
+        println!("narun dev: running. Try:\n  {curl}\n{grpc_line}  narun apps list --nats-url {nats_url}\nCtrl-C stops everything.");
         crate::consumer::shutdown_signal().await;
         Ok::<(), DevError>(())
     }
@@ -410,7 +442,10 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
 
     println!("narun dev: stopping");
     if opts.demo {
-        let _ = undeploy_demo(&client).await;
+        let _ = undeploy_demo(&client, "hello").await;
+        if grpc_demo.is_some() {
+            let _ = undeploy_demo(&client, "grpc-hello").await;
+        }
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(20), gateway).await;
@@ -424,13 +459,19 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
     result
 }
 
-async fn deploy_demo(client: &async_nats::Client, binary: &Path) -> Result<(), DevError> {
+/// Deploy demo `app` (its Micro service has the same name) on node `dev`
+/// and wait until it answers on NATS.
+async fn deploy_demo(
+    client: &async_nats::Client,
+    app: &str,
+    binary: &Path,
+) -> Result<(), DevError> {
     let js = store::jetstream(client).map_err(|e| setup(e.to_string()))?;
     let os = store::ensure_object_store(&js, store::APP_BINARIES)
         .await
         .map_err(|e| setup(e.to_string()))?;
     let platform = store::binary::host_platform();
-    let object = store::binary::object_name("hello", "dev", "linux", platform.arch);
+    let object = store::binary::object_name(app, "dev", "linux", platform.arch);
     let mut file = tokio::fs::File::open(binary)
         .await
         .map_err(|e| setup(format!("{}: {e}", binary.display())))?;
@@ -438,14 +479,16 @@ async fn deploy_demo(client: &async_nats::Client, binary: &Path) -> Result<(), D
         .await
         .map_err(|e| setup(format!("cannot upload the demo binary: {e}")))?;
     let mut status = client
-        .subscribe(store::status_subject("hello", "dev"))
+        .subscribe(store::status_subject(app, "dev"))
         .await
         .map_err(|e| setup(e.to_string()))?;
     let kv = store::ensure_kv(&js, store::APP_CONFIGS)
         .await
         .map_err(|e| setup(e.to_string()))?;
-    let spec = "name: hello\ntag: dev\nargs: [\"--service\", \"hello\"]\nnodes:\n  - name: dev\n    replicas: 1\n";
-    kv.put("hello", Bytes::from_static(spec.as_bytes()))
+    let spec = format!(
+        "name: {app}\ntag: dev\nargs: [\"--service\", \"{app}\"]\nnodes:\n  - name: dev\n    replicas: 1\n"
+    );
+    kv.put(app, Bytes::from(spec))
         .await
         .map_err(|e| setup(format!("cannot write the demo spec: {e}")))?;
     let wait = async {
@@ -456,7 +499,7 @@ async fn deploy_demo(client: &async_nats::Client, binary: &Path) -> Result<(), D
             match s.status {
                 InstanceState::Running => return Ok(()),
                 InstanceState::Failed => {
-                    return Err(setup(format!("the demo app failed: {}", s.error)))
+                    return Err(setup(format!("the demo app {app} failed: {}", s.error)))
                 }
                 _ => {}
             }
@@ -465,30 +508,32 @@ async fn deploy_demo(client: &async_nats::Client, binary: &Path) -> Result<(), D
     };
     tokio::time::timeout(Duration::from_secs(60), wait)
         .await
-        .map_err(|_| setup("the demo app did not start within 60 s"))??;
+        .map_err(|_| setup(format!("the demo app {app} did not start within 60 s")))??;
     // Wait for the Micro service to answer before routing traffic to it.
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
-        .request("$SRV.PING.hello", Bytes::new())
+        .request(format!("$SRV.PING.{app}"), Bytes::new())
         .await
         .is_err()
     {
         if Instant::now() > deadline {
-            return Err(setup("the demo app never registered with NATS"));
+            return Err(setup(format!(
+                "the demo app {app} never registered with NATS"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
 
-async fn undeploy_demo(client: &async_nats::Client) -> Result<(), DevError> {
+async fn undeploy_demo(client: &async_nats::Client, app: &str) -> Result<(), DevError> {
     let js = store::jetstream(client).map_err(|e| setup(e.to_string()))?;
     let mut status = client
-        .subscribe(store::status_subject("hello", "dev"))
+        .subscribe(store::status_subject(app, "dev"))
         .await
         .map_err(|e| setup(e.to_string()))?;
     if let Ok(Some(kv)) = store::open_kv(&js, store::APP_CONFIGS).await {
-        let _ = kv.delete("hello").await;
+        let _ = kv.delete(app).await;
     }
     let wait = async {
         while let Some(m) = status.next().await {

@@ -71,6 +71,13 @@ struct DevArgs {
     /// The hello demo binary (default: examples/hello beside this binary).
     #[arg(long)]
     demo_binary: Option<PathBuf>,
+    /// Gateway gRPC port on 127.0.0.1 (the next free one if taken).
+    #[arg(long, default_value_t = 50051)]
+    grpc_port: u16,
+    /// The gRPC hello.v1.Greeter demo binary (default: examples/grpc-hello
+    /// beside this binary; the gRPC demo is skipped without it).
+    #[arg(long)]
+    demo_grpc_binary: Option<PathBuf>,
     /// Exit once the demo answered through the gateway (for scripts).
     #[arg(long)]
     smoke: bool,
@@ -82,6 +89,8 @@ fn dev(args: DevArgs) -> ExitCode {
         http_port: args.http_port,
         demo: !args.no_demo,
         demo_binary: args.demo_binary,
+        grpc_port: args.grpc_port,
+        demo_grpc_binary: args.demo_grpc_binary,
         smoke: args.smoke,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

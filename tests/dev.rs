@@ -17,6 +17,9 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
         .args(["dev", "--http-port", &port.to_string()])
         .arg("--demo-binary")
         .arg(example_binary("hello"))
+        .args(["--grpc-port", &free_port().to_string()])
+        .arg("--demo-grpc-binary")
+        .arg(example_binary("grpc-hello"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.reopen().unwrap())
@@ -36,6 +39,7 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
     let mut lines = Vec::new();
     let mut systemd_pid = None;
     let mut nats_port = None;
+    let mut grpc_port = None;
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(90))
@@ -51,6 +55,9 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
         }
         if let Some(rest) = line.strip_prefix("narun dev: NATS at nats://127.0.0.1:") {
             nats_port = rest.trim().parse::<u16>().ok();
+        }
+        if let Some(rest) = line.split("gRPC on 127.0.0.1:").nth(1) {
+            grpc_port = rest.split(' ').next().and_then(|p| p.parse::<u16>().ok());
         }
         let running = line.contains("running. Try:");
         lines.push(line);
@@ -74,6 +81,21 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["message"], "Hello, again! (processed by POST)");
+    // The grpcurl line it printed names a working gRPC route.
+    assert!(all.contains("hello.v1.Greeter/SayHello"), "{all}");
+    let grpc_port = grpc_port.expect("gRPC port announced");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let reply = narun_hello_proto::v1::greeter_client::GreeterClient::new(channel)
+        .say_hello(narun_hello_proto::v1::HelloRequest {
+            name: "NATS User".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "Hello, NATS User!");
 
     // Ctrl-C.
     nix::sys::signal::kill(

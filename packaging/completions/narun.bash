@@ -618,7 +618,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__dev)
-            opts="-h --nats-url --http-port --no-demo --demo-binary --smoke --log-format --help"
+            opts="-h --nats-url --http-port --no-demo --demo-binary --grpc-port --demo-grpc-binary --smoke --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -633,6 +633,14 @@ _narun() {
                     return 0
                     ;;
                 --demo-binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grpc-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --demo-grpc-binary)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

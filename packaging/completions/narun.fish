@@ -69,6 +69,8 @@ complete -c narun -n "__fish_narun_using_subcommand node" -s h -l help -d 'Print
 complete -c narun -n "__fish_narun_using_subcommand dev" -l nats-url -d 'Use this NATS server instead of starting one' -r
 complete -c narun -n "__fish_narun_using_subcommand dev" -l http-port -d 'Gateway HTTP port on 127.0.0.1 (the next free one if taken)' -r
 complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-binary -d 'The hello demo binary (default: examples/hello beside this binary)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand dev" -l grpc-port -d 'Gateway gRPC port on 127.0.0.1 (the next free one if taken)' -r
+complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-grpc-binary -d 'The gRPC hello.v1.Greeter demo binary (default: examples/grpc-hello beside this binary; the gRPC demo is skipped without it)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand dev" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand dev" -l no-demo -d 'Do not deploy the hello demo'
