@@ -198,6 +198,9 @@ struct Agent<M: UnitManager> {
     /// Status sweeps so far, and what the last one read per unit.
     sweeps: std::sync::atomic::AtomicU64,
     sweep_cache: Mutex<SweepCache>,
+    /// Background tasks, aborted when the agent stops (so an embedding
+    /// process, e.g. `narun dev`, is left with nothing running).
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Per unit: (active state, sub state, hash) when last read, its snapshot
@@ -248,17 +251,18 @@ pub async fn run<M: UnitManager>(
         fetch_permits: Arc::new(tokio::sync::Semaphore::new(4)),
         sweeps: std::sync::atomic::AtomicU64::new(0),
         sweep_cache: Mutex::new(HashMap::new()),
+        tasks: std::sync::Mutex::new(Vec::new()),
     });
     // The admin UI and metrics read snapshots; they never lock the agent.
     if let Some(addr) = agent.cfg.admin_addr {
-        tokio::spawn(super::admin::serve(
+        agent.spawn(super::admin::serve(
             addr,
             agent.snapshot.subscribe(),
             agent.cfg.journalctl.clone(),
         ));
     }
     if let Some(addr) = agent.cfg.metrics_addr {
-        tokio::spawn(super::metrics::serve(addr, agent.snapshot.subscribe()));
+        agent.spawn(super::metrics::serve(addr, agent.snapshot.subscribe()));
     }
 
     // Offline first: what was applied last time, from the data dir. Units
@@ -267,7 +271,7 @@ pub async fn run<M: UnitManager>(
     // heartbeat and watch specs (the node is visible to the fleet while a
     // large restore is still starting units).
     let nats_agent = agent.clone();
-    tokio::spawn(async move { nats_agent.nats_loop().await });
+    agent.spawn(async move { nats_agent.nats_loop().await });
 
     let restored = agent.restore_from_cache().await;
     if restored > 0 {
@@ -316,6 +320,9 @@ pub async fn run<M: UnitManager>(
         }
     }
     crate::sd::stopping("stopping the agent; apps keep running");
+    for task in agent.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default() {
+        task.abort();
+    }
     agent.deregister().await;
     Ok(())
 }
@@ -375,6 +382,19 @@ pub fn prepare_data_dir(dir: &Path, user_manager: bool) -> Result<(), NodeError>
 }
 
 impl<M: UnitManager> Agent<M> {
+    /// Spawn a background task that ends with the agent.
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = tokio::spawn(fut).abort_handle();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(handle);
+        }
+    }
+
     fn node(&self) -> &str {
         &self.cfg.node_id
     }
@@ -447,7 +467,7 @@ impl<M: UnitManager> Agent<M> {
             std::process::exit(78);
         }
         if !self.cfg.journalctl.is_empty() {
-            tokio::spawn(super::logs::forward(
+            self.spawn(super::logs::forward(
                 self.nats.clone(),
                 self.node().to_owned(),
                 self.cfg.journalctl.clone(),
@@ -455,10 +475,10 @@ impl<M: UnitManager> Agent<M> {
         }
         // Secret and file updates restart the apps that use them.
         let watch_self = self.clone();
-        tokio::spawn(async move { watch_self.watch_secrets_and_files().await });
+        self.spawn(async move { watch_self.watch_secrets_and_files().await });
         let hb = self.clone();
         let hb_buckets = buckets.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut tick = tokio::time::interval(store::HEARTBEAT_INTERVAL);
             loop {
                 // Every interval, and at once when the instances changed or
