@@ -320,7 +320,12 @@ pub async fn run<M: UnitManager>(
         }
     }
     crate::sd::stopping("stopping the agent; apps keep running");
-    for task in agent.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default() {
+    for task in agent
+        .tasks
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default()
+    {
         task.abort();
     }
     agent.deregister().await;
