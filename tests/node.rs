@@ -77,6 +77,13 @@ fn running(id: &'static str) -> impl Fn(&StatusUpdate) -> bool {
     move |s| s.instance_id == id && s.status == InstanceState::Running
 }
 
+/// Running again, with another main process than `old_pid`.
+fn running_again<'a>(id: &'a str, old_pid: &'a str) -> impl Fn(&StatusUpdate) -> bool + 'a {
+    move |s| {
+        s.instance_id == id && s.status == InstanceState::Running && s.pid.to_string() != old_pid
+    }
+}
+
 /// One request to the hello app over NATS (as the gateway sends it).
 async fn hello_request(client: &async_nats::Client, service: &str) -> serde_json::Value {
     let mut headers = http::HeaderMap::new();
@@ -248,11 +255,10 @@ async fn deploy_scale_crash_adopt_delete() {
     )
     .await;
     let s = st
-        .until("restarted with the new binary", |s| {
-            s.instance_id == "nt-hello-0"
-                && s.status == InstanceState::Running
-                && s.pid.to_string() != pid_before
-        })
+        .until(
+            "restarted with the new binary",
+            running_again("nt-hello-0", &pid_before),
+        )
         .await;
     assert!(s.pid > 0);
 
@@ -693,11 +699,10 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
         .put("API_TOKEN", put_secret("rotated-value").into())
         .await
         .unwrap();
-    st.until("restarted after the secret changed", |s| {
-        s.instance_id == "nt-secret-0"
-            && s.status == InstanceState::Running
-            && s.pid.to_string() != pid
-    })
+    st.until(
+        "restarted after the secret changed",
+        running_again("nt-secret-0", &pid),
+    )
     .await;
     eventually(Duration::from_secs(20), "the new value is seen", || async {
         let s = seen(app);
@@ -767,11 +772,10 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
         )
         .await
         .unwrap();
-    st.until("restarted after the file changed", |s| {
-        s.instance_id == "nt-secret-0"
-            && s.status == InstanceState::Running
-            && s.pid.to_string() != pid
-    })
+    st.until(
+        "restarted after the file changed",
+        running_again("nt-secret-0", &pid),
+    )
     .await;
     eventually(Duration::from_secs(20), "the new file is seen", || async {
         let s = seen(app);
