@@ -159,10 +159,17 @@ fn gateway(path: PathBuf, check: bool) -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = match cfg.runtime_threads(cores) {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("narun gateway: cannot start the runtime: {e}");
