@@ -743,6 +743,28 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     )
     .await;
     assert_eq!(sd.show(keep_unit, "MainPID"), keep_pid, "not restarted");
+    // `secrets:` removed from the spec: restarted without them, and the
+    // decrypted files are gone from the node while the app runs on.
+    let keep_files = data.0.join("run/files").join(keep);
+    assert!(keep_files.is_dir());
+    put_spec(
+        &client,
+        keep,
+        &format!("name: {keep}\ntag: v1\nnodes:\n  - name: n1\n    replicas: 1\n"),
+    )
+    .await;
+    st3.until(
+        "restarted without secret files",
+        running_again("nt-secret-keep-0", &keep_pid),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the secret files are removed",
+        || async { !keep_files.exists() },
+    )
+    .await;
+    assert_eq!(sd.show(keep_unit, "ActiveState"), "active");
     // The restarting app did restart (again) with the third value.
     eventually(
         Duration::from_secs(20),
@@ -754,12 +776,6 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     st3.until("stopped", |s| {
         s.instance_id == "nt-secret-keep-0" && s.status == InstanceState::Stopped
     })
-    .await;
-    eventually(
-        Duration::from_secs(20),
-        "the secret files of a deleted app are removed",
-        || async { !data.0.join("run/files").join(keep).exists() },
-    )
     .await;
     cleanup_state(keep);
 
@@ -813,6 +829,12 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
     })
     .await;
     assert!(!env_file.exists(), "secret file removed with the unit");
+    eventually(
+        Duration::from_secs(20),
+        "the secret files of a deleted app are removed",
+        || async { !files_dir.exists() },
+    )
+    .await;
     drop(agent);
 
     // A node with the wrong master key, then with none: failed, with the

@@ -796,8 +796,13 @@ impl<M: UnitManager> Agent<M> {
                 ready.push((spec.clone(), bin.clone(), replicas));
             }
         }
+        // Apps whose spec has no `secrets:` (any files dir left is stale).
+        let mut no_secret_files = Vec::new();
         for (spec, bin, replicas) in ready {
             let name = spec.name.clone();
+            if spec.secrets.is_empty() {
+                no_secret_files.push(name.clone());
+            }
             let prepared = match self.prepare(&spec).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -848,6 +853,18 @@ impl<M: UnitManager> Agent<M> {
         }
 
         let actions = plan(&desired, &actual, &hold);
+        // `secrets:` removed from a spec: once its units all run the new
+        // spec (nothing left to do for the app), no unit binds the files.
+        for app in no_secret_files {
+            let settled = !hold.contains(&app)
+                && !actions
+                    .iter()
+                    .any(|a| units::parse_unit_name(a.unit_name()).is_some_and(|(a, _)| a == app));
+            let dir = self.secret_files_dir(&app);
+            if settled && dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
         if actions.is_empty() {
             return;
         }
