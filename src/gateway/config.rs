@@ -115,9 +115,9 @@ pub struct GatewayConfig {
         deserialize_with = "de_shutdown_timeout_seconds"
     )]
     pub shutdown_timeout_seconds: u64,
-    /// Runtime threads. Default 0: one on machines with up to 2 cores (the
-    /// gateway shares them with NATS and the apps; one thread spends about
-    /// a third less CPU per request there), else one per core.
+    /// Runtime threads. Default 0: one per core. 1 runs a single-threaded
+    /// runtime: on a small machine shared with NATS and the apps it spends
+    /// about a third less CPU per request (bench/run.sh on 2 cores).
     #[serde(default, deserialize_with = "de_threads")]
     pub threads: usize,
     /// The routes; at least one is required.
@@ -193,8 +193,7 @@ impl Config {
     /// The runtime threads to use on a machine with `cores` cores.
     pub fn runtime_threads(&self, cores: usize) -> usize {
         match self.threads {
-            0 if cores <= 2 => 1,
-            0 => cores,
+            0 => cores.max(1),
             n => n,
         }
     }
@@ -1016,14 +1015,14 @@ routes:
         assert_eq!(config.nkey_seed_file, None);
         assert_eq!(config.creds_file, None);
         assert_eq!(config.tls_ca_file, None);
-        // One runtime thread on small machines, one per core on larger ones.
+        // One runtime thread per core unless set.
         assert_eq!(config.threads, 0);
         assert_eq!(
             [1, 2, 4, 16].map(|c| config.runtime_threads(c)),
-            [1, 1, 4, 16]
+            [1, 2, 4, 16]
         );
-        let four = ok(&with_http_route("threads: 4"));
-        assert_eq!([2, 16].map(|c| four.runtime_threads(c)), [4, 4]);
+        let one = ok(&with_http_route("threads: 1"));
+        assert_eq!([2, 16].map(|c| one.runtime_threads(c)), [1, 1]);
     }
 
     #[test]
