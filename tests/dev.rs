@@ -9,6 +9,42 @@ use std::time::Duration;
 
 use common::*;
 
+/// `narun dev`'s announcements, read until it says it is running; on a
+/// timeout, panics with them, its log and `context()`.
+fn until_running(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    context: impl Fn() -> String,
+) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // Keeps reading after we return: narun dev must never write to a
+    // closed pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "narun dev did not come up:\n{}\n{}\n{}",
+                    lines.join("\n"),
+                    std::fs::read_to_string(log).unwrap_or_default(),
+                    context()
+                )
+            });
+        let running = line.contains("running. Try:");
+        lines.push(line);
+        if running {
+            return lines;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
     let port = free_port();
@@ -26,45 +62,17 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
         .spawn()
         .expect("start narun dev");
     let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    // Read the announcements until it says it is running.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let mut systemd_pid = None;
-    let mut nats_port = None;
-    let mut grpc_port = None;
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(90))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "narun dev did not come up:\n{}\n{}",
-                    lines.join("\n"),
-                    std::fs::read_to_string(log.path()).unwrap_or_default()
-                )
-            });
-        if let Some(rest) = line.split("private systemd (pid ").nth(1) {
-            systemd_pid = rest.split(')').next().and_then(|p| p.parse::<u32>().ok());
-        }
-        if let Some(rest) = line.strip_prefix("narun dev: NATS at nats://127.0.0.1:") {
-            nats_port = rest.trim().parse::<u16>().ok();
-        }
-        if let Some(rest) = line.split("gRPC on 127.0.0.1:").nth(1) {
-            grpc_port = rest.split(' ').next().and_then(|p| p.parse::<u16>().ok());
-        }
-        let running = line.contains("running. Try:");
-        lines.push(line);
-        if running {
-            break;
-        }
-    }
+    let lines = until_running(&mut child, log.path(), String::new);
+    let after = |marker: &str, end: char| {
+        lines
+            .iter()
+            .find_map(|l| l.split(marker).nth(1))
+            .and_then(|rest| rest.split(end).next())
+            .and_then(|p| p.trim().parse::<u32>().ok())
+    };
+    let systemd_pid = after("private systemd (pid ", ')');
+    let nats_port = after("narun dev: NATS at nats://127.0.0.1:", ' ').map(|p| p as u16);
+    let grpc_port = after("gRPC on 127.0.0.1:", ' ').map(|p| p as u16);
     let all = lines.join("\n");
     assert!(
         all.contains("Hello, NATS User! (processed by POST)"),
@@ -203,33 +211,12 @@ async fn narun_dev_without_root_uses_the_user_manager() {
         .spawn()
         .expect("start narun dev as nobody");
     let pgid = child.id() as i32;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+    let lines = until_running(&mut child, log.path(), || {
+        format!(
+            "systemd's journal:\n{}",
+            sd.journal(&["--no-pager", "-n", "60", "-o", "cat"])
+        )
     });
-    let mut lines = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(90))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "narun dev did not come up:\n{}\n{}\nsystemd's journal:\n{}",
-                    lines.join("\n"),
-                    std::fs::read_to_string(log.path()).unwrap_or_default(),
-                    sd.journal(&["--no-pager", "-n", "60", "-o", "cat"])
-                )
-            });
-        let running = line.contains("running. Try:");
-        lines.push(line);
-        if running {
-            break;
-        }
-    }
     let all = lines.join("\n");
     assert!(all.contains("systemd user manager"), "{all}");
     assert!(all.contains("Hello, NATS User!"), "{all}");

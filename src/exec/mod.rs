@@ -410,6 +410,21 @@ mod tests {
     }
 
     #[test]
+    fn own_secrets_needs_a_directory_and_a_user() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(main(a(&["--own-secrets"])), EXIT_SETUP);
+        assert_eq!(main(a(&["--own-secrets", "/nonexistent"])), EXIT_SETUP);
+        assert_eq!(
+            main(a(&["--own-secrets", "/nonexistent", "root"])),
+            EXIT_SECRETS
+        );
+        assert_eq!(
+            main(a(&["--own-secrets", "/tmp", "narun-no-such-user"])),
+            EXIT_SECRETS
+        );
+    }
+
+    #[test]
     fn arguments() {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
