@@ -35,7 +35,8 @@ pub struct NodeArgs {
     /// NATS URL given to apps as NATS_URL (default: the agent's first URL).
     #[arg(long)]
     app_nats_url: Option<String>,
-    /// Allow specs with `user: root`.
+    /// Allow apps that run as root (`user: root`, or a name the user
+    /// database maps to uid 0 or group 0).
     #[arg(long)]
     allow_root_apps: bool,
     /// D-Bus address of systemd's bus (default: the system bus).

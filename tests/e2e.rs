@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::agent::Agent;
@@ -19,26 +18,6 @@ use narun_hello_proto::v1::HelloRequest;
 fn cleanup_state(app: &str) {
     let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
     let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
-}
-
-/// Run the `narun` CLI; returns (exit code, stdout, stderr).
-fn narun(nats: &NatsServer, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(narun_binary())
-        .args(args)
-        .args(["--nats-url", &nats.url()])
-        .output()
-        .expect("run narun");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn narun_ok(nats: &NatsServer, args: &[&str]) -> String {
-    let (code, out, err) = narun(nats, args);
-    assert_eq!(code, 0, "narun {args:?} failed:\n{out}\n{err}");
-    out
 }
 
 fn hello_yaml(dir: &std::path::Path, app: &str, nodes: &str) -> std::path::PathBuf {
@@ -81,7 +60,7 @@ async fn the_seed_workflow_http_then_grpc() {
 
     // Deploy to node-1 and wait until it runs.
     let spec = hello_yaml(work.path(), app, "  - name: node-1\n    replicas: 1\n");
-    narun_ok(
+    narun_cli_ok(
         &nats,
         &["deploy", "-f", spec.to_str().unwrap(), hello, "--wait=60s"],
     );
@@ -102,7 +81,7 @@ async fn the_seed_workflow_http_then_grpc() {
         app,
         "  - name: node-1\n    replicas: 1\n  - name: node-2\n    replicas: 2\n",
     );
-    narun_ok(
+    narun_cli_ok(
         &nats,
         &["deploy", "-f", spec.to_str().unwrap(), hello, "--wait=60s"],
     );
@@ -124,12 +103,12 @@ async fn the_seed_workflow_http_then_grpc() {
 
     // What the CLI says is the truth.
     let apps: serde_json::Value =
-        serde_json::from_str(&narun_ok(&nats, &["apps", "list", "-o", "json"])).unwrap();
+        serde_json::from_str(&narun_cli_ok(&nats, &["apps", "list", "-o", "json"])).unwrap();
     let text = apps.to_string();
     assert!(text.contains(app), "{text}");
     assert!(text.contains("node-1") && text.contains("node-2"), "{text}");
     let nodes: serde_json::Value =
-        serde_json::from_str(&narun_ok(&nats, &["nodes", "list", "-o", "json"])).unwrap();
+        serde_json::from_str(&narun_cli_ok(&nats, &["nodes", "list", "-o", "json"])).unwrap();
     let text = nodes.to_string();
     assert!(text.contains("node-1") && text.contains("node-2"), "{text}");
     assert!(
@@ -141,7 +120,7 @@ async fn the_seed_workflow_http_then_grpc() {
     // (Lines travel journald -> agent -> NATS -> the logs stream.)
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let logs = narun_ok(&nats, &["logs", app]);
+        let logs = narun_cli_ok(&nats, &["logs", app]);
         if logs.contains("serving over NATS") {
             break;
         }
@@ -171,7 +150,7 @@ async fn the_seed_workflow_http_then_grpc() {
     assert_eq!(r.status, 200);
 
     // Delete: units gone on both nodes, the gateway says 503.
-    narun_ok(&nats, &["apps", "delete", app, "-y"]);
+    narun_cli_ok(&nats, &["apps", "delete", app, "-y"]);
     // Gone: unloaded, or (rarely, see the closing note of this change: a
     // status read racing the stop can make systemd reload the transient
     // unit) inactive with no process.
@@ -225,7 +204,7 @@ async fn the_seed_workflow_http_then_grpc() {
     )
     .unwrap();
     let grpc_bin = example_binary("grpc-hello");
-    narun_ok(
+    narun_cli_ok(
         &nats,
         &[
             "deploy",
@@ -261,7 +240,7 @@ async fn the_seed_workflow_http_then_grpc() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(err.message(), "Name cannot be empty");
-    narun_ok(&nats, &["apps", "delete", gapp, "-y"]);
+    narun_cli_ok(&nats, &["apps", "delete", gapp, "-y"]);
     eventually(Duration::from_secs(30), "grpc unit gone", || async {
         sd2.show(&format!("narun-app@{gapp}.service"), "LoadState") == "not-found"
     })

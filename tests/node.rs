@@ -1443,3 +1443,162 @@ async fn admin_ui_metrics_and_discovery_show_the_running_apps() {
     drop(agent);
     cleanup_state(app);
 }
+
+/// The command line of a unit's main process, read inside the private
+/// systemd's namespace (any local user can read it there: world-readable).
+fn cmdline(sd: &PrivateSystemd, unit: &str) -> (String, Vec<String>) {
+    let pid = sd.show(unit, "MainPID");
+    assert_ne!(pid, "0", "{unit} has no main process");
+    let out = sd.nsenter("cat", &[&format!("/proc/{pid}/cmdline")]);
+    let argv = String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches('\0')
+        .split('\0')
+        .map(str::to_owned)
+        .collect();
+    (pid, argv)
+}
+
+/// Hardening (#13.1, #13.2), as a user and as an attacker with NATS access:
+/// `args` reach the app exactly as written (`$`, `%` included), also after
+/// a daemon-reload and a restart; root in any spelling is refused by the
+/// CLI and, written straight into KV, by the node, and nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn args_are_literal_and_root_is_refused_in_every_spelling() {
+    let app = "nt-args";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-node-test");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let _agent = Agent::start(&nats, &sd, "n1", &data.0);
+    let work = tempfile::tempdir().unwrap();
+    let spec = work.path().join("args.yaml");
+    let literal = [
+        "$FOO", "${FOO}", "$$", "$DBPASS", "%n", "%%", "%i", "a b", "\\", "'q'", ";",
+    ];
+    let args: Vec<String> = literal
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    std::fs::write(
+        &spec,
+        format!(
+            "name: {app}\ntag: v1\nenv:\n  - {{name: FOO, value: EXPANDED}}\n  - {{name: DBPASS, value: s3cret}}\n\
+             args: [\"-c\", \"while :; do sleep 1; done\", {}]\nnodes: [{{name: n1, replicas: 1}}]\n",
+            args.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut st = Statuses::new(&client, app, "n1").await;
+    narun_cli_ok(
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            spec.to_str().unwrap(),
+            "/bin/sh",
+            "--wait=60s",
+        ],
+    );
+    let unit = format!("narun-app@{app}.service");
+    let (pid, argv) = cmdline(&sd, &unit);
+    assert_eq!(argv[1..3], ["-c", "while :; do sleep 1; done"]);
+    assert_eq!(argv[3..], literal, "args as written");
+    assert!(!argv
+        .iter()
+        .any(|a| a.contains("s3cret") || a.contains("EXPANDED")));
+
+    // systemd re-reads transient units from the files it wrote for them.
+    let out = sd.systemctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{out:?}");
+    sd.nsenter("kill", &["-KILL", &pid]);
+    st.until("restarted after SIGKILL", running_again("nt-args-0", &pid))
+        .await;
+    let (_, argv) = cmdline(&sd, &unit);
+    assert_eq!(argv[3..], literal, "args as written after daemon-reload");
+
+    // The CLI refuses root spelled as a uid, and odd spellings of any uid.
+    for user in ["0", "\"0\"", "\"00\"", "\" 0\"", "\"+0\"", "\"0000\""] {
+        let bad = work.path().join("root.yaml");
+        std::fs::write(
+            &bad,
+            format!("name: nt-root\ntag: v1\nuser: {user}\nnodes: [{{name: n1, replicas: 1}}]\n"),
+        )
+        .unwrap();
+        let (code, out, err) = narun_cli(
+            &nats,
+            &[
+                "deploy",
+                "--dry-run",
+                "-f",
+                bad.to_str().unwrap(),
+                "/bin/sh",
+            ],
+        );
+        assert_eq!(code, 65, "user: {user} accepted:\n{out}\n{err}");
+        assert!(err.contains("user"), "user: {user}: {err}");
+    }
+
+    // `user: root` by name: the CLI warns and deploys; the node refuses.
+    let root_app = "nt-root";
+    let mut rst = Statuses::new(&client, root_app, "n1").await;
+    let root_spec = work.path().join("root-name.yaml");
+    std::fs::write(
+        &root_spec,
+        format!("name: {root_app}\ntag: v1\nuser: root\nnodes: [{{name: n1, replicas: 1}}]\n"),
+    )
+    .unwrap();
+    let (code, out, err) = narun_cli(
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            root_spec.to_str().unwrap(),
+            "/bin/sh",
+            "--wait=60s",
+        ],
+    );
+    assert_eq!(code, 1, "a refused app is a failed deploy:\n{out}\n{err}");
+    assert!(err.contains("--allow-root-apps"), "the CLI warns: {err}");
+    let s = rst
+        .until("root refused", |s| {
+            s.instance_id == "nt-root-0" && s.status == InstanceState::Failed
+        })
+        .await;
+    assert!(s.error.contains("allow_root_apps is off"), "{}", s.error);
+
+    // Written straight into KV (the Go CLI validates nothing): every
+    // spelling of uid 0 is refused by the node itself.
+    for (i, user) in ["0", "\"00\"", "\" 0\"", "\"0 \"", "\"+0\""]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("nt-root{i}");
+        let mut st = Statuses::new(&client, &name, "n1").await;
+        put_spec(
+            &client,
+            &name,
+            &format!("name: {name}\ntag: v1\nuser: {user}\nnodes: [{{name: n1, replicas: 1}}]\n"),
+        )
+        .await;
+        let id = format!("{name}-0");
+        let s = st
+            .until(&format!("user: {user} refused"), |s| {
+                s.instance_id == id && s.status == InstanceState::Failed
+            })
+            .await;
+        assert!(
+            s.error.contains("uid 0 is root")
+                || s.error.contains("leading zero")
+                || s.error.contains("not a valid user"),
+            "user: {user}: {}",
+            s.error
+        );
+        let state = sd.show(&format!("narun-app@{name}.service"), "ActiveState");
+        assert_ne!(state, "active", "user: {user} ran");
+    }
+    let state = sd.show(&format!("narun-app@{root_app}.service"), "ActiveState");
+    assert_ne!(state, "active", "no root app ever ran");
+    let log = sd.journal(&["-u", &format!("narun-app@{root_app}.service"), "--no-pager"]);
+    assert!(!log.contains("Started"), "a root unit was started:\n{log}");
+}

@@ -33,6 +33,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         environment_file: None,
         files: vec![],
         landlock: None,
+        exec_wrapper: None,
         secret_files: None,
         manager: narun::node::units::Manager::System,
     }

@@ -64,7 +64,7 @@ complete -c narun -n "__fish_narun_using_subcommand node" -l metrics-addr -d 'Pr
 complete -c narun -n "__fish_narun_using_subcommand node" -l status-interval -d 'How often unit states are checked for status messages' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
 json\t''"
-complete -c narun -n "__fish_narun_using_subcommand node" -l allow-root-apps -d 'Allow specs with `user: root`'
+complete -c narun -n "__fish_narun_using_subcommand node" -l allow-root-apps -d 'Allow apps that run as root (`user: root`, or a name the user database maps to uid 0 or group 0)'
 complete -c narun -n "__fish_narun_using_subcommand node" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_using_subcommand dev" -l nats-url -d 'Use this NATS server instead of starting one' -r
 complete -c narun -n "__fish_narun_using_subcommand dev" -l http-port -d 'Gateway HTTP port on 127.0.0.1 (the next free one if taken)' -r

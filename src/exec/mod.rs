@@ -1,9 +1,11 @@
-//! `narun-exec`: the landlock exec wrapper for `mode: landlock` apps. The
-//! only module that touches landlock. No async runtime: it reads a policy,
-//! restricts itself and execs the app.
+//! `narun-exec`: the landlock exec wrapper for `mode: landlock` apps, and
+//! the carrier of args that systemd cannot store verbatim
+//! ([`encode_args`]). The only module that touches landlock. No async
+//! runtime: it reads a policy, restricts itself and execs the app.
 //!
 //! ```text
 //! narun-exec --policy /var/lib/narun/policies/hello.json -- /path/to/app ARGS...
+//! narun-exec --args ENCODED -- /path/to/app
 //! narun-exec --own-secrets /run/narun/files/hello narun-hello
 //! ```
 //!
@@ -278,25 +280,68 @@ pub fn restrict(policy: &Policy) -> Result<RulesetStatus, String> {
     Ok(status.ruleset)
 }
 
-/// Parse `--policy FILE -- BINARY ARGS...`.
-pub fn parse_args(args: &[String]) -> Result<(PathBuf, Vec<String>), String> {
+/// A parsed `narun-exec` command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// `--policy FILE`: restrict with Landlock first.
+    pub policy: Option<PathBuf>,
+    /// The program and its arguments (those of `--args` after the ones on
+    /// the command line).
+    pub command: Vec<String>,
+}
+
+/// Longest `--args` value (the kernel bounds argv anyway; this bounds the
+/// decoding).
+const MAX_ARGS_ENCODED: usize = 4 << 20;
+
+/// Encode an app's args for `narun-exec --args`: base64url (no padding) of
+/// a JSON array. systemd 252 writes ExecStart= arguments with `$`, `;`,
+/// quotes or a backslash into the transient unit file in a form it cannot
+/// read back: after a daemon-reload the app would get other arguments.
+/// This alphabet survives the round trip.
+pub fn encode_args(args: &[String]) -> String {
+    use base64::Engine;
+    let json = serde_json::to_vec(args).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// The inverse of [`encode_args`].
+pub fn decode_args(s: &str) -> Result<Vec<String>, String> {
+    use base64::Engine;
+    if s.len() > MAX_ARGS_ENCODED {
+        return Err(format!("--args is longer than {MAX_ARGS_ENCODED} bytes"));
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|e| format!("--args: not base64url: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("--args: not a JSON array of strings: {e}"))
+}
+
+/// Parse `[--policy FILE] [--args ENCODED] -- PROGRAM ARGS...` (at least
+/// one of the options).
+pub fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let mut policy = None;
+    let mut extra = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--policy" => policy = it.next().map(PathBuf::from),
+            "--policy" => policy = Some(PathBuf::from(it.next().ok_or("--policy needs a FILE")?)),
+            "--args" => extra = Some(decode_args(it.next().ok_or("--args needs a value")?)?),
             "--" => {
-                let rest: Vec<String> = it.cloned().collect();
-                if rest.is_empty() {
+                let mut command: Vec<String> = it.cloned().collect();
+                if command.is_empty() {
                     return Err("no program after --".into());
                 }
-                let policy = policy.ok_or("--policy FILE is required")?;
-                return Ok((policy, rest));
+                if policy.is_none() && extra.is_none() {
+                    return Err("--policy FILE or --args is required".into());
+                }
+                command.extend(extra.unwrap_or_default());
+                return Ok(Invocation { policy, command });
             }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
-    Err("usage: narun-exec --policy FILE -- PROGRAM [ARGS...]".into())
+    Err("usage: narun-exec [--policy FILE] [--args ENCODED] -- PROGRAM [ARGS...]".into())
 }
 
 /// Read a policy file.
@@ -325,27 +370,29 @@ pub fn main(args: Vec<String>) -> i32 {
             Err(e) => fail(EXIT_SECRETS, &format!("secret files: {e}")),
         };
     }
-    let (policy_path, command) = match parse_args(&args) {
+    let Invocation { policy, command } = match parse_args(&args) {
         Ok(x) => x,
         Err(e) => return fail(EXIT_SETUP, &e),
     };
-    let policy = match read_policy(&policy_path) {
-        Ok(p) => p,
-        Err(e) => return fail(EXIT_SETUP, &e),
-    };
-    let status = match restrict(&policy) {
-        Ok(s) => s,
-        Err(e) if policy.best_effort => {
-            eprintln!("narun-exec: {e}; running unconfined (best effort)");
-            RulesetStatus::NotEnforced
+    if let Some(policy_path) = policy {
+        let policy = match read_policy(&policy_path) {
+            Ok(p) => p,
+            Err(e) => return fail(EXIT_SETUP, &e),
+        };
+        let status = match restrict(&policy) {
+            Ok(s) => s,
+            Err(e) if policy.best_effort => {
+                eprintln!("narun-exec: {e}; running unconfined (best effort)");
+                RulesetStatus::NotEnforced
+            }
+            Err(e) => return fail(EXIT_LANDLOCK, &e),
+        };
+        if let Err(e) = decide(&status, policy.best_effort) {
+            return fail(EXIT_LANDLOCK, e);
         }
-        Err(e) => return fail(EXIT_LANDLOCK, &e),
-    };
-    if let Err(e) = decide(&status, policy.best_effort) {
-        return fail(EXIT_LANDLOCK, e);
-    }
-    if status == RulesetStatus::NotEnforced {
-        eprintln!("narun-exec: Landlock unavailable; running unconfined (best effort)");
+        if status == RulesetStatus::NotEnforced {
+            eprintln!("narun-exec: Landlock unavailable; running unconfined (best effort)");
+        }
     }
     let err = std::process::Command::new(&command[0])
         .args(&command[1..])
@@ -429,10 +476,39 @@ mod tests {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             parse_args(&a(&["--policy", "/p.json", "--", "/bin/app", "-x"])).unwrap(),
-            ("/p.json".into(), a(&["/bin/app", "-x"]))
+            Invocation {
+                policy: Some("/p.json".into()),
+                command: a(&["/bin/app", "-x"])
+            }
         );
+        let literal = a(&[
+            "$FOO", "${FOO}", "$$", "%n", "a b", "\\", "'q'", "\"", ";", "é", "",
+        ]);
+        let enc = encode_args(&literal);
+        assert!(
+            enc.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{enc}"
+        );
+        assert_eq!(
+            parse_args(&a(&["--args", &enc, "--", "/bin/app"])).unwrap(),
+            Invocation {
+                policy: None,
+                command: [a(&["/bin/app"]), literal.clone()].concat()
+            }
+        );
+        let both = parse_args(&a(&["--policy", "/p", "--args", &enc, "--", "/bin/app"])).unwrap();
+        assert_eq!(both.policy, Some("/p".into()));
+        assert_eq!(both.command[1..], literal);
         assert!(parse_args(&a(&["--", "/bin/app"])).is_err());
         assert!(parse_args(&a(&["--policy", "/p"])).is_err());
         assert!(parse_args(&a(&["--policy", "/p", "--"])).is_err());
+        assert!(parse_args(&a(&["--policy"])).is_err());
+        assert!(parse_args(&a(&["--args", "!!", "--", "/bin/app"])).is_err());
+        assert!(
+            parse_args(&a(&["--args", "e30", "--", "/bin/app"])).is_err(),
+            "{{}}"
+        );
+        assert_eq!(main(a(&["--args", "!!", "--", "/bin/true"])), EXIT_SETUP);
     }
 }

@@ -15,7 +15,7 @@ use super::binaries::{BinaryCache, Fetched};
 use super::reconcile::{plan, Action, Desired};
 use super::snapshot::{AppSnapshot, NodeSnapshot, ReplicaSnapshot};
 use super::status::{derive_status, InstanceStatus};
-use super::units::{self, Identity, Network, Replica, Restart};
+use super::units::{self, Network, Replica, Restart};
 use crate::nats::{self as nats_conn, NatsOptions};
 use crate::spec::{self, ServiceSpec};
 use crate::store;
@@ -934,13 +934,8 @@ impl<M: UnitManager> Agent<M> {
                 spec.user
             ));
         }
-        let identity = if spec.user.is_empty() {
-            Identity::Dynamic
-        } else if spec.user == "root" && !self.cfg.allow_root_apps {
-            return Err("user: root is not allowed on this node (allow_root_apps is off)".into());
-        } else {
-            Identity::Named(spec.user.clone())
-        };
+        let identity =
+            super::identity::identity(&spec.user, self.cfg.allow_root_apps, &super::identity::Nss)?;
         let network = match (spec.network(), spec.network_namespace_path.as_str()) {
             (_, path) if !path.is_empty() => Network::Namespace(path.to_owned()),
             (spec::Network::None, _) if !spec.nonet.local_ports.is_empty() => Network::Loopback,
@@ -954,6 +949,11 @@ impl<M: UnitManager> Agent<M> {
                 Some(policy) => Some(self.write_policy(&spec.name, &policy)?),
                 None => None,
             };
+        let exec_wrapper = if units::args_need_wrapper(&spec.args) {
+            Some(self.exec_wrapper("args with characters systemd cannot store verbatim")?)
+        } else {
+            None
+        };
         let secret_files = if spec.secrets.is_empty() {
             None
         } else {
@@ -1013,6 +1013,7 @@ impl<M: UnitManager> Agent<M> {
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
+                    exec_wrapper: exec_wrapper.clone(),
                     secret_files: secret_files.clone(),
                     manager: manager.clone(),
                 };

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod binaries;
+pub mod identity;
 pub mod reconcile;
 pub mod status;
 pub mod units;

@@ -121,6 +121,9 @@ pub struct Replica {
     pub files: Vec<(PathBuf, String)>,
     /// `mode: landlock`: (wrapper binary, policy file) run before the app.
     pub landlock: Option<(PathBuf, PathBuf)>,
+    /// `narun-exec`, which carries args systemd cannot store verbatim
+    /// ([`args_need_wrapper`]); unused when the args are plain.
+    pub exec_wrapper: Option<PathBuf>,
     /// `secrets:` files: a root-only directory handed to the app's user by
     /// the privileged `ExecStartPre=+<helper> --own-secrets`, then bound
     /// read-only at `/run/secrets`.
@@ -204,34 +207,7 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("Slice", s(SLICE)));
     p.push(("Type", s("exec")));
     let binary = r.binary.to_string_lossy().into_owned();
-    let exec = match &r.landlock {
-        // narun-exec --policy FILE -- BINARY ARGS...
-        Some((wrapper, policy)) => {
-            let wrapper = wrapper.to_string_lossy().into_owned();
-            let mut argv = vec![
-                wrapper.clone(),
-                "--policy".to_owned(),
-                policy.to_string_lossy().into_owned(),
-                "--".to_owned(),
-                binary,
-            ];
-            argv.extend(r.args.iter().cloned());
-            ExecCommand {
-                path: wrapper,
-                argv,
-                ignore_failure: false,
-            }
-        }
-        None => {
-            let mut argv = vec![binary.clone()];
-            argv.extend(r.args.iter().cloned());
-            ExecCommand {
-                path: binary,
-                argv,
-                ignore_failure: false,
-            }
-        }
-    };
+    let exec = exec_command(r, binary);
     if let Some(sf) = r.secret_files.as_ref().filter(|_| !user_manager) {
         let helper = sf.helper.to_string_lossy().into_owned();
         p.push((
@@ -417,6 +393,67 @@ pub fn render(r: &Replica) -> TransientUnit {
     }
 }
 
+/// Can systemd store `arg` verbatim? Over D-Bus it would take anything,
+/// but it expands `$VAR`, `${VAR}` and `$$` when it execs (an arg
+/// `$DBPASS` would put a secret into the world-readable /proc/PID/cmdline),
+/// and systemd 252 writes `$`, `;`, quotes, backslashes and white space
+/// into the transient unit file in a form it cannot read back (the app gets
+/// other arguments after a daemon-reload). Only this alphabet is safe.
+pub fn plain_arg(arg: &str) -> bool {
+    !arg.is_empty()
+        && arg.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'_' | b'.' | b'/' | b':' | b'=' | b'+' | b',' | b'@'
+                )
+        })
+}
+
+/// Do these args need `narun-exec --args` to reach the app as written?
+pub fn args_need_wrapper(args: &[String]) -> bool {
+    !args.iter().all(|a| plain_arg(a))
+}
+
+/// The `ExecStart=` of a replica: the app with its args exactly as written,
+/// through `narun-exec` when Landlock or the args need it.
+fn exec_command(r: &Replica, binary: String) -> ExecCommand {
+    let carried = args_need_wrapper(&r.args);
+    let wrapper = match (&r.landlock, &r.exec_wrapper) {
+        (Some((w, _)), _) => Some(w),
+        (None, Some(w)) if carried => Some(w),
+        _ => None,
+    };
+    let Some(wrapper) = wrapper else {
+        let mut argv = vec![binary.clone()];
+        // Without a wrapper (not configured): at least no expansion, by
+        // systemd's own `$$` escape (exact until a daemon-reload).
+        argv.extend(r.args.iter().map(|a| a.replace('$', "$$")));
+        return ExecCommand {
+            path: binary,
+            argv,
+            ignore_failure: false,
+        };
+    };
+    let wrapper = wrapper.to_string_lossy().into_owned();
+    let mut argv = vec![wrapper.clone()];
+    if let Some((_, policy)) = &r.landlock {
+        argv.extend(["--policy".to_owned(), policy.to_string_lossy().into_owned()]);
+    }
+    if carried {
+        argv.extend(["--args".to_owned(), crate::exec::encode_args(&r.args)]);
+    }
+    argv.extend(["--".to_owned(), binary]);
+    if !carried {
+        argv.extend(r.args.iter().cloned());
+    }
+    ExecCommand {
+        path: wrapper,
+        argv,
+        ignore_failure: false,
+    }
+}
+
 /// The `User=` of a replica.
 fn user_name(r: &Replica) -> String {
     match &r.identity {
@@ -567,6 +604,7 @@ mod tests {
             environment_file: None,
             files: vec![],
             landlock: None,
+            exec_wrapper: Some("/usr/libexec/narun/narun-exec".into()),
             secret_files: None,
             manager: Manager::System,
         }
@@ -750,6 +788,41 @@ mod tests {
                 "1"
             ]
         );
+    }
+
+    #[test]
+    fn args_reach_the_app_as_written() {
+        let exec = |r: &Replica| match render(r).get("ExecStart") {
+            Some(Prop::Exec(c)) => c[0].clone(),
+            other => panic!("ExecStart: {other:?}"),
+        };
+        let mut r = replica();
+        // Plain args: on the command line, no wrapper.
+        r.args = vec!["--port".into(), "8080".into(), "--db=a/b:c,d@e+f".into()];
+        let c = exec(&r);
+        assert_eq!(c.path, "/var/lib/narun/binaries/x/hello");
+        assert_eq!(c.argv[1..], r.args);
+        // Anything else: carried by narun-exec, decoded exactly.
+        for odd in [
+            "$FOO", "${FOO}", "$$", "%n", "%%", "a b", "\\", "'q'", "\"", ";", "", "é", "\n",
+        ] {
+            r.args = vec!["--x".into(), odd.into()];
+            let c = exec(&r);
+            assert_eq!(c.path, "/usr/libexec/narun/narun-exec", "{odd:?}");
+            assert_eq!(c.argv[1], "--args");
+            assert!(c.argv.iter().all(|a| plain_arg(a)), "{odd:?}: {:?}", c.argv);
+            assert_eq!(crate::exec::decode_args(&c.argv[2]).unwrap(), r.args);
+            assert_eq!(c.argv[3..], ["--", "/var/lib/narun/binaries/x/hello"]);
+        }
+        // With Landlock: one wrapper, both options.
+        r.landlock = Some(("/usr/libexec/narun/narun-exec".into(), "/p.json".into()));
+        let c = exec(&r);
+        assert_eq!(c.argv[1..4], ["--policy", "/p.json", "--args"]);
+        // No wrapper configured: systemd's own escape for `$`.
+        r.landlock = None;
+        r.exec_wrapper = None;
+        r.args = vec!["$FOO".into(), "$$".into()];
+        assert_eq!(exec(&r).argv[1..], ["$$FOO", "$$$$"]);
     }
 
     #[test]

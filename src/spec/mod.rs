@@ -130,6 +130,70 @@ pub fn valid_label_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
 }
 
+/// The account of a spec's `user:`, in its one accepted spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    /// A user name, resolved on the node (its user database decides the uid).
+    Name(String),
+    /// A numeric uid, in canonical decimal form.
+    Uid(u32),
+}
+
+impl UserRef {
+    /// Does this spelling name root by itself (before any lookup)?
+    pub fn is_root(&self) -> bool {
+        matches!(self, UserRef::Uid(0)) || matches!(self, UserRef::Name(n) if n == "root")
+    }
+}
+
+impl std::fmt::Display for UserRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserRef::Name(n) => f.write_str(n),
+            UserRef::Uid(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Parse a spec's `user:`: a user name (ASCII letters, digits, `_`, `-`, not
+/// starting with a digit or `-`, at most 32) or a uid in canonical decimal
+/// (no sign, no leading zero, no white space; not 65535 or 4294967295, which
+/// systemd treats as invalid). Anything else is an error, because two
+/// spellings of one account (`0`, `00`, ` 0`) would let a spec slip past a
+/// check written for one of them.
+pub fn parse_user(u: &str) -> Result<UserRef, String> {
+    let b = u.as_bytes();
+    if b.is_empty() {
+        return Err("empty".into());
+    }
+    if b.iter().all(u8::is_ascii_digit) {
+        if b.len() > 1 && b[0] == b'0' {
+            return Err(format!(
+                "{u:?} has a leading zero: write the uid in plain decimal"
+            ));
+        }
+        return match u.parse::<u32>() {
+            Ok(uid) if uid == u16::MAX as u32 || uid == u32::MAX => {
+                Err(format!("uid {uid} is reserved (invalid in systemd)"))
+            }
+            Ok(uid) => Ok(UserRef::Uid(uid)),
+            Err(_) => Err(format!("{u:?} is not a 32-bit uid")),
+        };
+    }
+    let ok = u.len() <= 32
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'));
+    if ok {
+        Ok(UserRef::Name(u.to_owned()))
+    } else {
+        Err(format!(
+            "{u:?} is not a valid user name or uid: letters, digits, '_' and '-', not \
+             starting with a digit or '-', at most 32; or a uid in plain decimal"
+        ))
+    }
+}
+
 /// How the app's process is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]

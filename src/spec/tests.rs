@@ -379,6 +379,91 @@ const RULES: &[(&str, &str, &str, Option<usize>)] = &[
         "not a valid user name",
         Some(3),
     ),
+    // Root in any spelling but its name, and every non-canonical uid.
+    (
+        "name: a\ntag: v1\nuser: \"0\"\n",
+        "user",
+        "uid 0 is root",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: 0\n",
+        "user",
+        "uid 0 is root",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"00\"\n",
+        "user",
+        "leading zero",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"0000\"\n",
+        "user",
+        "leading zero",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"01000\"\n",
+        "user",
+        "leading zero",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \" 0\"\n",
+        "user",
+        "not a valid user",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"0 \"\n",
+        "user",
+        "not a valid user",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"+0\"\n",
+        "user",
+        "not a valid user",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"-0\"\n",
+        "user",
+        "not a valid user",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"root \"\n",
+        "user",
+        "not a valid user",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"0x0\"\n",
+        "user",
+        "not a valid user",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"4294967296\"\n",
+        "user",
+        "not a 32-bit uid",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"4294967295\"\n",
+        "user",
+        "reserved",
+        Some(3),
+    ),
+    (
+        "name: a\ntag: v1\nuser: \"65535\"\n",
+        "user",
+        "reserved",
+        Some(3),
+    ),
     (
         "name: a\ntag: v1\nargs: {a: 1}\n",
         "args",
@@ -745,4 +830,37 @@ fn known_keys_match_the_types() {
         .spec;
     assert_eq!(back.restart, full.restart);
     assert_eq!(back.node_selector, full.node_selector);
+}
+
+#[test]
+fn user_root_by_name_is_a_warning_and_plain_uids_parse() {
+    let w = warnings(&format!("{BASE}user: root\n"));
+    assert_eq!(w[0].path, "user", "{w:?}");
+    assert!(w[0].message.contains("--allow-root-apps"), "{w:?}");
+    for (user, want) in [
+        ("akh", UserRef::Name("akh".into())),
+        ("_svc-1", UserRef::Name("_svc-1".into())),
+        ("1000", UserRef::Uid(1000)),
+        ("0", UserRef::Uid(0)),
+        ("4294967294", UserRef::Uid(4294967294)),
+    ] {
+        assert_eq!(parse_user(user), Ok(want), "{user:?}");
+    }
+    assert!(parse_user("0").unwrap().is_root());
+    assert!(parse_user("root").unwrap().is_root());
+    assert!(!parse_user("rooty").unwrap().is_root());
+    for bad in [
+        "",
+        "00",
+        " 0",
+        "0\n",
+        "+1",
+        "１",
+        "r\u{0}",
+        "a b",
+        "-x",
+        "x".repeat(33).as_str(),
+    ] {
+        assert!(parse_user(bad).is_err(), "{bad:?}");
+    }
 }

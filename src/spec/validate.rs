@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::de::did_you_mean;
 use super::parse::Severity;
 use super::{
-    valid_app_name, valid_file_name, valid_label_key, valid_node_id, valid_secret_name, valid_tag,
-    Mode, Network, RestartPolicy, ServiceSpec, KNOWN_ARCHES, MAX_APP_NAME_LEN, MAX_REPLICAS,
-    SECRETS_DIR,
+    parse_user, valid_app_name, valid_file_name, valid_label_key, valid_node_id, valid_secret_name,
+    valid_tag, Mode, Network, RestartPolicy, ServiceSpec, UserRef, KNOWN_ARCHES, MAX_APP_NAME_LEN,
+    MAX_REPLICAS, SECRETS_DIR,
 };
 
 type Found = Vec<(Severity, String, String)>;
@@ -278,16 +278,23 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
     if spec.mode != Mode::Landlock && !spec.landlock.is_empty() {
         warn(out, "landlock", "ignored unless `mode: landlock`");
     }
-    if !spec.user.is_empty() && !valid_user(&spec.user) {
-        err(
-            out,
-            "user",
-            format!(
-                "{:?} is not a valid user name or uid: letters, digits, '_' and '-', not \
-                 starting with a digit or '-', at most 32",
-                spec.user
+    if !spec.user.is_empty() {
+        match parse_user(&spec.user) {
+            Err(e) => err(out, "user", e),
+            Ok(UserRef::Uid(0)) => err(
+                out,
+                "user",
+                "uid 0 is root: write `user: root` if the app must run as root (nodes \
+                 refuse it unless their agent runs with --allow-root-apps)",
             ),
-        );
+            Ok(u) if u.is_root() => warn(
+                out,
+                "user",
+                "the app runs as root: nodes refuse it unless their agent runs with \
+                 --allow-root-apps",
+            ),
+            Ok(_) => {}
+        }
     }
 
     // resources
@@ -483,16 +490,4 @@ fn relative_inside(p: &str) -> bool {
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
         && path.components().any(|c| matches!(c, Component::Normal(_)))
-}
-
-/// A POSIX-ish user name (as systemd's `User=` accepts) or a numeric uid.
-fn valid_user(u: &str) -> bool {
-    if u.bytes().all(|b| b.is_ascii_digit()) {
-        return u.parse::<u32>().is_ok();
-    }
-    let b = u.as_bytes();
-    u.len() <= 32
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
 }

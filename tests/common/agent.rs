@@ -40,6 +40,14 @@ impl Agent {
         let journalctl = format!("nsenter -t {} -m -p journalctl", sd.pid);
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // narun-exec where the apps' users can execute it (as the packages
+        // put it in /usr/libexec/narun), unless the test chooses one.
+        let mut wrapper_arg = Vec::new();
+        if !extra.contains(&"--exec-wrapper") {
+            let wrapper = data.join("narun-exec");
+            std::fs::copy(narun_binary().with_file_name("narun-exec"), &wrapper).unwrap();
+            wrapper_arg = vec!["--exec-wrapper".to_owned(), wrapper.display().to_string()];
+        }
         // Like the packaged unit (CapabilityBoundingSet= empty), the agent
         // must never depend on root's file capabilities: it runs without
         // chown, DAC override and fowner (the rest stay: the tests reach
@@ -64,6 +72,7 @@ impl Agent {
             .args(["--admin-addr", &admin.to_string()])
             .args(["--metrics-addr", &metrics.to_string()])
             .args(extra)
+            .args(wrapper_arg)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "narun=debug,info")
             .stdin(Stdio::null())

@@ -161,6 +161,29 @@ pub fn narun_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_narun"))
 }
 
+/// Run the `narun` CLI against `nats`, as a user does; returns (exit code,
+/// stdout, stderr).
+pub fn narun_cli(nats: &NatsServer, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(narun_binary())
+        .args(args)
+        .args(["--nats-url", &nats.url()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run narun");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`narun_cli`], which must exit 0; returns stdout.
+pub fn narun_cli_ok(nats: &NatsServer, args: &[&str]) -> String {
+    let (code, out, err) = narun_cli(nats, args);
+    assert_eq!(code, 0, "narun {args:?} failed:\n{out}\n{err}");
+    out
+}
+
 /// Path of an example binary (cargo builds examples before running tests).
 pub fn example_binary(name: &str) -> PathBuf {
     let p = narun_binary().parent().unwrap().join("examples").join(name);
