@@ -32,7 +32,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::service::{self, ServiceExt};
+use async_nats::service;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use http_body::Body;
@@ -43,6 +43,8 @@ use crate::nats::{self as nats_conn, NatsOptions};
 use crate::wire;
 
 mod grpc;
+mod micro;
+mod ready;
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -302,25 +304,27 @@ async fn serve_endpoint<H, Fut, F>(
     handler: H,
 ) -> Result<(), Error>
 where
-    H: Fn(service::Request, Ctx) -> Fut,
+    H: Fn(micro::Request, Ctx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
     F: Future<Output = ()>,
 {
     opts.validate()?;
-    let service = client
-        .service_builder()
-        .description(&opts.description)
-        .queue_group(wire::QUEUE_GROUP)
-        .start(&opts.service_name, &opts.version)
-        .await
-        .map_err(|e| Error::Service(e.to_string()))?;
-    let mut endpoint = service
-        .endpoint_builder()
-        .name(endpoint_name)
-        .queue_group(wire::QUEUE_GROUP)
-        .add(&opts.service_name)
-        .await
-        .map_err(|e| Error::Service(e.to_string()))?;
+    let mut endpoint = micro::MicroService::start(
+        &client,
+        micro::Config {
+            name: opts.service_name.clone(),
+            version: opts.version.clone(),
+            description: opts.description.clone(),
+            endpoint: endpoint_name.to_owned(),
+            queue_group: wire::QUEUE_GROUP.to_owned(),
+        },
+    )
+    .await
+    .map_err(Error::Service)?;
+    // The endpoint is subscribed at the server: tell systemd (a narun
+    // unit with `Type=notify` stays "activating", and a rollout keeps the
+    // previous version, until this).
+    ready::notify_ready();
     tracing::info!(
         service = %opts.service_name,
         endpoint = endpoint_name,
@@ -343,30 +347,29 @@ where
             // Back-pressure: take a request from NATS only when a slot is free.
             r = endpoint.next(), if in_flight.len() < opts.concurrency => {
                 let Some(request) = r else { break };
-                let ctx = Ctx {
-                    max_payload: client.max_payload(),
-                    client: client.clone(),
-                };
-                let work = handler(request, ctx);
-                in_flight.push(async move {
-                    // Handlers answer their own panics; this is the last resort.
-                    if AssertUnwindSafe(work).catch_unwind().await.is_err() {
-                        tracing::error!("request handler panicked");
-                    }
-                });
+                in_flight.push(run(&handler, &client, request));
             }
         }
     }
 
     tracing::info!(service = %opts.service_name, in_flight = in_flight.len(), "stopping: draining in-flight requests");
-    // Unsubscribe first (endpoint and $SRV.* verbs) so NATS routes new
-    // requests to other replicas and discovery stops listing this one.
-    // NATS may be gone: none of these may hang the exit.
+    // Drain the endpoint (UNSUB, then every request the server routed here
+    // before it is still delivered) and stop the $SRV verbs, so NATS routes
+    // new requests to other replicas and none is lost; then finish what
+    // came in. NATS may be gone: none of this may hang the exit.
     let quick = std::time::Duration::from_secs(2);
-    let _ = tokio::time::timeout(quick, endpoint.stop()).await;
-    let _ = tokio::time::timeout(quick, service.stop()).await;
+    let _ = tokio::time::timeout(quick, endpoint.drain()).await;
     let drained = tokio::time::timeout(opts.drain_timeout, async {
-        while in_flight.next().await.is_some() {}
+        let mut open = true;
+        while open || !in_flight.is_empty() {
+            tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                r = endpoint.next(), if open && in_flight.len() < opts.concurrency => match r {
+                    Some(request) => in_flight.push(run(&handler, &client, request)),
+                    None => open = false,
+                },
+            }
+        }
     })
     .await;
     if drained.is_err() {
@@ -376,13 +379,36 @@ where
     Ok(())
 }
 
+/// One request as a future of the serving task.
+fn run<H, Fut>(
+    handler: &H,
+    client: &async_nats::Client,
+    request: micro::Request,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    H: Fn(micro::Request, Ctx) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ctx = Ctx {
+        max_payload: client.max_payload(),
+        client: client.clone(),
+    };
+    let work = handler(request, ctx);
+    Box::pin(async move {
+        // Handlers answer their own panics; this is the last resort.
+        if AssertUnwindSafe(work).catch_unwind().await.is_err() {
+            tracing::error!("request handler panicked");
+        }
+    })
+}
+
 /// What one request produced.
 enum Outcome {
     Reply(Vec<u8>),
     Fail(u16, String),
 }
 
-async fn handle<S, B>(request: service::Request, svc: S, ctx: Ctx)
+async fn handle<S, B>(request: micro::Request, svc: S, ctx: Ctx)
 where
     S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
         + Send

@@ -89,6 +89,8 @@ pub struct ServiceDetails {
     pub cpu_usage_nsec: Option<u64>,
     /// CLOCK_REALTIME µs when the unit last became active (0 if never).
     pub active_enter_usec: u64,
+    /// CLOCK_REALTIME µs when the unit last started activating (0 if never).
+    pub inactive_exit_usec: u64,
 }
 
 /// What can go wrong talking to systemd.
@@ -126,6 +128,13 @@ pub trait UnitManager: Send + Sync + 'static {
     fn version(&self) -> impl Future<Output = Result<String, SystemdError>> + Send;
     /// Start a transient unit and wait for its start job to finish.
     fn start_transient(
+        &self,
+        unit: &TransientUnit,
+    ) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    /// Start a transient unit; return once systemd has queued the start
+    /// job, without waiting for it to finish (a `Type=notify` unit's start
+    /// lasts until it is ready: its progress shows in [`Self::details`]).
+    fn start_transient_queued(
         &self,
         unit: &TransientUnit,
     ) -> impl Future<Output = Result<(), SystemdError>> + Send;
@@ -328,6 +337,24 @@ impl UnitManager for Systemd {
         .await
     }
 
+    async fn start_transient_queued(&self, unit: &TransientUnit) -> Result<(), SystemdError> {
+        let props = unit
+            .properties
+            .iter()
+            .map(|(n, p)| Ok((n.clone(), to_variant(p)?)))
+            .collect::<Result<Vec<_>, SystemdError>>()?;
+        self.manager()
+            .await?
+            .start_transient_unit(unit.name.clone(), "fail".into(), props, Vec::new())
+            .await
+            .map_err(|e| SystemdError::Refused {
+                what: "start",
+                unit: unit.name.clone(),
+                message: dbus_message(&e),
+            })?;
+        Ok(())
+    }
+
     async fn stop(&self, name: &str) -> Result<(), SystemdError> {
         let n = name.to_owned();
         match self
@@ -403,6 +430,7 @@ impl UnitManager for Systemd {
             active_state: unit.active_state().await.map_err(SystemdError::bus)?,
             sub_state: unit.sub_state().await.map_err(SystemdError::bus)?,
             active_enter_usec: unit.active_enter_timestamp().await.unwrap_or(0),
+            inactive_exit_usec: unit.inactive_exit_timestamp().await.unwrap_or(0),
             result: service.result().await.unwrap_or_default(),
             main_pid: service.main_pid().await.unwrap_or(0),
             n_restarts: service.n_restarts().await.unwrap_or(0),

@@ -84,6 +84,21 @@ fn running_again<'a>(id: &'a str, old_pid: &'a str) -> impl Fn(&StatusUpdate) ->
     }
 }
 
+/// Wait until a replica runs under its main unit name alone (a rollout
+/// ends with the new version there and the surge unit gone).
+async fn settled(sd: &PrivateSystemd, unit: &str) {
+    let next = unit.replace(".service", ".next.service");
+    eventually(
+        Duration::from_secs(60),
+        &format!("{unit} active and {next} gone"),
+        || async {
+            sd.show(unit, "ActiveState") == "active"
+                && matches!(sd.show(&next, "ActiveState").as_str(), "inactive" | "")
+        },
+    )
+    .await;
+}
+
 /// One request to the hello app over NATS (as the gateway sends it).
 async fn hello_request(client: &async_nats::Client, service: &str) -> serde_json::Value {
     let mut headers = http::HeaderMap::new();
@@ -764,7 +779,7 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
         || async { !keep_files.exists() },
     )
     .await;
-    assert_eq!(sd.show(keep_unit, "ActiveState"), "active");
+    settled(&sd, keep_unit).await;
     // The restarting app did restart (again) with the third value.
     eventually(
         Duration::from_secs(20),

@@ -34,6 +34,9 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         files: vec![],
         landlock: None,
         exec_wrapper: None,
+        next: false,
+        notify: false,
+        start_timeout: Duration::from_secs(60),
         secret_files: None,
         manager: narun::node::units::Manager::System,
     }

@@ -23,7 +23,7 @@ use crate::wire::{self, grpc as g, grpc::code};
 const HEADER_ALLOWANCE: usize = 512;
 
 /// Serve one call. Never panics outward: a panicking handler becomes INTERNAL.
-pub(super) async fn handle<S, B>(request: service::Request, svc: S, ctx: Ctx)
+pub(super) async fn handle<S, B>(request: super::micro::Request, svc: S, ctx: Ctx)
 where
     S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
         + Send
@@ -322,7 +322,7 @@ where
 
 /// Sends the replies of one call.
 struct Responder {
-    request: service::Request,
+    request: super::micro::Request,
     client: async_nats::Client,
     max_payload: usize,
     /// The gateway's stream credit; `None`: it cannot take a stream (Go).
@@ -553,7 +553,7 @@ impl Responder {
         self.request
             .respond_with_headers(result, headers)
             .await
-            .map_err(|e| Stop::Publish(e.to_string()))
+            .map_err(Stop::Publish)
     }
 }
 

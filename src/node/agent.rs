@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Mutex};
 use zeroize::Zeroizing;
 
 use super::binaries::{BinaryCache, Fetched};
-use super::reconcile::{plan, Action, Desired};
+use super::reconcile::{health, plan, Action, Desired, Health, Observed, Readiness};
 use super::snapshot::{AppSnapshot, NodeSnapshot, ReplicaSnapshot};
 use super::status::{derive_status, InstanceStatus};
 use super::units::{self, Network, Replica, Restart};
@@ -169,6 +169,8 @@ enum Event {
     SyncDone,
     /// A secret or a shared file changed: apps using it restart.
     Changed(String),
+    /// An object of `app-binaries` was written (or deleted).
+    Binary(String),
 }
 
 /// Shared agent state.
@@ -186,8 +188,17 @@ struct Agent<M: UnitManager> {
     /// Secret environment waiting to be written for a unit about to start.
     pending_env: Mutex<HashMap<String, Zeroizing<String>>>,
     apps: Mutex<BTreeMap<String, App>>,
-    /// Last status published per instance id.
+    /// Last status published per key (a unit name, or an instance id).
     published: Mutex<HashMap<String, InstanceStatus>>,
+    /// Units (name, spec hash) seen ready: their later restarts are
+    /// systemd's business, not a failed rollout.
+    was_ready: Mutex<BTreeSet<(String, String)>>,
+    /// Per replica slot: a spec hash whose rollout failed there, and why.
+    rolled_back: Mutex<BTreeMap<(String, u32), (String, String)>>,
+    /// What "ready" means per app (from its spec and binary).
+    readiness: Mutex<HashMap<String, Readiness>>,
+    /// A rollout or a start is in progress: reconcile at every status tick.
+    settling: std::sync::atomic::AtomicBool,
     nats: async_nats::Client,
     events: mpsc::UnboundedSender<Event>,
     snapshot: tokio::sync::watch::Sender<NodeSnapshot>,
@@ -203,9 +214,19 @@ struct Agent<M: UnitManager> {
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
+/// The other generation of a replica whose unit is being stopped.
+enum Survivor {
+    /// None: the replica stops.
+    None,
+    /// It keeps running (the stopped unit was replaced).
+    Runs(String),
+    /// It stops too, after this one (it reports the replica stopped).
+    StopsLater,
+}
+
 /// Per unit: (active state, sub state, hash) when last read, its snapshot
 /// row and status.
-type SweepCache = HashMap<String, ((String, String, String), ReplicaSnapshot, InstanceStatus)>;
+type SweepCache = HashMap<String, ((String, String, String, bool), ReplicaSnapshot, InstanceStatus)>;
 
 /// Run the agent until `shutdown` resolves. Apps keep running afterwards.
 pub async fn run<M: UnitManager>(
@@ -244,6 +265,10 @@ pub async fn run<M: UnitManager>(
         arch,
         apps: Mutex::new(BTreeMap::new()),
         published: Mutex::new(HashMap::new()),
+        was_ready: Mutex::new(BTreeSet::new()),
+        rolled_back: Mutex::new(BTreeMap::new()),
+        readiness: Mutex::new(HashMap::new()),
+        settling: std::sync::atomic::AtomicBool::new(false),
         nats,
         events: tx,
         snapshot: tokio::sync::watch::Sender::new(NodeSnapshot::default()),
@@ -314,6 +339,9 @@ pub async fn run<M: UnitManager>(
                 }
             }
             _ = status_tick.tick() => {
+                if agent.settling.load(std::sync::atomic::Ordering::Relaxed) {
+                    agent.reconcile().await;
+                }
                 agent.publish_status().await;
                 crate::sd::status(&agent.status_line().await);
             }
@@ -513,10 +541,24 @@ impl<M: UnitManager> Agent<M> {
                 let files = store::ensure_object_store(&js, store::FILES)
                     .await
                     .map_err(|e| e.to_string())?;
+                let binaries = store::ensure_object_store(&js, store::APP_BINARIES)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let mut s = secrets.watch_all().await.map_err(|e| e.to_string())?;
                 let mut f = files.watch().await.map_err(|e| e.to_string())?;
+                let mut b = binaries.watch().await.map_err(|e| e.to_string())?;
                 loop {
                     let what = tokio::select! {
+                        // A new upload under an existing tag (R5), by
+                        // `narun deploy` or the Go CLI: the apps running
+                        // that object look it up again.
+                        e = b.next() => match e {
+                            Some(Ok(i)) => {
+                                let _ = self.events.send(Event::Binary(i.name));
+                                continue;
+                            }
+                            _ => return Err("binary watch ended".into()),
+                        },
                         e = s.next() => match e {
                             Some(Ok(e)) => format!("secret {}", e.key),
                             _ => return Err::<(), String>("secret watch ended".into()),
@@ -670,6 +712,22 @@ impl<M: UnitManager> Agent<M> {
             Event::Changed(what) => {
                 tracing::info!(%what, "secret or file changed");
                 true
+            }
+            Event::Binary(object) => {
+                let mut apps = self.apps.lock().await;
+                let mut any = false;
+                for app in apps.values_mut() {
+                    let Some(spec) = &app.spec else { continue };
+                    if store::binary::object_name(&spec.name, &spec.tag, self.os, self.arch)
+                        == object
+                    {
+                        tracing::info!(app = %spec.name, %object, "binary object changed; looking it up again");
+                        app.recheck = true;
+                        app.fetch_error = None;
+                        any = true;
+                    }
+                }
+                any
             }
             Event::Spec { key, yaml: None } => {
                 tracing::info!(app = %key, "spec deleted");
@@ -834,10 +892,22 @@ impl<M: UnitManager> Agent<M> {
                         let mut pending = self.pending_env.lock().await;
                         for u in &d {
                             pending.insert(u.unit.name.clone(), env.clone());
+                            pending.insert(u.next.name.clone(), env.clone());
                         }
                     }
+                    self.readiness.lock().await.insert(
+                        name.clone(),
+                        Readiness {
+                            notify: spec.health.notify.unwrap_or(bin.notify),
+                            stable: spec.stable_period(),
+                            deadline: spec.progress_deadline(),
+                        },
+                    );
                     if !spec.restart_on_secret_change {
-                        let units: Vec<String> = d.iter().map(|u| u.unit.name.clone()).collect();
+                        let units: Vec<String> = d
+                            .iter()
+                            .flat_map(|u| [u.unit.name.clone(), u.next.name.clone()])
+                            .collect();
                         self.refresh_env_files(&units).await;
                     }
                     desired.append(&mut d)
@@ -852,7 +922,25 @@ impl<M: UnitManager> Agent<M> {
             self.spawn_fetch(app, tag);
         }
 
-        let actions = plan(&desired, &actual, &hold);
+        let observed = self.observe(&actual).await;
+        let rolled_back: BTreeMap<(String, u32), String> = {
+            let mut rb = self.rolled_back.lock().await;
+            // A slot's failed hash matters until the spec moves on.
+            rb.retain(|(app, index), (hash, _)| {
+                desired
+                    .iter()
+                    .any(|d| &d.app == app && d.index == *index && &d.hash == hash)
+            });
+            rb.iter().map(|(k, (h, _))| (k.clone(), h.clone())).collect()
+        };
+        let actions = plan(&desired, &observed, &hold, &rolled_back);
+        // While a replica is not ready yet or a slot has two generations,
+        // reconcile again at every status tick.
+        let settling = observed.iter().any(|o| o.health == Health::Pending)
+            || !actions.is_empty()
+            || observed.iter().any(|o| o.next);
+        self.settling
+            .store(settling, std::sync::atomic::Ordering::Relaxed);
         // `secrets:` removed from a spec: once its units all run the new
         // spec (nothing left to do for the app), no unit binds the files.
         for app in no_secret_files {
@@ -869,17 +957,32 @@ impl<M: UnitManager> Agent<M> {
             return;
         }
         tracing::info!(actions = actions.len(), "applying reconcile plan");
-        // Stops and replacements one at a time (a replacement is a rolling
-        // restart of the app); new replicas are started concurrently, since
-        // systemd's sandbox set-up, not the agent, is the per-unit cost.
+        // Stops one at a time; starts concurrently, since systemd's sandbox
+        // set-up, not the agent, is the per-unit cost.
         let (starts, others): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Start(_)));
-        for action in &others {
-            self.apply(action).await;
+        // A stopped generation whose slot keeps another one was replaced:
+        // the survivor's status is the last word for the replica. (Two
+        // units of a slot both stopping: the later one reports.)
+        for (k, action) in others.iter().enumerate() {
+            let later: BTreeSet<&str> = others[k + 1..].iter().map(|a| a.unit_name()).collect();
+            let earlier: BTreeSet<&str> = others[..k].iter().map(|a| a.unit_name()).collect();
+            let other = units::parse_unit(action.unit_name()).and_then(|(app, index, next)| {
+                observed
+                    .iter()
+                    .find(|o| o.app == app && o.index == index && o.next != next)
+                    .filter(|o| !earlier.contains(o.name.as_str()))
+            });
+            let survivor = match other {
+                Some(o) if later.contains(o.name.as_str()) => Survivor::StopsLater,
+                Some(o) => Survivor::Runs(o.name.clone()),
+                None => Survivor::None,
+            };
+            self.apply(action, &survivor).await;
         }
         futures_util::stream::iter(starts.iter())
-            .for_each_concurrent(MAX_CONCURRENT_STARTS, |a| self.apply(a))
+            .for_each_concurrent(MAX_CONCURRENT_STARTS, |a| self.apply(a, &Survivor::None))
             .await;
         self.heartbeat_now.notify_one();
         // Remember what was applied, for offline restarts, and drop cached
@@ -1011,17 +1114,29 @@ impl<M: UnitManager> Agent<M> {
                         .env
                         .as_ref()
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
+                    next: false,
+                    notify: spec.health.notify.unwrap_or(bin.notify),
+                    start_timeout: spec.progress_deadline(),
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
                     exec_wrapper: exec_wrapper.clone(),
                     secret_files: secret_files.clone(),
                     manager: manager.clone(),
                 };
+                let next = Replica {
+                    next: true,
+                    environment_file: r
+                        .environment_file
+                        .as_ref()
+                        .map(|_| self.env_file(&units::next_unit_name(&spec.name, index))),
+                    ..r.clone()
+                };
                 Desired {
                     app: spec.name.clone(),
                     index,
                     hash: hash.clone(),
                     unit: units::render(&r),
+                    next: units::render(&next),
                 }
             })
             .collect())
@@ -1244,67 +1359,167 @@ impl<M: UnitManager> Agent<M> {
         });
     }
 
-    async fn apply(&self, action: &Action) {
+    async fn apply(&self, action: &Action, survivor: &Survivor) {
         let name = action.unit_name().to_owned();
         let Some((app, index)) = units::parse_unit_name(&name) else {
             return;
         };
         let id = units::instance_id(&app, index);
         let result = match action {
-            Action::Stop(n) => {
-                self.publish(&app, InstanceStatus::stopping(&id)).await;
-                let r = self.systemd.stop(n).await;
-                let _ = self.systemd.reset_failed(n).await;
-                self.remove_env_file(n);
-                if r.is_ok() {
-                    self.publish(&app, InstanceStatus::stopped(&id, None)).await;
-                }
-                r.map_err(|e| e.to_string())
-            }
+            Action::Stop(n) => self.stop_unit(&app, &id, n, survivor).await,
             Action::Start(u) => {
-                self.publish(&app, InstanceStatus::starting(&id, "Starting process"))
-                    .await;
+                let hash = units::hash_from_description(
+                    match u.get("Description") {
+                        Some(crate::systemd::Prop::Str(d)) => d,
+                        _ => "",
+                    },
+                )
+                .unwrap_or_default()
+                .to_owned();
+                self.publish(
+                    &app,
+                    &name,
+                    InstanceStatus::starting(&id, "Starting process").with_hash(&hash),
+                )
+                .await;
                 self.start(u).await
             }
-            Action::Replace(u) => {
-                self.publish(&app, InstanceStatus::stopping(&id)).await;
-                match self.systemd.stop(&u.name).await {
-                    Ok(()) => {
-                        self.publish(
-                            &app,
-                            InstanceStatus::starting(&id, "Restarting with a new spec or binary"),
-                        )
-                        .await;
-                        self.start(u).await
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
+            Action::RollBack {
+                app: a,
+                index: i,
+                hash,
+                unit,
+                reason,
+            } => {
+                tracing::warn!(app = %a, replica = i, %reason, "new version failed; rolling back");
+                self.rolled_back
+                    .lock()
+                    .await
+                    .insert((a.clone(), *i), (hash.clone(), reason.clone()));
+                // For `narun deploy --wait` and `apps info`: the new
+                // version failed, and why.
+                self.publish(
+                    &app,
+                    &format!("{id} rollout"),
+                    InstanceStatus::failed(&id, &format!("rolled back: {reason}")).with_hash(hash),
+                )
+                .await;
+                self.stop_unit(&app, &id, unit, survivor).await
             }
         };
         if let Err(e) = result {
             tracing::error!(unit = %name, error = %e, "systemd action failed");
-            self.publish(&app, InstanceStatus::failed(&id, &e)).await;
+            self.publish(&app, &name, InstanceStatus::failed(&id, &e)).await;
         }
     }
 
+    /// Stop a unit. When the other generation of the replica keeps running
+    /// (or stops after this one), the replica is not reported stopping:
+    /// the survivor's status is published again instead.
+    async fn stop_unit(
+        &self,
+        app: &str,
+        id: &str,
+        unit: &str,
+        survivor: &Survivor,
+    ) -> Result<(), String> {
+        let report = matches!(survivor, Survivor::None);
+        if report {
+            self.publish(app, unit, InstanceStatus::stopping(id)).await;
+        }
+        let r = self.systemd.stop(unit).await;
+        let _ = self.systemd.reset_failed(unit).await;
+        self.remove_env_file(unit);
+        if let Survivor::Runs(s) = survivor {
+            {
+                let mut published = self.published.lock().await;
+                published.remove(unit);
+                published.remove(s);
+            }
+            self.sweep_cache.lock().await.remove(s);
+        } else if report && r.is_ok() {
+            self.publish(app, unit, InstanceStatus::stopped(id, None))
+                .await;
+        } else {
+            self.published.lock().await.remove(unit);
+        }
+        r.map_err(|e| e.to_string())
+    }
+
     /// Start a unit: forget a previous failure, write its secrets, start it.
+    /// A `Type=notify` unit's start lasts until it is ready: the agent does
+    /// not wait for it (its health shows in the next reconciles).
     async fn start(&self, unit: &crate::systemd::TransientUnit) -> Result<(), String> {
         let _ = self.systemd.reset_failed(&unit.name).await;
         self.write_env_file(&unit.name).await?;
-        self.systemd
-            .start_transient(unit)
-            .await
-            .map_err(|e| e.to_string())
+        let notify = matches!(unit.get("Type"), Some(crate::systemd::Prop::Str(t)) if t == "notify");
+        if notify {
+            self.systemd.start_transient_queued(unit).await
+        } else {
+            self.systemd.start_transient(unit).await
+        }
+        .map_err(|e| e.to_string())
     }
 
-    /// Publish a status message if it differs from the last one for that instance.
-    async fn publish(&self, app: &str, status: InstanceStatus) {
+    /// The units of `actual` as the plan sees them, with their health.
+    /// Units known ready and active need no D-Bus round trip.
+    async fn observe(&self, actual: &[crate::systemd::UnitState]) -> Vec<Observed> {
+        let readiness = self.readiness.lock().await.clone();
+        let now_usec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for u in actual {
+            let Some((app, index, next)) = units::parse_unit(&u.name) else {
+                continue;
+            };
+            let hash = units::hash_from_description(&u.description).map(str::to_owned);
+            let key = (u.name.clone(), hash.clone().unwrap_or_default());
+            let was_ready = self.was_ready.lock().await.contains(&key);
+            let health = if was_ready && u.active_state == "active" {
+                Health::Ready
+            } else {
+                let r = readiness.get(&app).copied().unwrap_or(Readiness {
+                    notify: false,
+                    stable: spec::DEFAULT_STABLE_PERIOD.0,
+                    deadline: spec::DEFAULT_PROGRESS_DEADLINE.0,
+                });
+                match self.systemd.details(&u.name).await {
+                    Ok(Some(d)) => health(&d, &r, now_usec, was_ready),
+                    _ => Health::Pending,
+                }
+            };
+            if health == Health::Ready {
+                self.was_ready.lock().await.insert(key);
+            }
+            out.push(Observed {
+                name: u.name.clone(),
+                app,
+                index,
+                next,
+                hash,
+                health,
+            });
+        }
+        // Forget units that are gone.
+        let names: BTreeSet<&str> = actual.iter().map(|u| u.name.as_str()).collect();
+        self.was_ready
+            .lock()
+            .await
+            .retain(|(n, _)| names.contains(n.as_str()));
+        out
+    }
+
+    /// Publish a status message if it differs from the last one under `key`
+    /// (a unit name: the two generations of a replica are told apart).
+    async fn publish(&self, app: &str, key: &str, status: InstanceStatus) {
         {
             let mut published = self.published.lock().await;
-            if published.get(&status.instance_id) == Some(&status) {
+            if published.get(key) == Some(&status) {
                 return;
             }
-            published.insert(status.instance_id.clone(), status.clone());
+            published.insert(key.to_owned(), status.clone());
         }
         let update = status.to_update(self.node());
         if let Ok(json) = serde_json::to_vec(&update) {
@@ -1326,7 +1541,8 @@ impl<M: UnitManager> Agent<M> {
         };
         for i in 0..n {
             let id = units::instance_id(app, i);
-            self.publish(app, InstanceStatus::failed(&id, error)).await;
+            self.publish(app, &id, InstanceStatus::failed(&id, error))
+                .await;
         }
     }
 
@@ -1336,6 +1552,7 @@ impl<M: UnitManager> Agent<M> {
             return;
         };
         let mut live = BTreeSet::new();
+        let mut live_units = BTreeSet::new();
         let mut replicas: BTreeMap<String, Vec<ReplicaSnapshot>> = BTreeMap::new();
         // Unchanged units are not asked again (the list carries their state);
         // every tenth sweep refreshes all (restarts, memory, CPU).
@@ -1343,6 +1560,12 @@ impl<M: UnitManager> Agent<M> {
             .sweeps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let full_sweep = sweep % 10 == 0;
+        let readiness = self.readiness.lock().await.clone();
+        let rolled_back = self.rolled_back.lock().await.clone();
+        let now_usec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default();
         let mut sweep_cache = self.sweep_cache.lock().await;
         for u in list {
             let Some((app, index)) = units::parse_unit_name(&u.name) else {
@@ -1350,14 +1573,27 @@ impl<M: UnitManager> Agent<M> {
             };
             let id = units::instance_id(&app, index);
             live.insert(id.clone());
+            live_units.insert(u.name.clone());
             let hash = units::hash_from_description(&u.description).unwrap_or_default();
-            let key = (u.active_state.clone(), u.sub_state.clone(), hash.to_owned());
-            if !full_sweep {
+            let was_ready = self
+                .was_ready
+                .lock()
+                .await
+                .contains(&(u.name.clone(), hash.to_owned()));
+            let key = (
+                u.active_state.clone(),
+                u.sub_state.clone(),
+                hash.to_owned(),
+                was_ready,
+            );
+            // A unit not known ready yet is read every time (its readiness
+            // changes with time alone).
+            if !full_sweep && was_ready {
                 if let Some((k, snap, status)) = sweep_cache.get(&u.name) {
                     if *k == key {
                         replicas.entry(app.clone()).or_default().push(snap.clone());
                         let status = status.clone();
-                        self.publish(&app, status).await;
+                        self.publish(&app, &u.name, status).await;
                         continue;
                     }
                 }
@@ -1365,7 +1601,53 @@ impl<M: UnitManager> Agent<M> {
             let Ok(Some(details)) = self.systemd.details(&u.name).await else {
                 continue;
             };
-            let status = derive_status(&id, &details).with_hash(hash);
+            let mut status = derive_status(&id, &details).with_hash(hash);
+            if !was_ready {
+                // "running" means ready: until then it is starting, and a
+                // replica that failed to get there says why.
+                let r = readiness.get(&app).copied().unwrap_or(Readiness {
+                    notify: false,
+                    stable: spec::DEFAULT_STABLE_PERIOD.0,
+                    deadline: spec::DEFAULT_PROGRESS_DEADLINE.0,
+                });
+                match health(&details, &r, now_usec, false) {
+                    Health::Ready => {
+                        self.was_ready
+                            .lock()
+                            .await
+                            .insert((u.name.clone(), hash.to_owned()));
+                    }
+                    Health::Pending => {
+                        status = InstanceStatus {
+                            pid: status.pid,
+                            ..InstanceStatus::starting(
+                                &id,
+                                if r.notify {
+                                    "waiting for READY=1"
+                                } else {
+                                    "waiting until it has run for the stable period"
+                                },
+                            )
+                            .with_hash(hash)
+                        };
+                    }
+                    Health::Failed(why) => {
+                        status = InstanceStatus {
+                            pid: status.pid,
+                            exit_code: status.exit_code,
+                            restarts: status.restarts,
+                            ..InstanceStatus::failed(&id, &why).with_hash(hash)
+                        };
+                    }
+                }
+            }
+            // The last rollback of this replica, on the version that kept
+            // serving (`narun apps info`).
+            if let Some((bad, why)) = rolled_back.get(&(app.clone(), index)) {
+                if bad != hash && status.status == "running" {
+                    status.error = Some(format!("rolled back from {bad}: {why}"));
+                }
+            }
             let snap = ReplicaSnapshot {
                 index,
                 instance_id: id.clone(),
@@ -1387,12 +1669,9 @@ impl<M: UnitManager> Agent<M> {
             };
             replicas.entry(app.clone()).or_default().push(snap.clone());
             sweep_cache.insert(u.name.clone(), (key, snap, status.clone()));
-            self.publish(&app, status).await;
+            self.publish(&app, &u.name, status).await;
         }
-        sweep_cache.retain(|unit, _| {
-            units::parse_unit_name(unit)
-                .is_some_and(|(a, i)| live.contains(&units::instance_id(&a, i)))
-        });
+        sweep_cache.retain(|unit, _| live_units.contains(unit));
         drop(sweep_cache);
         self.update_snapshot(replicas).await;
         // Secret files of units that are gone.
@@ -1428,18 +1707,18 @@ impl<M: UnitManager> Agent<M> {
             }
         }
         // Instances whose unit vanished on its own (e.g. stopped by hand).
-        let gone: Vec<InstanceStatus> = {
+        let gone: Vec<(String, InstanceStatus)> = {
             let published = self.published.lock().await;
             published
-                .values()
-                .filter(|s| !live.contains(&s.instance_id) && s.is_active())
-                .cloned()
+                .iter()
+                .filter(|(_, s)| !live.contains(&s.instance_id) && s.is_active())
+                .map(|(k, s)| (k.clone(), s.clone()))
                 .collect()
         };
-        for s in gone {
+        for (key, s) in gone {
             if let Some((app, _)) = spec::split_instance_id(&s.instance_id) {
                 let app = app.to_owned();
-                self.publish(&app, InstanceStatus::stopped(&s.instance_id, None))
+                self.publish(&app, &key, InstanceStatus::stopped(&s.instance_id, None))
                     .await;
             }
         }

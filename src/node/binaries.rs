@@ -16,6 +16,39 @@ pub struct Fetched {
     pub path: PathBuf,
     /// The object's digest as NATS records it (`SHA-256=<base64url>`).
     pub digest: String,
+    /// Built with `narun::consumer`: it sends systemd `READY=1`
+    /// ([`crate::wire::SD_NOTIFY_MARKER`]).
+    pub notify: bool,
+}
+
+/// Does `bytes` contain the consumer library's readiness marker?
+pub fn has_notify_marker(bytes: &[u8]) -> bool {
+    let m = crate::wire::SD_NOTIFY_MARKER;
+    bytes.windows(m.len()).any(|w| w == m)
+}
+
+/// [`has_notify_marker`] of a file, read in chunks (bounded memory).
+pub fn file_has_notify_marker(path: &Path) -> bool {
+    use std::io::Read;
+    let m = crate::wire::SD_NOTIFY_MARKER;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut keep = 0;
+    loop {
+        let n = match f.read(&mut buf[keep..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let end = keep + n;
+        if has_notify_marker(&buf[..end]) {
+            return true;
+        }
+        // Keep the tail: a marker may straddle two reads.
+        keep = (m.len() - 1).min(end);
+        buf.copy_within(end - keep..end, 0);
+    }
 }
 
 /// Why an object could not be fetched.
@@ -104,6 +137,7 @@ impl BinaryCache {
         (sha256_hex(&bytes) == hex).then(|| Fetched {
             path,
             digest: digest.to_owned(),
+            notify: has_notify_marker(&bytes),
         })
     }
 
@@ -153,9 +187,11 @@ impl BinaryCache {
         // the digest-named path; the full re-hash happens on restore.
         let installed = self.path_for(&hex, object);
         if installed.is_file() {
+            let notify = file_has_notify_marker(&installed);
             return Ok(Fetched {
                 path: installed,
                 digest,
+                notify,
             });
         }
         let final_path = self.path_for(&hex, object);
@@ -173,9 +209,11 @@ impl BinaryCache {
             FetchError::Other(format!("cannot install {}: {e}", final_path.display()))
         })?;
         tracing::info!(object = %object, path = %final_path.display(), "object installed");
+        let notify = file_has_notify_marker(&final_path);
         Ok(Fetched {
             path: final_path,
             digest,
+            notify,
         })
     }
 

@@ -121,6 +121,13 @@ pub struct Replica {
     pub files: Vec<(PathBuf, String)>,
     /// `mode: landlock`: (wrapper binary, policy file) run before the app.
     pub landlock: Option<(PathBuf, PathBuf)>,
+    /// Under the slot's next name (a surge during a rollout).
+    pub next: bool,
+    /// The app sends `READY=1`: `Type=notify`.
+    pub notify: bool,
+    /// How long the start may take (`TimeoutStartSec=`, the spec's
+    /// `progressDeadline`).
+    pub start_timeout: Duration,
     /// `narun-exec`, which carries args systemd cannot store verbatim
     /// ([`args_need_wrapper`]); unused when the args are plain.
     pub exec_wrapper: Option<PathBuf>,
@@ -150,21 +157,45 @@ pub fn unit_name(app: &str, index: u32) -> String {
     }
 }
 
+/// The other unit name of a replica's slot, for a surge during a rollout:
+/// `narun-app@<app>.next.service`, `narun-app@<app>:<i>.next.service` (app
+/// names have no `.`).
+pub fn next_unit_name(app: &str, index: u32) -> String {
+    if index == 0 {
+        format!("narun-app@{app}.next.service")
+    } else {
+        format!("narun-app@{app}:{index}.next.service")
+    }
+}
+
+/// The (app, replica index, is the next name) of a narun unit name.
+pub fn parse_unit(name: &str) -> Option<(String, u32, bool)> {
+    let inner = name.strip_prefix("narun-app@")?.strip_suffix(".service")?;
+    let (inner, next) = match inner.strip_suffix(".next") {
+        Some(i) => (i, true),
+        None => (inner, false),
+    };
+    if inner.contains('.') {
+        return None;
+    }
+    match inner.rsplit_once(':') {
+        Some((app, idx)) => {
+            let idx: u32 = idx.parse().ok()?;
+            (idx > 0 && !app.is_empty()).then(|| (app.to_owned(), idx, next))
+        }
+        None => (!inner.is_empty()).then(|| (inner.to_owned(), 0, next)),
+    }
+}
+
 /// Go-style instance id used in NATS messages: `<app>-<i>`.
 pub fn instance_id(app: &str, index: u32) -> String {
     format!("{app}-{index}")
 }
 
-/// The (app, replica index) a narun unit name stands for.
+/// The (app, replica index) a narun unit name stands for (either name of
+/// the slot).
 pub fn parse_unit_name(name: &str) -> Option<(String, u32)> {
-    let inner = name.strip_prefix("narun-app@")?.strip_suffix(".service")?;
-    match inner.rsplit_once(':') {
-        Some((app, idx)) => {
-            let idx: u32 = idx.parse().ok()?;
-            (idx > 0 && !app.is_empty()).then(|| (app.to_owned(), idx))
-        }
-        None => (!inner.is_empty()).then(|| (inner.to_owned(), 0)),
-    }
+    parse_unit(name).map(|(app, index, _)| (app, index))
 }
 
 const HASH_OPEN: &str = " [spec ";
@@ -198,14 +229,27 @@ fn usec(d: Duration) -> Prop {
 
 /// Render a replica as a transient unit.
 pub fn render(r: &Replica) -> TransientUnit {
-    let name = unit_name(&r.app, r.index);
+    let name = if r.next {
+        next_unit_name(&r.app, r.index)
+    } else {
+        unit_name(&r.app, r.index)
+    };
     let workdir = r.manager.workdir(&r.app).to_string_lossy().into_owned();
     let user_manager = matches!(r.manager, Manager::User { .. });
     let mut p: Vec<(&'static str, Prop)> = Vec::new();
 
     p.push(("Description", s(description(&r.app, r.index, &r.hash))));
     p.push(("Slice", s(SLICE)));
-    p.push(("Type", s("exec")));
+    if r.notify {
+        // READY=1 from the main process (the consumer library sends it once
+        // its endpoint is subscribed); no READY within the deadline fails
+        // the start.
+        p.push(("Type", s("notify")));
+        p.push(("NotifyAccess", s("main")));
+        p.push(("TimeoutStartUSec", usec(r.start_timeout)));
+    } else {
+        p.push(("Type", s("exec")));
+    }
     let binary = r.binary.to_string_lossy().into_owned();
     let exec = exec_command(r, binary);
     if let Some(sf) = r.secret_files.as_ref().filter(|_| !user_manager) {
@@ -605,6 +649,9 @@ mod tests {
             files: vec![],
             landlock: None,
             exec_wrapper: Some("/usr/libexec/narun/narun-exec".into()),
+            next: false,
+            notify: false,
+            start_timeout: Duration::from_secs(60),
             secret_files: None,
             manager: Manager::System,
         }
@@ -787,6 +834,33 @@ mod tests {
                 "--port",
                 "1"
             ]
+        );
+    }
+
+    #[test]
+    fn both_names_of_a_slot_and_notify() {
+        for (app, i) in [("hello", 0), ("hello", 3), ("a_b-c", 12)] {
+            assert_eq!(parse_unit(&unit_name(app, i)), Some((app.into(), i, false)));
+            assert_eq!(parse_unit(&next_unit_name(app, i)), Some((app.into(), i, true)));
+        }
+        assert_eq!(next_unit_name("hello", 0), "narun-app@hello.next.service");
+        assert_eq!(next_unit_name("hello", 2), "narun-app@hello:2.next.service");
+        for bad in ["narun-app@.next.service", "narun-app@a.b.service", "narun-app@a:0.next.service", "narun-app@a.next.next.service"] {
+            assert_eq!(parse_unit(bad), None, "{bad}");
+        }
+        let mut r = replica();
+        r.next = true;
+        r.notify = true;
+        r.start_timeout = Duration::from_secs(30);
+        let u = render(&r);
+        assert_eq!(u.name, "narun-app@hello.next.service");
+        assert_eq!(u.get("Type"), Some(&s("notify")));
+        assert_eq!(u.get("NotifyAccess"), Some(&s("main")));
+        assert_eq!(u.get("TimeoutStartUSec"), Some(&Prop::U64(30_000_000)));
+        assert_eq!(
+            u.get("Description"),
+            render(&replica()).get("Description"),
+            "same replica, same description"
         );
     }
 

@@ -26,7 +26,8 @@
 //!
 //! New keys: `description`, `labels`, `nodeSelector`, `restart`,
 //! `stopTimeout`, `tasksMax`, `network`, `secrets`,
-//! `restartOnSecretChange`, `landlock.bestEffort`.
+//! `restartOnSecretChange`, `landlock.bestEffort`, `health`,
+//! `progressDeadline`.
 
 mod de;
 mod hash;
@@ -517,6 +518,40 @@ pub struct Metrics {
     pub path: String,
 }
 
+/// When a replica is ready (new).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Health {
+    /// The app tells systemd when it is ready (`sd_notify` `READY=1`; the
+    /// unit gets `Type=notify`). Unset: yes for binaries built with the
+    /// `narun::consumer` library (which sends READY=1 once its NATS
+    /// endpoint is subscribed), no for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<bool>,
+    /// Without notify: ready once the process has stayed up this long
+    /// without a restart. Default 2s; 0s..=10m.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_period: Option<SpecDuration>,
+}
+
+/// Default [`Health::stable_period`].
+pub const DEFAULT_STABLE_PERIOD: SpecDuration = SpecDuration::from_secs(2);
+/// Default [`ServiceSpec::progress_deadline`].
+pub const DEFAULT_PROGRESS_DEADLINE: SpecDuration = SpecDuration::from_secs(60);
+
+impl ServiceSpec {
+    /// How long a new replica may take to become ready.
+    pub fn progress_deadline(&self) -> std::time::Duration {
+        self.progress_deadline
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE)
+            .0
+    }
+    /// How long a replica without notify must stay up to be ready.
+    pub fn stable_period(&self) -> std::time::Duration {
+        self.health.stable_period.unwrap_or(DEFAULT_STABLE_PERIOD).0
+    }
+}
+
 /// Restart policy (new). Maps to systemd `Restart=`, `RestartSec=`,
 /// `StartLimitBurst=` and `StartLimitIntervalSec=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -692,6 +727,18 @@ pub struct ServiceSpec {
         skip_serializing_if = "is_default"
     )]
     pub restart: Restart,
+    /// When a replica is ready (new): the rollout of a new version waits
+    /// for it before stopping the old one.
+    #[serde(
+        deserialize_with = "de::or_default",
+        skip_serializing_if = "is_default"
+    )]
+    pub health: Health,
+    /// A new replica that is not ready within this time (or exits, or
+    /// restarts, before it is) fails the rollout, which is rolled back.
+    /// Default 60s; 1s..=1h.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<SpecDuration>,
     /// Time between SIGTERM and SIGKILL on stop. Default 10s (Go's
     /// `StopTimeout`); 1s..=1h.
     #[serde(skip_serializing_if = "is_default_stop_timeout")]
@@ -747,6 +794,8 @@ impl Default for ServiceSpec {
             metrics: Metrics::default(),
             restart: Restart::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            health: Health::default(),
+            progress_deadline: None,
             command: String::new(),
             cgroup_parent: String::new(),
             jail: Jail::default(),

@@ -453,6 +453,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
         "nonet.localPorts[]" => &["port", "protocol"],
         "metrics" => &["port", "path"],
         "restart" => &["policy", "delay", "maxRestarts", "window"],
+        "health" => &["notify", "stablePeriod"],
         "jail" => &[
             "hostname",
             "ip4Addresses",
@@ -465,7 +466,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
 }
 
 /// Every top-level key.
-pub(crate) const ROOT_KEYS: [&str; 27] = [
+pub(crate) const ROOT_KEYS: [&str; 29] = [
     "name",
     "description",
     "labels",
@@ -490,6 +491,8 @@ pub(crate) const ROOT_KEYS: [&str; 27] = [
     "metrics",
     "restart",
     "stopTimeout",
+    "health",
+    "progressDeadline",
     "command",
     "cgroupParent",
     "jail",

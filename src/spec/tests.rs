@@ -793,6 +793,11 @@ fn known_keys_match_the_types() {
         path: "p".into(),
     }];
     full.restart_on_secret_change = false;
+    full.health = Health {
+        notify: Some(false),
+        stable_period: Some(SpecDuration::from_secs(1)),
+    };
+    full.progress_deadline = Some(SpecDuration::from_secs(30));
     let v = serde_norway::to_value(&full).unwrap();
     fn walk(v: &serde_norway::Value, parent: &str) {
         match v {
@@ -830,6 +835,59 @@ fn known_keys_match_the_types() {
         .spec;
     assert_eq!(back.restart, full.restart);
     assert_eq!(back.node_selector, full.node_selector);
+}
+
+#[test]
+fn health_and_progress_deadline() {
+    let s = parse(&format!(
+        "{BASE}health: {{notify: true, stablePeriod: 500ms}}\nprogressDeadline: 2m\n"
+    ))
+    .unwrap();
+    assert_eq!(s.health.notify, Some(true));
+    assert_eq!(s.stable_period(), Duration::from_millis(500));
+    assert_eq!(s.progress_deadline(), Duration::from_secs(120));
+    let d = parse(BASE).unwrap();
+    assert_eq!(
+        (d.health.notify, d.stable_period(), d.progress_deadline()),
+        (None, Duration::from_secs(2), Duration::from_secs(60))
+    );
+    for (yaml, path, frag) in [
+        (
+            "progressDeadline: 0s\n",
+            "progressDeadline",
+            "between 1s and 1h",
+        ),
+        (
+            "progressDeadline: 2h\n",
+            "progressDeadline",
+            "between 1s and 1h",
+        ),
+        (
+            "health: {stablePeriod: 11m}\n",
+            "health.stablePeriod",
+            "at most 10m",
+        ),
+        (
+            "progressDeadline: 5s\nhealth: {stablePeriod: 5s}\n",
+            "health.stablePeriod",
+            "not shorter than progressDeadline",
+        ),
+        ("health: {notify: maybe}\n", "health.notify", ""),
+        ("health: {readyAfter: 1s}\n", "health.readyAfter", ""),
+    ] {
+        let e = errors(&format!("{BASE}{yaml}"));
+        assert!(
+            e.iter().any(|i| i.path == path && i.message.contains(frag)),
+            "{yaml}: {e:#?}"
+        );
+    }
+    // Defaults are not serialized: existing hashes do not change.
+    let h = |y: &str| {
+        parse(y)
+            .unwrap()
+            .node_hash("n1", &BTreeMap::new(), "amd64", "d")
+    };
+    assert_eq!(h(BASE), h(&format!("{BASE}health: {{}}\n")));
 }
 
 #[test]

@@ -9,8 +9,8 @@ use super::de::did_you_mean;
 use super::parse::Severity;
 use super::{
     parse_user, valid_app_name, valid_file_name, valid_label_key, valid_node_id, valid_secret_name,
-    valid_tag, Mode, Network, RestartPolicy, ServiceSpec, UserRef, KNOWN_ARCHES, MAX_APP_NAME_LEN,
-    MAX_REPLICAS, SECRETS_DIR,
+    valid_tag, Mode, Network, RestartPolicy, ServiceSpec, SpecDuration, UserRef, KNOWN_ARCHES,
+    MAX_APP_NAME_LEN, MAX_REPLICAS, SECRETS_DIR,
 };
 
 type Found = Vec<(Severity, String, String)>;
@@ -392,6 +392,26 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         || spec.stop_timeout.0 > Duration::from_secs(3600)
     {
         err(out, "stopTimeout", "must be between 1s and 1h");
+    }
+    if let Some(d) = spec.progress_deadline {
+        if d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(3600) {
+            err(out, "progressDeadline", "must be between 1s and 1h");
+        }
+    }
+    if let Some(d) = spec.health.stable_period {
+        if d.0 > Duration::from_secs(600) {
+            err(out, "health.stablePeriod", "must be at most 10m");
+        }
+        if d.0 >= spec.progress_deadline() {
+            err(
+                out,
+                "health.stablePeriod",
+                format!(
+                    "{d} is not shorter than progressDeadline ({}): no replica could ever be ready",
+                    SpecDuration(spec.progress_deadline())
+                ),
+            );
+        }
     }
 
     // Go keys narun does not use.
