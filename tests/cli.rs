@@ -809,7 +809,10 @@ async fn deploy_wait_reports_failures() {
     agent.await.unwrap();
     let doc = out.json();
     assert_eq!(doc["exit_code"], 1);
-    assert_eq!(doc["error"], "hello: 0/1 replicas running, 1 failed");
+    assert_eq!(
+        doc["error"],
+        "hello: 0/1 replicas running, 1 failed (n1 hello-0: Binary fetch failed: not found)"
+    );
     let node = &doc["details"]["wait"]["nodes"][0];
     assert_eq!(node["failed"], 1);
     assert_eq!(node["note"], "Binary fetch failed: not found");

@@ -70,6 +70,9 @@ _narun() {
             narun__subcmd__apps,list)
                 cmd="narun__subcmd__apps__subcmd__list"
                 ;;
+            narun__subcmd__apps,rollback)
+                cmd="narun__subcmd__apps__subcmd__rollback"
+                ;;
             narun__subcmd__apps__subcmd__help,delete)
                 cmd="narun__subcmd__apps__subcmd__help__subcmd__delete"
                 ;;
@@ -81,6 +84,9 @@ _narun() {
                 ;;
             narun__subcmd__apps__subcmd__help,list)
                 cmd="narun__subcmd__apps__subcmd__help__subcmd__list"
+                ;;
+            narun__subcmd__apps__subcmd__help,rollback)
+                cmd="narun__subcmd__apps__subcmd__help__subcmd__rollback"
                 ;;
             narun__subcmd__files,add)
                 cmd="narun__subcmd__files__subcmd__add"
@@ -156,6 +162,9 @@ _narun() {
                 ;;
             narun__subcmd__help__subcmd__apps,list)
                 cmd="narun__subcmd__help__subcmd__apps__subcmd__list"
+                ;;
+            narun__subcmd__help__subcmd__apps,rollback)
+                cmd="narun__subcmd__help__subcmd__apps__subcmd__rollback"
                 ;;
             narun__subcmd__help__subcmd__files,add)
                 cmd="narun__subcmd__help__subcmd__files__subcmd__add"
@@ -272,7 +281,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help list info delete help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help list info rollback delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,7 +373,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps__subcmd__help)
-            opts="list info delete help"
+            opts="list info rollback delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -433,6 +442,20 @@ _narun() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        narun__subcmd__apps__subcmd__help__subcmd__rollback)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         narun__subcmd__apps__subcmd__info)
             opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -486,6 +509,60 @@ _narun() {
                 return 0
             fi
             case "${prev}" in
+                --nats-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --creds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nkey)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        narun__subcmd__apps__subcmd__rollback)
+            opts="-o -v -h --to --wait --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --nats-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -950,7 +1027,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__help__subcmd__apps)
-            opts="list info delete"
+            opts="list info rollback delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -992,6 +1069,20 @@ _narun() {
             return 0
             ;;
         narun__subcmd__help__subcmd__apps__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        narun__subcmd__help__subcmd__apps__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -94,21 +94,22 @@ json\t''"
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l dry-run -d 'Validate the spec and the binaries, and stop there'
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
 json\t''"
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "list" -d 'Every app: desired vs running replicas on each node'
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -f -a "list" -d 'Every app: desired vs running replicas on each node'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -f -a "rollback" -d 'Go back to an earlier spec revision (default: the one before the current): written as a new revision, rolled out like a deploy (new replicas ready before the old ones stop)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
@@ -131,6 +132,19 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l to -d 'The revision to go back to (KV app-configs revision)' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l wait -d 'Then wait until every targeted replica is ready or failed (default 2m); exit 1 unless all are' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
@@ -145,6 +159,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every app: desired vs running replicas on each node'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "rollback" -d 'Go back to an earlier spec revision (default: the one before the current): written as a new revision, rolled out like a deploy (new replicas ready before the old ones stop)'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
@@ -389,6 +404,7 @@ complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_su
 complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'Every app: desired vs running replicas on each node'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
+complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "rollback" -d 'Go back to an earlier spec revision (default: the one before the current): written as a new revision, rolled out like a deploy (new replicas ready before the old ones stop)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "delete" -d 'Delete an app\'s spec: every node stops its instances'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "list" -d 'Every uploaded binary with its app, tag, platform and digest'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "delete" -d 'Delete an uploaded binary'

@@ -25,6 +25,33 @@ pub enum AppsCommand {
         /// The app.
         name: String,
     },
+    /// Go back to an earlier spec revision (default: the one before the
+    /// current): written as a new revision, rolled out like a deploy (new
+    /// replicas ready before the old ones stop).
+    #[command(after_help = "\
+Examples:
+  narun apps rollback hello --wait
+  narun apps rollback hello --to 3
+
+`narun apps info NAME` lists the revisions the bucket keeps.")]
+    Rollback {
+        /// The app.
+        name: String,
+        /// The revision to go back to (KV app-configs revision).
+        #[arg(long, value_name = "REVISION")]
+        to: Option<u64>,
+        /// Then wait until every targeted replica is ready or failed
+        /// (default 2m); exit 1 unless all are.
+        #[arg(
+            long,
+            value_name = "TIMEOUT",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "2m",
+            value_parser = super::parse_duration
+        )]
+        wait: Option<std::time::Duration>,
+    },
     /// Delete an app's spec: every node stops its instances.
     #[command(alias = "rm")]
     Delete {
@@ -37,12 +64,94 @@ pub enum AppsCommand {
 }
 
 /// Run `narun apps`.
-pub async fn run(ctx: &Ctx, cmd: AppsCommand) -> CliResult {
+pub async fn run(ctx: &Ctx, cmd: AppsCommand, global: super::GlobalArgs) -> CliResult {
     match cmd {
         AppsCommand::List => list(ctx).await,
         AppsCommand::Info { name } => info(ctx, &name).await,
         AppsCommand::Delete { name, yes } => delete(ctx, &name, yes).await,
+        AppsCommand::Rollback { name, to, wait } => rollback(ctx, &name, to, wait, global).await,
     }
+}
+
+/// `narun apps rollback`: the spec of an earlier revision, deployed again
+/// (its binaries are still in the object store, or the deploy says so).
+async fn rollback(
+    ctx: &Ctx,
+    name: &str,
+    to: Option<u64>,
+    wait: Option<std::time::Duration>,
+    global: super::GlobalArgs,
+) -> CliResult {
+    use futures_util::StreamExt;
+    check_app_name(name)?;
+    let js = ctx.js().await?;
+    let kv = store::ensure_kv(&js, store::APP_CONFIGS).await?;
+    let mut history = kv.history(name).await.map_err(|e| {
+        super::CliError::failed(anyhow::anyhow!("cannot read the history of {name}: {e}"))
+    })?;
+    let mut puts = Vec::new();
+    while let Some(entry) = history.next().await {
+        let entry = entry.map_err(|e| {
+            super::CliError::failed(anyhow::anyhow!("cannot read the history of {name}: {e}"))
+        })?;
+        if entry.operation == async_nats::jetstream::kv::Operation::Put {
+            puts.push((entry.revision, entry.value));
+        }
+    }
+    let Some((current, current_yaml)) = puts.last().cloned() else {
+        fail!(data, "app {name} has no spec in {}", store::APP_CONFIGS);
+    };
+    let target = match to {
+        Some(rev) => puts
+            .iter()
+            .find(|(r, _)| *r == rev)
+            .cloned()
+            .ok_or_else(|| {
+                let kept: Vec<String> = puts.iter().map(|(r, _)| r.to_string()).collect();
+                super::CliError::data(anyhow::anyhow!(
+                    "revision {rev} of {name} is not in the bucket's history (kept: {})",
+                    kept.join(", ")
+                ))
+            })?,
+        // The latest revision with other content than the current one.
+        None => puts
+            .iter()
+            .rev()
+            .find(|(_, v)| *v != current_yaml)
+            .cloned()
+            .ok_or_else(|| {
+                super::CliError::data(anyhow::anyhow!(
+                    "{name} has no earlier revision that differs from the current one ({current})"
+                ))
+            })?,
+    };
+    let yaml = String::from_utf8(target.1.to_vec()).map_err(|_| {
+        super::CliError::data(anyhow::anyhow!("revision {} is not UTF-8 text", target.0))
+    })?;
+    if !ctx.json() {
+        eprintln!(
+            "rolling {name} back to revision {} (current {current})",
+            target.0
+        );
+    }
+    let args = super::deploy::DeployArgs {
+        file: None,
+        name: None,
+        tag: None,
+        node: String::new(),
+        replicas: 0,
+        binaries: Vec::new(),
+        wait,
+        dry_run: false,
+        global,
+    };
+    super::deploy::deploy_yaml(
+        ctx,
+        args,
+        format!("{}/{name} revision {}", store::APP_CONFIGS, target.0),
+        yaml,
+    )
+    .await
 }
 
 /// One app on one node.

@@ -110,6 +110,13 @@ struct Uploaded {
 /// Run `narun deploy`.
 pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
     let (source, yaml) = spec_source(&args)?;
+    deploy_yaml(ctx, args, source, yaml).await
+}
+
+/// Deploy the spec `yaml` (read from `source`), with the binaries and
+/// options of `args`: `narun deploy`, and `narun apps rollback` with an
+/// earlier revision.
+pub async fn deploy_yaml(ctx: &Ctx, args: DeployArgs, source: String, yaml: String) -> CliResult {
     let parsed = match spec::parse_detailed(&yaml, Strictness::Strict) {
         Ok(p) => p,
         Err(e) => {
@@ -690,6 +697,26 @@ impl Outcome {
         let mut s = format!("{app}: {running}/{desired} replicas running");
         if failed > 0 {
             s.push_str(&format!(", {failed} failed"));
+            // Which, where and why.
+            let why: Vec<String> = self
+                .nodes
+                .iter()
+                .flat_map(|(node, n)| {
+                    n.instances
+                        .iter()
+                        .filter(|(_, seen)| seen.state != InstanceState::Running && self.done(seen))
+                        .map(move |(id, seen)| {
+                            if seen.error.is_empty() {
+                                format!("{node} {id}: {}", seen.state.as_str())
+                            } else {
+                                format!("{node} {id}: {}", seen.error)
+                            }
+                        })
+                })
+                .collect();
+            if !why.is_empty() {
+                s.push_str(&format!(" ({})", why.join("; ")));
+            }
         }
         if pending > 0 {
             s.push_str(&format!(", {pending} pending"));
@@ -938,7 +965,10 @@ mod tests {
         );
         assert_eq!(o.counts(&o.nodes["n1"]), (1, 2, 0));
         assert!(o.finished() && !o.all_running());
-        assert_eq!(o.summary("app"), "app: 1/3 replicas running, 2 failed");
+        assert_eq!(
+            o.summary("app"),
+            "app: 1/3 replicas running, 2 failed (n1 app-1: stopped; n1 app-2: crashed)"
+        );
         let o = outcome(
             RestartPolicy::Always,
             &[(Running, true), (Stopped, true), (Stopped, false)],

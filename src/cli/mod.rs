@@ -206,7 +206,7 @@ pub fn run(command: Command, cli: impl FnOnce() -> clap::Command) -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Deploy(a) => deploy::run(&ctx, a).await,
-            Command::Apps(g) => apps::run(&ctx, g.command).await,
+            Command::Apps(g) => apps::run(&ctx, g.command, g.global.clone()).await,
             Command::Images(g) => images::run(&ctx, g.command).await,
             Command::ListImages(_) => images::run(&ctx, images::ImagesCommand::List).await,
             Command::Files(g) => files::run(&ctx, g.command).await,

@@ -73,10 +73,7 @@ impl Request {
         let payload = match response {
             Ok(p) => p,
             Err(e) => {
-                headers.insert(
-                    async_nats::service::NATS_SERVICE_ERROR,
-                    e.status.as_str(),
-                );
+                headers.insert(async_nats::service::NATS_SERVICE_ERROR, e.status.as_str());
                 headers.insert(
                     async_nats::service::NATS_SERVICE_ERROR_CODE,
                     e.code.to_string().as_str(),

@@ -226,7 +226,14 @@ enum Survivor {
 
 /// Per unit: (active state, sub state, hash) when last read, its snapshot
 /// row and status.
-type SweepCache = HashMap<String, ((String, String, String, bool), ReplicaSnapshot, InstanceStatus)>;
+type SweepCache = HashMap<
+    String,
+    (
+        (String, String, String, bool),
+        ReplicaSnapshot,
+        InstanceStatus,
+    ),
+>;
 
 /// Run the agent until `shutdown` resolves. Apps keep running afterwards.
 pub async fn run<M: UnitManager>(
@@ -931,7 +938,9 @@ impl<M: UnitManager> Agent<M> {
                     .iter()
                     .any(|d| &d.app == app && d.index == *index && &d.hash == hash)
             });
-            rb.iter().map(|(k, (h, _))| (k.clone(), h.clone())).collect()
+            rb.iter()
+                .map(|(k, (h, _))| (k.clone(), h.clone()))
+                .collect()
         };
         let actions = plan(&desired, &observed, &hold, &rolled_back);
         // While a replica is not ready yet or a slot has two generations,
@@ -1368,12 +1377,10 @@ impl<M: UnitManager> Agent<M> {
         let result = match action {
             Action::Stop(n) => self.stop_unit(&app, &id, n, survivor).await,
             Action::Start(u) => {
-                let hash = units::hash_from_description(
-                    match u.get("Description") {
-                        Some(crate::systemd::Prop::Str(d)) => d,
-                        _ => "",
-                    },
-                )
+                let hash = units::hash_from_description(match u.get("Description") {
+                    Some(crate::systemd::Prop::Str(d)) => d,
+                    _ => "",
+                })
                 .unwrap_or_default()
                 .to_owned();
                 self.publish(
@@ -1409,7 +1416,8 @@ impl<M: UnitManager> Agent<M> {
         };
         if let Err(e) = result {
             tracing::error!(unit = %name, error = %e, "systemd action failed");
-            self.publish(&app, &name, InstanceStatus::failed(&id, &e)).await;
+            self.publish(&app, &name, InstanceStatus::failed(&id, &e))
+                .await;
         }
     }
 
@@ -1452,7 +1460,8 @@ impl<M: UnitManager> Agent<M> {
     async fn start(&self, unit: &crate::systemd::TransientUnit) -> Result<(), String> {
         let _ = self.systemd.reset_failed(&unit.name).await;
         self.write_env_file(&unit.name).await?;
-        let notify = matches!(unit.get("Type"), Some(crate::systemd::Prop::Str(t)) if t == "notify");
+        let notify =
+            matches!(unit.get("Type"), Some(crate::systemd::Prop::Str(t)) if t == "notify");
         if notify {
             self.systemd.start_transient_queued(unit).await
         } else {

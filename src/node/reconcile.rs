@@ -228,7 +228,9 @@ pub fn exit_reason(d: &ServiceDetails) -> String {
         1 => format!("exited with status {}", d.exec_main_status),
         2 => format!("killed by signal {}", d.exec_main_status),
         3 => format!("dumped core (signal {})", d.exec_main_status),
-        _ if !d.result.is_empty() && d.result != "success" => format!("systemd result {}", d.result),
+        _ if !d.result.is_empty() && d.result != "success" => {
+            format!("systemd result {}", d.result)
+        }
         _ => "did not start".into(),
     }
 }
@@ -265,10 +267,7 @@ pub fn health(d: &ServiceDetails, r: &Readiness, now_usec: u64, was_ready: bool)
         ("active", _) if r.notify => Health::Ready,
         ("active", _) if since(d.active_enter_usec) >= r.stable => Health::Ready,
         _ if d.inactive_exit_usec > 0 && since(d.inactive_exit_usec) >= r.deadline => {
-            Health::Failed(format!(
-                "not ready within {}",
-                humantime_secs(r.deadline)
-            ))
+            Health::Failed(format!("not ready within {}", humantime_secs(r.deadline)))
         }
         _ => Health::Pending,
     }
@@ -353,7 +352,11 @@ mod tests {
             ),
             (
                 "scale 1 -> 3",
-                vec![desired("a", 0, "h1"), desired("a", 1, "h1"), desired("a", 2, "h1")],
+                vec![
+                    desired("a", 0, "h1"),
+                    desired("a", 1, "h1"),
+                    desired("a", 2, "h1"),
+                ],
                 vec![main("a", 0, "h1")],
                 vec!["start narun-app@a:1.service", "start narun-app@a:2.service"],
             ),
@@ -372,7 +375,11 @@ mod tests {
             (
                 "surge pending: wait (and no second surge)",
                 vec![desired("a", 0, "h2"), desired("a", 1, "h2")],
-                vec![main("a", 0, "h1"), next("a", 0, "h2", Health::Pending), main("a", 1, "h1")],
+                vec![
+                    main("a", 0, "h1"),
+                    next("a", 0, "h2", Health::Pending),
+                    main("a", 1, "h1"),
+                ],
                 vec![],
             ),
             (
@@ -390,7 +397,11 @@ mod tests {
             (
                 "main is new and ready: next stops; then slot 1 surges",
                 vec![desired("a", 0, "h2"), desired("a", 1, "h2")],
-                vec![main("a", 0, "h2"), next("a", 0, "h2", Health::Ready), main("a", 1, "h1")],
+                vec![
+                    main("a", 0, "h2"),
+                    next("a", 0, "h2", Health::Ready),
+                    main("a", 1, "h1"),
+                ],
                 vec!["stop narun-app@a.next.service"],
             ),
             (
@@ -402,7 +413,10 @@ mod tests {
             (
                 "surge failed: roll back",
                 vec![desired("a", 0, "h2")],
-                vec![main("a", 0, "h1"), next("a", 0, "h2", failed("exited with status 1"))],
+                vec![
+                    main("a", 0, "h1"),
+                    next("a", 0, "h2", failed("exited with status 1")),
+                ],
                 vec!["roll back narun-app@a.next.service: exited with status 1"],
             ),
             (
@@ -448,12 +462,19 @@ mod tests {
                 "another app rolls out at the same time",
                 vec![desired("a", 0, "h2"), desired("b", 0, "h9")],
                 vec![main("a", 0, "h1"), main("b", 0, "h8")],
-                vec!["start narun-app@a.next.service", "start narun-app@b.next.service"],
+                vec![
+                    "start narun-app@a.next.service",
+                    "start narun-app@b.next.service",
+                ],
             ),
             (
                 "deleted app: every unit stops, next first",
                 vec![],
-                vec![main("gone", 0, "h1"), next("gone", 0, "h2", Health::Pending), main("gone", 1, "h1")],
+                vec![
+                    main("gone", 0, "h1"),
+                    next("gone", 0, "h2", Health::Pending),
+                    main("gone", 1, "h1"),
+                ],
                 vec![
                     "stop narun-app@gone:1.service",
                     "stop narun-app@gone.next.service",
@@ -462,7 +483,11 @@ mod tests {
             ),
         ];
         for (what, d, a, want) in cases {
-            assert_eq!(names(&plan(&d, &a, &BTreeSet::new(), &BTreeMap::new())), want, "{what}");
+            assert_eq!(
+                names(&plan(&d, &a, &BTreeSet::new(), &BTreeMap::new())),
+                want,
+                "{what}"
+            );
         }
     }
 
@@ -473,14 +498,31 @@ mod tests {
         // The old version keeps running; nothing starts again.
         assert!(plan(&[desired("a", 0, "h2")], &[main("a", 0, "h1")], &none, &rb).is_empty());
         // A rolled-back second hop stays under next.
-        assert!(plan(&[desired("a", 0, "h2")], &[next("a", 0, "h2", Health::Ready)], &none, &rb).is_empty());
+        assert!(plan(
+            &[desired("a", 0, "h2")],
+            &[next("a", 0, "h2", Health::Ready)],
+            &none,
+            &rb
+        )
+        .is_empty());
         // A newer version is tried.
         assert_eq!(
-            names(&plan(&[desired("a", 0, "h3")], &[main("a", 0, "h1")], &none, &rb)),
+            names(&plan(
+                &[desired("a", 0, "h3")],
+                &[main("a", 0, "h1")],
+                &none,
+                &rb
+            )),
             ["start narun-app@a.next.service"]
         );
         let hold: BTreeSet<String> = ["a".to_owned()].into();
-        assert!(plan(&[desired("a", 0, "h2")], &[main("a", 0, "h1"), main("a", 1, "h1")], &hold, &BTreeMap::new()).is_empty());
+        assert!(plan(
+            &[desired("a", 0, "h2")],
+            &[main("a", 0, "h1"), main("a", 1, "h1")],
+            &hold,
+            &BTreeMap::new()
+        )
+        .is_empty());
     }
 
     fn details(active: &str, sub: &str) -> ServiceDetails {
@@ -499,7 +541,10 @@ mod tests {
             stable: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
         };
-        let notify = Readiness { notify: true, ..exec };
+        let notify = Readiness {
+            notify: true,
+            ..exec
+        };
         let up = |since: u64| ServiceDetails {
             active_enter_usec: 100 * s - since,
             inactive_exit_usec: 100 * s - since,
@@ -509,7 +554,13 @@ mod tests {
         let cases: Vec<(&str, ServiceDetails, Readiness, bool, Health)> = vec![
             ("up 3s > stable 2s", up(3 * s), exec, false, Health::Ready),
             ("up 1s < stable 2s", up(s), exec, false, Health::Pending),
-            ("notify: active is ready at once", up(0), notify, false, Health::Ready),
+            (
+                "notify: active is ready at once",
+                up(0),
+                notify,
+                false,
+                Health::Ready,
+            ),
             (
                 "notify: activating past the deadline",
                 ServiceDetails {

@@ -841,11 +841,19 @@ mod tests {
     fn both_names_of_a_slot_and_notify() {
         for (app, i) in [("hello", 0), ("hello", 3), ("a_b-c", 12)] {
             assert_eq!(parse_unit(&unit_name(app, i)), Some((app.into(), i, false)));
-            assert_eq!(parse_unit(&next_unit_name(app, i)), Some((app.into(), i, true)));
+            assert_eq!(
+                parse_unit(&next_unit_name(app, i)),
+                Some((app.into(), i, true))
+            );
         }
         assert_eq!(next_unit_name("hello", 0), "narun-app@hello.next.service");
         assert_eq!(next_unit_name("hello", 2), "narun-app@hello:2.next.service");
-        for bad in ["narun-app@.next.service", "narun-app@a.b.service", "narun-app@a:0.next.service", "narun-app@a.next.next.service"] {
+        for bad in [
+            "narun-app@.next.service",
+            "narun-app@a.b.service",
+            "narun-app@a:0.next.service",
+            "narun-app@a.next.next.service",
+        ] {
             assert_eq!(parse_unit(bad), None, "{bad}");
         }
         let mut r = replica();
