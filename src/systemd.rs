@@ -91,6 +91,9 @@ pub struct ServiceDetails {
     pub active_enter_usec: u64,
     /// CLOCK_REALTIME µs when the unit last started activating (0 if never).
     pub inactive_exit_usec: u64,
+    /// Every argument of its `ExecStart=` commands, paths included (what
+    /// files the unit needs to start again).
+    pub exec_start_args: Vec<String>,
 }
 
 /// What can go wrong talking to systemd.
@@ -438,6 +441,13 @@ impl UnitManager for Systemd {
             exec_main_status: service.exec_main_status().await.unwrap_or(0),
             memory_current: accounted(service.memory_current().await),
             cpu_usage_nsec: accounted(service.cpu_usage_n_sec().await),
+            exec_start_args: service
+                .exec_start()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(path, argv, ..)| std::iter::once(path).chain(argv))
+                .collect(),
         }))
     }
 }

@@ -815,6 +815,93 @@ async fn consumer_stop_drains_in_flight_and_unsubscribes() {
     served.await.unwrap().unwrap();
 }
 
+/// Replicas of a service replaced one after the other under a flood of
+/// requests (the rollout of a new version): every request is answered.
+/// A replica that stops drains its endpoint, and the server's
+/// acknowledgement of the UNSUB fences the requests already routed to it
+/// (async-nats drops them on arrival without the patch in vendor/).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_replaced_under_a_flood_lose_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let nats = NatsServer::start();
+    let served = Arc::new(AtomicU64::new(0));
+    let start = |served: Arc<AtomicU64>| {
+        let router = Router::new().fallback(any(move || {
+            served.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }));
+        let mut opts = narun::consumer::Options::new("flood");
+        opts.nats_url = nats.url();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(narun::consumer::serve_with_shutdown(opts, router, async {
+            let _ = stop_rx.await;
+        }));
+        (stop_tx, task)
+    };
+    let mut current = start(served.clone());
+    wait_service(&nats.url(), "flood").await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let payload: Bytes =
+        narun::wire::encode_request(&http::Method::GET, "h", "/", &http::HeaderMap::new(), b"")
+            .unwrap()
+            .into();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, payload, stop) = (client.clone(), payload.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut lost) = (0u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    let r = client
+                        .send_request(
+                            "flood",
+                            async_nats::Request::new()
+                                .payload(payload.clone())
+                                .timeout(Some(Duration::from_secs(10))),
+                        )
+                        .await;
+                    match r.map(|m| narun::wire::decode_response(&m.payload)) {
+                        Ok(Ok(resp)) if resp.body().as_ref() == b"ok" => ok += 1,
+                        other => {
+                            if lost == 0 {
+                                eprintln!("lost: {other:?}");
+                            }
+                            lost += 1
+                        }
+                    }
+                }
+                (ok, lost)
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        // The next replica serves (it took a request) before the
+        // previous one stops.
+        let next_served = Arc::new(AtomicU64::new(0));
+        let next = start(next_served.clone());
+        eventually(
+            Duration::from_secs(30),
+            &format!("round {round}: the new replica serves"),
+            || async { next_served.load(Ordering::SeqCst) > 0 },
+        )
+        .await;
+        let (stop_tx, task) = std::mem::replace(&mut current, next);
+        stop_tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut lost) = (0, 0);
+    for f in flood {
+        let (o, l) = f.await.unwrap();
+        ok += o;
+        lost += l;
+    }
+    eprintln!("flood: {ok} answered, {lost} lost over 20 replacements");
+    assert_eq!(lost, 0, "{lost} of {} requests lost", ok + lost);
+    assert!(ok > 0);
+    drop(current);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_answers_undecodable_requests_with_a_micro_error() {
     let nats = NatsServer::start();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::agent::Agent;
-use common::systemd::{PrivateSystemd, VarLibDir};
+use common::systemd::{settled, PrivateSystemd, VarLibDir};
 use common::*;
 use futures_util::StreamExt;
 use narun::store::{self, InstanceState, StatusUpdate};
@@ -82,21 +82,6 @@ fn running_again<'a>(id: &'a str, old_pid: &'a str) -> impl Fn(&StatusUpdate) ->
     move |s| {
         s.instance_id == id && s.status == InstanceState::Running && s.pid.to_string() != old_pid
     }
-}
-
-/// Wait until a replica runs under its main unit name alone (a rollout
-/// ends with the new version there and the surge unit gone).
-async fn settled(sd: &PrivateSystemd, unit: &str) {
-    let next = unit.replace(".service", ".next.service");
-    eventually(
-        Duration::from_secs(60),
-        &format!("{unit} active and {next} gone"),
-        || async {
-            sd.show(unit, "ActiveState") == "active"
-                && matches!(sd.show(&next, "ActiveState").as_str(), "inactive" | "")
-        },
-    )
-    .await;
 }
 
 /// One request to the hello app over NATS (as the gateway sends it).

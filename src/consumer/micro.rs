@@ -8,7 +8,8 @@
 //! replacement (the old replica stops while the new one serves) that is a
 //! lost request. Here the endpoint is a plain queue subscription stopped
 //! with `drain` (UNSUB, then a PING round trip: everything the server sent
-//! before the UNSUB is still delivered), and the `$SRV.PING|INFO|STATS`
+//! before the UNSUB is still delivered; this needs the async-nats patch in
+//! `vendor/`, see its README), and the `$SRV.PING|INFO|STATS`
 //! verbs are answered with async-nats's own Micro v1 types, so `nats micro`
 //! and the Go gateway see the same service as before.
 

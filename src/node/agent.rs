@@ -21,6 +21,10 @@ use crate::spec::{self, ServiceSpec};
 use crate::store;
 use crate::systemd::{SystemdError, UnitManager};
 
+/// systemd's `TimeoutStartSec=` of a `Type=notify` replica, past its
+/// `progressDeadline`.
+const START_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
 /// Units started at once during a reconcile.
 const MAX_CONCURRENT_STARTS: usize = 16;
 
@@ -995,9 +999,21 @@ impl<M: UnitManager> Agent<M> {
             .await;
         self.heartbeat_now.notify_one();
         // Remember what was applied, for offline restarts, and drop cached
-        // binaries nothing uses any more.
-        let apps = self.apps.lock().await;
+        // binaries nothing uses any more: neither the current specs nor a
+        // unit still loaded (an old generation may have to start again).
         let mut keep = BTreeSet::new();
+        let mut units_known = false;
+        if let Ok(list) = self.systemd.list(units::UNIT_GLOB).await {
+            units_known = true;
+            for u in list {
+                match self.systemd.details(&u.name).await {
+                    Ok(Some(d)) => keep.extend(self.cache.digests_in(&d.exec_start_args)),
+                    Ok(None) => {}
+                    Err(_) => units_known = false,
+                }
+            }
+        }
+        let apps = self.apps.lock().await;
         for (name, app) in apps.iter() {
             if let (Some(spec), Some(bin)) = (&app.spec, &app.binary) {
                 if let Ok(y) = serde_norway::to_string(spec) {
@@ -1016,7 +1032,7 @@ impl<M: UnitManager> Agent<M> {
                     .as_ref()
                     .is_none_or(|s| s.replicas_for(self.node(), &self.cfg.labels, self.arch) == 0)
         });
-        if settled {
+        if settled && units_known {
             self.cache.gc(&keep);
         }
     }
@@ -1125,7 +1141,10 @@ impl<M: UnitManager> Agent<M> {
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
                     next: false,
                     notify: spec.health.notify.unwrap_or(bin.notify),
-                    start_timeout: spec.progress_deadline(),
+                    // The agent judges the deadline itself (and says so);
+                    // systemd's start timeout is the backstop for when no
+                    // agent runs.
+                    start_timeout: spec.progress_deadline() + START_TIMEOUT_MARGIN,
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
                     exec_wrapper: exec_wrapper.clone(),
@@ -1575,6 +1594,20 @@ impl<M: UnitManager> Agent<M> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or_default();
+        // Slots with two generations: a failure of one is a rollback (the
+        // plan stops it; the other keeps serving).
+        let mut generations: BTreeMap<(String, u32), usize> = BTreeMap::new();
+        // Slots with a unit up (active or starting).
+        let mut up: BTreeMap<(String, u32), BTreeSet<String>> = BTreeMap::new();
+        let is_up = |state: &str| matches!(state, "active" | "activating" | "reloading");
+        for u in &list {
+            if let Some(slot) = units::parse_unit_name(&u.name) {
+                *generations.entry(slot.clone()).or_default() += 1;
+                if is_up(&u.active_state) {
+                    up.entry(slot).or_default().insert(u.name.clone());
+                }
+            }
+        }
         let mut sweep_cache = self.sweep_cache.lock().await;
         for u in list {
             let Some((app, index)) = units::parse_unit_name(&u.name) else {
@@ -1641,6 +1674,11 @@ impl<M: UnitManager> Agent<M> {
                         };
                     }
                     Health::Failed(why) => {
+                        let why = if generations.get(&(app.clone(), index)) > Some(&1) {
+                            format!("rolled back: {why}")
+                        } else {
+                            why
+                        };
                         status = InstanceStatus {
                             pid: status.pid,
                             exit_code: status.exit_code,
@@ -1678,7 +1716,16 @@ impl<M: UnitManager> Agent<M> {
             };
             replicas.entry(app.clone()).or_default().push(snap.clone());
             sweep_cache.insert(u.name.clone(), (key, snap, status.clone()));
-            self.publish(&app, &u.name, status).await;
+            // A generation that served and is going away while the other
+            // one of its slot is up was replaced: the replica did not stop.
+            let replaced = was_ready
+                && !is_up(&details.active_state)
+                && up
+                    .get(&(app.clone(), index))
+                    .is_some_and(|names| names.iter().any(|n| *n != u.name));
+            if !replaced {
+                self.publish(&app, &u.name, status).await;
+            }
         }
         sweep_cache.retain(|unit, _| live_units.contains(unit));
         drop(sweep_cache);

@@ -94,6 +94,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Cached objects younger than this are never garbage-collected.
+pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl BinaryCache {
     /// The app binaries cache.
     pub fn new(dir: PathBuf) -> Self {
@@ -265,14 +268,34 @@ impl BinaryCache {
         Ok(())
     }
 
-    /// Remove cached digests not in `keep` (hex).
+    /// The digests (hex) of cached files that `args` (a unit's command
+    /// lines) name: what the unit needs to start again.
+    pub fn digests_in(&self, args: &[String]) -> Vec<String> {
+        args.iter()
+            .filter_map(|a| Path::new(a).strip_prefix(&self.dir).ok())
+            .filter_map(|rest| rest.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect()
+    }
+
+    /// Remove cached digests not in `keep` (hex), except those installed
+    /// within [`GC_GRACE`] (a download in progress, or one the agent has
+    /// not recorded yet).
     pub fn gc(&self, keep: &std::collections::BTreeSet<String>) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() == 64 && !keep.contains(&name) {
+            let fresh = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < GC_GRACE);
+            if name.len() == 64 && !keep.contains(&name) && !fresh {
+                tracing::info!(digest = %name, "removing a cached object nothing uses");
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -300,6 +323,22 @@ mod tests {
         assert_eq!(cache.cached_object("obj", digest).unwrap().path, path);
         std::fs::write(&path, b"tampered").unwrap();
         assert!(cache.cached_object("obj", digest).is_none());
+    }
+
+    #[test]
+    fn the_digests_a_unit_needs_are_read_off_its_command_line() {
+        let cache = BinaryCache::new(PathBuf::from("/var/lib/narun/binaries"));
+        let hex = "ab".repeat(32);
+        let args: Vec<String> = [
+            "/usr/libexec/narun/narun-exec".to_owned(),
+            "--args".to_owned(),
+            format!("/var/lib/narun/binaries/{hex}/hello-v1-linux-amd64"),
+            "/var/lib/narun/binaries/short/x".to_owned(),
+            format!("/var/lib/narun/other/{hex}/x"),
+            format!("/var/lib/narun/binaries/{}/x", "zz".repeat(32)),
+        ]
+        .into();
+        assert_eq!(cache.digests_in(&args), vec![hex]);
     }
 
     #[test]

@@ -208,3 +208,18 @@ impl Drop for VarLibDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Wait until a replica runs under its main unit name alone (a rollout
+/// ends with the new version there and the surge unit gone).
+pub async fn settled(sd: &PrivateSystemd, unit: &str) {
+    let next = unit.replace(".service", ".next.service");
+    super::eventually(
+        Duration::from_secs(60),
+        &format!("{unit} active and {next} gone"),
+        || async {
+            sd.show(unit, "ActiveState") == "active"
+                && matches!(sd.show(&next, "ActiveState").as_str(), "inactive" | "")
+        },
+    )
+    .await;
+}

@@ -1,0 +1,501 @@
+//! Deploys a user can trust, the way a user runs them: `narun deploy
+//! --wait` and `narun apps rollback` against real node agents (each with a
+//! private systemd) while a steady load goes through the gateway. Every
+//! request of the load must succeed, whatever the deploy does: a version
+//! change, a same-tag rebuild, a bad build (rolled back), a rollback, the
+//! agent killed in the middle of a rollout.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::agent::Agent;
+use common::systemd::{settled, PrivateSystemd, VarLibDir};
+use common::*;
+use http_body_util::{BodyExt, Full};
+
+fn cleanup_state(app: &str) {
+    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
+    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
+}
+
+/// What the load saw.
+#[derive(Default, Debug, Clone)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    /// The first few failures, for the assertion message.
+    samples: Vec<String>,
+}
+
+/// A bounded steady load: `workers` keep-alive HTTP/1.1 connections, each
+/// sending at most one request every `every`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, workers: usize, every: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, tally) = (stop.clone(), tally.clone());
+                tokio::spawn(async move { worker(addr, every, stop, tally).await })
+            })
+            .collect();
+        Load {
+            stop,
+            tally,
+            workers,
+            started: Instant::now(),
+        }
+    }
+
+    fn tally(&self) -> Tally {
+        self.tally.lock().unwrap().clone()
+    }
+
+    /// Wait until `n` more requests succeeded (the load is really running
+    /// at this point of the test).
+    async fn served(&self, n: u64) {
+        let from = self.tally().ok;
+        eventually(
+            Duration::from_secs(60),
+            &format!("{n} more requests served"),
+            || async { self.tally().ok >= from + n },
+        )
+        .await;
+    }
+
+    async fn finish(self) -> (Tally, Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let t = self.tally.lock().unwrap().clone();
+        (t, self.started.elapsed())
+    }
+}
+
+async fn worker(
+    addr: SocketAddr,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
+    let fail = |what: String| {
+        let mut t = tally.lock().unwrap();
+        t.failed += 1;
+        if t.samples.len() < 10 {
+            t.samples.push(what);
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            let stream = match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    fail(format!("connect: {e}"));
+                    continue;
+                }
+            };
+            match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+            {
+                Ok((sender, c)) => {
+                    tokio::spawn(c);
+                    conn = Some(sender);
+                }
+                Err(e) => {
+                    fail(format!("handshake: {e}"));
+                    continue;
+                }
+            }
+        }
+        let sender = conn.as_mut().unwrap();
+        if sender.ready().await.is_err() {
+            conn = None;
+            continue; // the connection closed between requests: not a request
+        }
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/hello/")
+            .header("host", addr.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"name":"load"}"#)))
+            .unwrap();
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                match body {
+                    Ok(_) if status == 200 => tally.lock().unwrap().ok += 1,
+                    Ok(b) => fail(format!("{status}: {}", String::from_utf8_lossy(&b))),
+                    Err(e) => fail(format!("{status}, body: {e}")),
+                }
+            }
+            Err(e) => {
+                fail(format!("request: {e}"));
+                conn = None;
+            }
+        }
+    }
+}
+
+fn write_spec(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// `narun deploy -f SPEC BINARY --wait=60s`: exit code, stdout, stderr and
+/// how long it took.
+fn deploy(nats: &NatsServer, spec: &Path, binary: &Path) -> (i32, String, String, Duration) {
+    let t = Instant::now();
+    let (code, out, err) = narun_cli(
+        nats,
+        &[
+            "deploy",
+            "-f",
+            spec.to_str().unwrap(),
+            binary.to_str().unwrap(),
+            "--wait=60s",
+        ],
+    );
+    (code, out, err, t.elapsed())
+}
+
+fn deploy_ok(nats: &NatsServer, spec: &Path, binary: &Path) -> Duration {
+    let (code, out, err, took) = deploy(nats, spec, binary);
+    assert_eq!(code, 0, "narun deploy failed:\n{out}\n{err}");
+    took
+}
+
+fn main_pid(sd: &PrivateSystemd, unit: &str) -> String {
+    let pid = sd.show(unit, "MainPID");
+    assert_ne!(pid, "0", "{unit} has no process");
+    pid
+}
+
+/// The SHA-256 of the executable a unit's main process runs.
+fn running_exe_digest(sd: &PrivateSystemd, unit: &str) -> String {
+    let pid = main_pid(sd, unit);
+    let out = sd.nsenter("sha256sum", &[&format!("/proc/{pid}/exe")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn file_digest(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn gateway(nats: &NatsServer, app: &str) -> GatewayProc {
+    GatewayProc::start(
+        &nats.url(),
+        &format!("  - path: \"/hello/\"\n    methods: [\"POST\"]\n    service: \"{app}\""),
+        "",
+    )
+}
+
+fn assert_no_loss(tally: &Tally, what: &str) {
+    assert_eq!(
+        tally.failed,
+        0,
+        "{what}: {} of {} requests failed, e.g. {:?}",
+        tally.failed,
+        tally.failed + tally.ok,
+        tally.samples
+    );
+}
+
+/// One replica, then 3 replicas on 2 nodes: version changes, a same-tag
+/// rebuild, and `narun apps rollback`, all under load, none losing a
+/// request; each `--wait` returns once the new build serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_under_load_lose_no_request() {
+    let app = "ro-hello";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd1 = PrivateSystemd::boot();
+    let sd2 = PrivateSystemd::boot();
+    let d1 = VarLibDir::new("narun-rollout");
+    let d2 = VarLibDir::new("narun-rollout");
+    let a1 = Agent::start(&nats, &sd1, "node-1", &d1.0);
+    let a2 = Agent::start(&nats, &sd2, "node-2", &d2.0);
+    let work = tempfile::tempdir().unwrap();
+    let hello = example_binary("hello");
+    let unit = format!("narun-app@{app}.service");
+    let spec = |tag: &str, version: &str, nodes: &str| {
+        write_spec(
+            work.path(),
+            &format!("{tag}-{version}.yaml"),
+            &format!(
+                "name: {app}\ntag: {tag}\nargs: [\"--service\", \"{app}\"]\n\
+                 env:\n  - {{name: VERSION, value: \"{version}\"}}\nnodes:\n{nodes}"
+            ),
+        )
+    };
+    let one = "  - name: node-1\n    replicas: 1\n";
+
+    deploy_ok(&nats, &spec("v1", "1", one), &hello);
+    // --wait returned: the replica serves right away.
+    let gw = gateway(&nats, app);
+    let r = http(
+        gw.http,
+        "POST",
+        "/hello/",
+        &[("content-type", "application/json")],
+        r#"{"name":"first"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pid_v1 = main_pid(&sd1, &unit);
+
+    let load = Load::start(gw.http, 4, Duration::from_millis(10));
+    load.served(100).await;
+
+    // A new version.
+    let took = deploy_ok(&nats, &spec("v1", "2", one), &hello);
+    eprintln!("version change: deploy --wait took {took:?}");
+    settled(&sd1, &unit).await;
+    let pid_v2 = main_pid(&sd1, &unit);
+    assert_ne!(pid_v1, pid_v2);
+    assert!(sd1.show(&unit, "Environment").contains("VERSION=2"));
+    load.served(100).await;
+    assert_no_loss(&load.tally(), "version change");
+
+    // The same tag, rebuilt: through `narun deploy`, it reaches the node.
+    let rebuilt = work.path().join("hello");
+    let mut bytes = std::fs::read(&hello).unwrap();
+    bytes.extend_from_slice(b"\nrebuilt\n");
+    std::fs::write(&rebuilt, bytes).unwrap();
+    std::fs::set_permissions(
+        &rebuilt,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    deploy_ok(&nats, &spec("v1", "2", one), &rebuilt);
+    settled(&sd1, &unit).await;
+    assert_ne!(main_pid(&sd1, &unit), pid_v2);
+    assert_eq!(running_exe_digest(&sd1, &unit), file_digest(&rebuilt));
+    load.served(100).await;
+    assert_no_loss(&load.tally(), "same-tag rebuild");
+
+    // `narun apps rollback`: the revision before (VERSION=1), same
+    // replacement.
+    let pid = main_pid(&sd1, &unit);
+    let (code, out, err) = narun_cli(&nats, &["apps", "rollback", app, "--wait=60s"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("rolling ro-hello back to revision"), "{err}");
+    settled(&sd1, &unit).await;
+    assert_ne!(main_pid(&sd1, &unit), pid);
+    assert!(sd1.show(&unit, "Environment").contains("VERSION=1"));
+    load.served(100).await;
+    assert_no_loss(&load.tally(), "apps rollback");
+
+    // 3 replicas on 2 nodes, then a version change of all three.
+    let three = "  - name: node-1\n    replicas: 1\n  - name: node-2\n    replicas: 2\n";
+    deploy_ok(&nats, &spec("v1", "3", three), &hello);
+    let units2 = [unit.clone(), format!("narun-app@{app}:1.service")];
+    settled(&sd1, &unit).await;
+    for u in &units2 {
+        settled(&sd2, u).await;
+    }
+    let before: Vec<String> = units2.iter().map(|u| main_pid(&sd2, u)).collect();
+    load.served(100).await;
+    let took = deploy_ok(&nats, &spec("v1", "4", three), &hello);
+    eprintln!("3 replicas on 2 nodes: deploy --wait took {took:?}");
+    settled(&sd1, &unit).await;
+    for (u, old) in units2.iter().zip(&before) {
+        settled(&sd2, u).await;
+        assert_ne!(&main_pid(&sd2, u), old, "{u} was not replaced");
+        assert!(sd2.show(u, "Environment").contains("VERSION=4"));
+    }
+    load.served(100).await;
+    let (tally, took) = load.finish().await;
+    eprintln!(
+        "load: {} requests in {took:?} ({:.0}/s), {} failed",
+        tally.ok + tally.failed,
+        (tally.ok + tally.failed) as f64 / took.as_secs_f64(),
+        tally.failed
+    );
+    assert_no_loss(&tally, "3 replicas on 2 nodes");
+    drop((a1, a2));
+}
+
+/// Builds that exit at once, never get ready, or crash after a second:
+/// each is rolled back, the previous version serves throughout, `--wait`
+/// exits 1 naming the reason well before its own timeout, and `narun apps
+/// info` shows the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_builds_roll_back_and_wait_says_why() {
+    let app = "ro-bad";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-rollout");
+    let agent = Agent::start(&nats, &sd, "node-1", &data.0);
+    let work = tempfile::tempdir().unwrap();
+    let hello = example_binary("hello");
+    let unit = format!("narun-app@{app}.service");
+    let nodes = "nodes:\n  - name: node-1\n    replicas: 1\n";
+    let good = write_spec(
+        work.path(),
+        "good.yaml",
+        &format!("name: {app}\ntag: good\nargs: [\"--service\", \"{app}\"]\n{nodes}"),
+    );
+    deploy_ok(&nats, &good, &hello);
+    let gw = gateway(&nats, app);
+    let pid = main_pid(&sd, &unit);
+    let load = Load::start(gw.http, 4, Duration::from_millis(10));
+    load.served(100).await;
+
+    let cases: [(&str, &str, &str, &str); 3] = [
+        ("exits", "/bin/false", "", "exited with status 1"),
+        (
+            "never-ready",
+            "/bin/sleep",
+            "args: [\"1000\"]\nhealth: {notify: true}\nprogressDeadline: 3s\n",
+            "not ready within 3s",
+        ),
+        (
+            "crashes",
+            "/bin/sh",
+            "args: [\"-c\", \"sleep 1; exit 3\"]\n",
+            "exited with status 3",
+        ),
+    ];
+    for (tag, binary, extra, reason) in cases {
+        let spec = write_spec(
+            work.path(),
+            &format!("{tag}.yaml"),
+            &format!("name: {app}\ntag: {tag}\n{extra}{nodes}"),
+        );
+        let (code, out, err, took) = deploy(&nats, &spec, Path::new(binary));
+        assert_eq!(code, 1, "{tag}: --wait must fail:\n{out}\n{err}");
+        assert!(
+            took < Duration::from_secs(50),
+            "{tag}: --wait took {took:?}, not its own failure"
+        );
+        let all = format!("{out}\n{err}");
+        assert!(
+            all.contains("rolled back") && all.contains(reason),
+            "{tag}: the reason is missing:\n{all}"
+        );
+        eprintln!("{tag}: deploy --wait exit 1 after {took:?}");
+        // The surge unit is gone, the old process never stopped.
+        settled(&sd, &unit).await;
+        assert_eq!(
+            main_pid(&sd, &unit),
+            pid,
+            "{tag}: the old version was stopped"
+        );
+        let info = narun_cli_ok(&nats, &["apps", "info", app]);
+        assert!(
+            info.contains("rolled back") && info.contains(reason),
+            "{tag}: apps info:\n{info}"
+        );
+        load.served(50).await;
+        assert_no_loss(&load.tally(), tag);
+    }
+    let (tally, took) = load.finish().await;
+    eprintln!(
+        "load: {} requests in {took:?}, {} failed",
+        tally.ok + tally.failed,
+        tally.failed
+    );
+    assert_no_loss(&tally, "bad builds");
+    drop(agent);
+}
+
+/// The agent killed with SIGKILL while both generations run: started
+/// again, it finishes the rollout (one generation, the new one) and no
+/// request is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_rollout_converges() {
+    let app = "ro-kill";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-rollout");
+    let mut agent = Agent::start(&nats, &sd, "node-1", &data.0);
+    let work = tempfile::tempdir().unwrap();
+    let hello = example_binary("hello");
+    let unit = format!("narun-app@{app}.service");
+    let next = format!("narun-app@{app}.next.service");
+    let spec = |version: &str, extra: &str| {
+        write_spec(
+            work.path(),
+            &format!("{version}.yaml"),
+            &format!(
+                "name: {app}\ntag: v1\nargs: [\"--service\", \"{app}\"]\n{extra}\
+                 env:\n  - {{name: VERSION, value: \"{version}\"}}\n\
+                 nodes:\n  - name: node-1\n    replicas: 1\n"
+            ),
+        )
+    };
+    deploy_ok(&nats, &spec("1", ""), &hello);
+    let gw = gateway(&nats, app);
+    let load = Load::start(gw.http, 4, Duration::from_millis(10));
+    load.served(100).await;
+
+    // The new version must stay up 6 s before it counts as ready: the
+    // agent dies while both run.
+    let v2 = spec("2", "health: {notify: false, stablePeriod: 6s}\n");
+    narun_cli_ok(
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            v2.to_str().unwrap(),
+            hello.to_str().unwrap(),
+        ],
+    );
+    eventually(Duration::from_secs(60), "the surge unit active", || async {
+        sd.show(&next, "ActiveState") == "active"
+    })
+    .await;
+    assert_eq!(sd.show(&unit, "ActiveState"), "active");
+    agent.proc.signal(nix::sys::signal::Signal::SIGKILL);
+    agent.proc.wait_exit(Duration::from_secs(10));
+    load.served(50).await;
+    let agent = Agent::start(&nats, &sd, "node-1", &data.0);
+
+    // It finishes: the new version under the main name alone.
+    let (code, out, err, _) = deploy(&nats, &v2, &hello);
+    assert_eq!(code, 0, "{out}\n{err}\nagent:\n{}", agent.proc.stderr());
+    settled(&sd, &unit).await;
+    assert!(sd.show(&unit, "Environment").contains("VERSION=2"));
+    load.served(100).await;
+    let (tally, _) = load.finish().await;
+    assert_no_loss(&tally, "agent killed mid-rollout");
+    drop(agent);
+}
