@@ -4,6 +4,7 @@
 #
 #   sudo bash bench/node.sh [--reps 12] [--apps 50] [--cold-apps 200]
 #   NARUN_BIN=/path/to/narun bash bench/node.sh   # that binary, no build
+#   sudo bash bench/node.sh --rollout [--reps 5]  # rollouts under load instead
 #
 # In one run (about 3 minutes plus a build if narun is not built):
 #   1. agent RSS (VmRSS, VmHWM) idle with 0 apps and with 50 apps;
@@ -16,15 +17,21 @@
 # private PID + mount namespace, tests/support/private-systemd.sh). Prints
 # one table with the targets; exits 0 whatever the numbers, non-zero if
 # something failed to run. Everything it started is removed on exit.
+# --rollout: bench/rollout_bench.py instead (about 2 minutes): deploy ->
+# new version ready and request latency during zero-downtime replacements
+# under a steady load through narun gateway, against a scale-up and the
+# steady state of the same run (also builds the release examples/hello).
 set -euo pipefail
 
 PASS_ARGS=()
+ROLLOUT=
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --rollout) ROLLOUT=1; shift ;;
         --reps|--apps|--cold-apps|--crashes)
             [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "$1 needs a number" >&2; exit 2; }
             PASS_ARGS+=("$1" "$2"); shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -71,6 +78,12 @@ else
     NARUN=${CARGO_TARGET_DIR:-$ROOT/target}/release/narun
 fi
 [[ -x $NARUN ]] || die "missing $NARUN"
+if [[ -n $ROLLOUT ]]; then
+    log "cargo build --release --example hello"
+    cargo build --release --quiet --example hello || die "cargo build failed"
+    HELLO=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hello
+    [[ -x $HELLO ]] || die "missing $HELLO"
+fi
 
 # ------------------------------------------------------------------ cleanup
 # Data dirs live under /var/lib: apps get a private /tmp and could not
@@ -107,8 +120,8 @@ cleanup() {
     fi
     rm -rf "$BASE"
     # StateDirectory= of the bench apps (and of the systemd-run comparison).
-    rm -rf /var/lib/private/narun-app/nbench-*
-    rm -f /var/lib/narun-app/nbench-*
+    rm -rf /var/lib/private/narun-app/nbench-* /var/lib/private/narun-app/rbench
+    rm -f /var/lib/narun-app/nbench-* /var/lib/narun-app/rbench
     log "cleaned up (exit $rc, $((SECONDS - T0)) s)"
     exit "$rc"
 }
@@ -120,6 +133,12 @@ if pgrep -x rustc >/dev/null 2>&1 || pgrep -x cargo >/dev/null 2>&1; then
     log "WARNING: cargo/rustc is running on this machine: the timings will be disturbed"
 fi
 
+if [[ -n $ROLLOUT ]]; then
+    "$VENV/bin/python" -u bench/rollout_bench.py \
+        --narun "$NARUN" --hello "$HELLO" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
+        --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"
+    exit
+fi
 "$VENV/bin/python" -u bench/node_bench.py \
     --narun "$NARUN" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
     --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"

@@ -811,7 +811,7 @@ async fn deploy_wait_reports_failures() {
     assert_eq!(doc["exit_code"], 1);
     assert_eq!(
         doc["error"],
-        "hello: 0/1 replicas running, 1 failed (n1 hello-0: Binary fetch failed: not found)"
+        "hello: 0/1 replicas running, 1 failed (node-1 hello-0: Binary fetch failed: not found)"
     );
     let node = &doc["details"]["wait"]["nodes"][0];
     assert_eq!(node["failed"], 1);

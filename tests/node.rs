@@ -156,7 +156,13 @@ async fn deploy_scale_crash_adopt_delete() {
     // The app's log lines reach NATS in the Go format.
     let line = tokio::time::timeout(Duration::from_secs(30), logs.next())
         .await
-        .expect("a log line on logs.nt-hello.n1")
+        .unwrap_or_else(|_| {
+            panic!(
+                "no log line on logs.nt-hello.n1; journal:\n{}\nagent:\n{}",
+                sd.journal(&["--no-pager", "NARUN_NODE=n1"]),
+                agent.proc.stderr()
+            )
+        })
         .unwrap();
     let entry: store::LogEntry = serde_json::from_slice(&line.payload).unwrap();
     assert_eq!(
@@ -490,12 +496,28 @@ async fn reboot_with_nats_unreachable_restores_apps_from_the_cache() {
         "not-found"
     );
     let _agent = Agent::start(&nats, &sd, "n1", &data.0);
-    // READY came from the cache: both replicas are back without NATS.
-    for unit in [
+    // READY came from the cache: both replicas are back without NATS,
+    // waiting for it (the consumer library signals READY=1 once its
+    // endpoint is subscribed), not killed for the wait.
+    let units = [
         "narun-app@nt-reboot.service",
         "narun-app@nt-reboot:1.service",
-    ] {
-        assert_eq!(sd.show(unit, "ActiveState"), "active", "{unit}");
+    ];
+    for unit in units {
+        assert_eq!(sd.show(unit, "ActiveState"), "activating", "{unit}");
+        assert_ne!(sd.show(unit, "MainPID"), "0", "{unit}");
+        assert_eq!(sd.show(unit, "TimeoutStartUSec"), "infinity", "{unit}");
+    }
+    // NATS is back: they serve.
+    nats.restart();
+    for unit in units {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{unit} active"),
+            || async { sd.show(unit, "ActiveState") == "active" },
+        )
+        .await;
+        assert_eq!(sd.show(unit, "NRestarts"), "0", "{unit}");
     }
     cleanup_state(app);
 }

@@ -39,7 +39,16 @@ Examples:
 
 Without -f, the generated spec has the given node and replica count and
 `mode: exec`. Without BINARY, the binaries already uploaded for the tag are
-used.")]
+used.
+
+Each node replaces a changed replica without downtime: the new version
+starts next to the old one, the old one stops once the new one is ready,
+and a new version that exits, restarts or is not ready within the spec's
+progressDeadline is stopped while the old one keeps serving (rolled back).
+
+--wait exits 0 once every targeted replica of this spec is ready on every
+targeted node; 1 when one failed or was rolled back (naming node, replica
+and reason), or when the timeout passed (naming what is still pending).")]
 pub struct DeployArgs {
     /// The ServiceSpec YAML (stored as is in KV app-configs).
     #[arg(
@@ -70,8 +79,8 @@ pub struct DeployArgs {
     /// Executables to upload, one per platform.
     #[arg(value_name = "BINARY")]
     pub binaries: Vec<PathBuf>,
-    /// Then wait until every targeted replica is running or failed (default
-    /// 2m); exit 1 unless all run.
+    /// Then wait until every targeted replica is ready or failed (default
+    /// 2m); exit 1 unless all are ready.
     #[arg(
         long,
         value_name = "TIMEOUT",

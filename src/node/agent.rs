@@ -21,10 +21,6 @@ use crate::spec::{self, ServiceSpec};
 use crate::store;
 use crate::systemd::{SystemdError, UnitManager};
 
-/// systemd's `TimeoutStartSec=` of a `Type=notify` replica, past its
-/// `progressDeadline`.
-const START_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
-
 /// Units started at once during a reconcile.
 const MAX_CONCURRENT_STARTS: usize = 16;
 
@@ -1141,10 +1137,6 @@ impl<M: UnitManager> Agent<M> {
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
                     next: false,
                     notify: spec.health.notify.unwrap_or(bin.notify),
-                    // The agent judges the deadline itself (and says so);
-                    // systemd's start timeout is the backstop for when no
-                    // agent runs.
-                    start_timeout: spec.progress_deadline() + START_TIMEOUT_MARGIN,
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
                     exec_wrapper: exec_wrapper.clone(),

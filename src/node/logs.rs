@@ -72,11 +72,17 @@ pub async fn forward(nats: async_nats::Client, node_id: String, journalctl: Vec<
                 "--output=json",
                 "--lines=0",
                 "--no-pager",
-                &format!("NARUN_NODE={node_id}"),
+                // No journal match (`NARUN_NODE=<id>`): systemd 252's
+                // journalctl started before any entry has the matched value
+                // misses the entries that get it later (seen about one
+                // start in two in tests/node.rs). Every entry is read, with
+                // only the fields used, and non-narun ones are skipped
+                // before JSON parsing.
+                "--output-fields=MESSAGE,PRIORITY,NARUN_APP,NARUN_INSTANCE,NARUN_NODE",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn();
         let mut child = match child {
@@ -90,8 +96,20 @@ pub async fn forward(nats: async_nats::Client, node_id: String, journalctl: Vec<
         let Some(stdout) = child.stdout.take() else {
             return;
         };
+        // What journalctl says about itself goes to the agent's log.
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::warn!(message = %line.chars().take(512).collect::<String>(), "journalctl");
+                }
+            });
+        }
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            if !line.contains("\"NARUN_NODE\"") {
+                continue;
+            }
             let Some((app, entry)) = entry_from_journal(&line, &node_id) else {
                 continue;
             };

@@ -125,9 +125,6 @@ pub struct Replica {
     pub next: bool,
     /// The app sends `READY=1`: `Type=notify`.
     pub notify: bool,
-    /// How long the start may take (`TimeoutStartSec=`, the spec's
-    /// `progressDeadline`).
-    pub start_timeout: Duration,
     /// `narun-exec`, which carries args systemd cannot store verbatim
     /// ([`args_need_wrapper`]); unused when the args are plain.
     pub exec_wrapper: Option<PathBuf>,
@@ -242,11 +239,13 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("Slice", s(SLICE)));
     if r.notify {
         // READY=1 from the main process (the consumer library sends it once
-        // its endpoint is subscribed); no READY within the deadline fails
-        // the start.
+        // its endpoint is subscribed). No start timeout: the agent judges
+        // `progressDeadline` itself (a rollout rolls back), and an app
+        // waiting for NATS (a node booting offline) keeps waiting instead of
+        // being killed into its start limit.
         p.push(("Type", s("notify")));
         p.push(("NotifyAccess", s("main")));
-        p.push(("TimeoutStartUSec", usec(r.start_timeout)));
+        p.push(("TimeoutStartUSec", Prop::U64(u64::MAX)));
     } else {
         p.push(("Type", s("exec")));
     }
@@ -651,7 +650,6 @@ mod tests {
             exec_wrapper: Some("/usr/libexec/narun/narun-exec".into()),
             next: false,
             notify: false,
-            start_timeout: Duration::from_secs(60),
             secret_files: None,
             manager: Manager::System,
         }
@@ -859,12 +857,11 @@ mod tests {
         let mut r = replica();
         r.next = true;
         r.notify = true;
-        r.start_timeout = Duration::from_secs(30);
         let u = render(&r);
         assert_eq!(u.name, "narun-app@hello.next.service");
         assert_eq!(u.get("Type"), Some(&s("notify")));
         assert_eq!(u.get("NotifyAccess"), Some(&s("main")));
-        assert_eq!(u.get("TimeoutStartUSec"), Some(&Prop::U64(30_000_000)));
+        assert_eq!(u.get("TimeoutStartUSec"), Some(&Prop::U64(u64::MAX)));
         assert_eq!(
             u.get("Description"),
             render(&replica()).get("Description"),
