@@ -36,7 +36,6 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         exec_wrapper: None,
         next: false,
         notify: false,
-        start_timeout: Duration::from_secs(60),
         secret_files: None,
         manager: narun::node::units::Manager::System,
     }
