@@ -240,6 +240,35 @@ def killpg(p):
         pass
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nats(base, reg):
+    """A JetStream nats-server on a free loopback port, store and log in
+    `base`; returns (process, url) once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(base, "js"),
+         "-l", os.path.join(base, "nats.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    reg.add("nats", proc.pid, "nats-server")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                if c.recv(4) == b"INFO":
+                    return proc, f"nats://127.0.0.1:{port}"
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Fail("nats-server did not start: " + read(os.path.join(base, "nats.log"))[-500:])
+        time.sleep(0.05)
+
+
 async def run(*cmd, check=True, timeout=60):
     p = await asyncio.create_subprocess_exec(
         *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -581,28 +610,7 @@ async def main(a):
     res["env"]["load_start"] = read("/proc/loadavg").split()[:3]
     res["env"]["builders_start"] = busy_builders()
     try:
-        # nats-server
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        url = f"nats://127.0.0.1:{port}"
-        nats_proc = subprocess.Popen(
-            ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(a.base, "js"),
-             "-l", os.path.join(a.base, "nats.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        reg.add("nats", nats_proc.pid, "nats-server")
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                    if c.recv(4) == b"INFO":
-                        break
-            except OSError:
-                pass
-            if nats_proc.poll() is not None or time.monotonic() > deadline:
-                raise Fail("nats-server did not start: " + read(os.path.join(a.base, "nats.log"))[-500:])
-            time.sleep(0.05)
+        nats_proc, url = start_nats(a.base, reg)
         nc = await nats.connect(url, max_reconnect_attempts=-1, connect_timeout=5)
         res["env"]["nats"] = nc._server_info.get("version", "?")
         st = Status()

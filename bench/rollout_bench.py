@@ -24,9 +24,9 @@ steady state, in the same run. Failed requests are counted (target: 0).
 
 import argparse
 import asyncio
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -107,9 +107,13 @@ async def deploy(a, path, yaml):
         f.write(yaml)
     t0 = time.monotonic()
     out = await nb.run(a.narun, "deploy", "-f", path, a.hello, "--wait=120s", "--nats-url", a.url,
-                       check=False, timeout=180)
+                       "-o", "json", check=False, timeout=180)
     t1 = time.monotonic()
-    return t0, t1, out
+    try:
+        ok = json.loads(out)["wait"]["all_running"] is True
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    return t0, t1, out if not ok else None
 
 
 async def gone(sd, units, timeout=60):
@@ -141,36 +145,14 @@ async def main(a):
     sd = agent = nats_proc = gw = None
     res = {}
     try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        a.url = f"nats://127.0.0.1:{port}"
-        nats_proc = subprocess.Popen(
-            ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(a.base, "js"),
-             "-l", os.path.join(a.base, "nats.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        reg.add("nats", nats_proc.pid, "nats-server")
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                    if c.recv(4) == b"INFO":
-                        break
-            except OSError:
-                pass
-            if nats_proc.poll() is not None or time.monotonic() > deadline:
-                raise Fail("nats-server did not start")
-            time.sleep(0.05)
+        nats_proc, a.url = nb.start_nats(a.base, reg)
 
         log("booting a private systemd")
         sd = nb.PrivateSystemd(a.script, reg, "r")
         agent = nb.Agent(a, a.url, sd, os.path.join(a.base, "data-rollout"), reg, "r")
         await agent.wait_ready()
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            http_port = s.getsockname()[1]
+        http_port = nb.free_port()
         cfg = os.path.join(a.base, "gateway.yaml")
         with open(cfg, "w") as f:
             f.write(f'nats_url: "{a.url}"\nserver_addr: "127.0.0.1:{http_port}"\nmetrics_addr: ""\n'
@@ -181,9 +163,9 @@ async def main(a):
 
         path = os.path.join(a.base, "rbench.yaml")
         log("first deploy")
-        t0, t1, out = await deploy(a, path, spec(0, 1))
-        if "1/1" not in out:
-            raise Fail(f"first deploy: {out}")
+        t0, t1, err = await deploy(a, path, spec(0, 1))
+        if err:
+            raise Fail(f"first deploy: {err}")
         load = Load(http_port, a.rate, a.conns)
         load.start()
         await asyncio.sleep(a.steady)
@@ -192,9 +174,9 @@ async def main(a):
         for i in range(1, a.reps + 1):
             agent.check()
             # Replacement.
-            t0, t1, out = await deploy(a, path, spec(i, 1))
-            if "1/1 replicas running" not in out:
-                raise Fail(f"replacement {i}: {out}")
+            t0, t1, err = await deploy(a, path, spec(i, 1))
+            if err:
+                raise Fail(f"replacement {i}: {err}")
             nxt = await nb.show1(sd, NEXT, ["ActiveEnterTimestampMonotonic"])
             ready = nb.mono(nxt, "ActiveEnterTimestampMonotonic")
             t_done = await gone(sd, [NEXT])
@@ -205,9 +187,9 @@ async def main(a):
             await asyncio.sleep(a.gap)
             steady.append((q0 + 0.5, time.monotonic()))
             # Baseline: a scale-up (nothing replaced), then back.
-            t0, t1, out = await deploy(a, path, spec(i, 2))
-            if "2/2 replicas running" not in out:
-                raise Fail(f"scale-up {i}: {out}")
+            t0, t1, err = await deploy(a, path, spec(i, 2))
+            if err:
+                raise Fail(f"scale-up {i}: {err}")
             u1 = await nb.show1(sd, f"narun-app@{APP}:1.service", ["ActiveEnterTimestampMonotonic"])
             ready = nb.mono(u1, "ActiveEnterTimestampMonotonic")
             scale.append({"wait": t1 - t0, "ready": (ready - t0) if ready else None})
