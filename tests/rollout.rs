@@ -68,12 +68,15 @@ impl Load {
     /// at this point of the test).
     async fn served(&self, n: u64) {
         let from = self.tally().ok;
-        eventually(
-            Duration::from_secs(60),
-            &format!("{n} more requests served"),
-            || async { self.tally().ok >= from + n },
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.tally().ok < from + n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} more requests not served within 60 s: {:?}",
+                self.tally()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn finish(self) -> (Tally, Duration) {

@@ -196,7 +196,7 @@ struct Agent<M: UnitManager> {
     /// Per replica slot: a spec hash whose rollout failed there, and why.
     rolled_back: Mutex<BTreeMap<(String, u32), (String, String)>>,
     /// What "ready" means per app (from its spec and binary).
-    readiness: Mutex<HashMap<String, Readiness>>,
+    readiness: Mutex<BTreeMap<String, Readiness>>,
     /// A rollout or a start is in progress: reconcile at every status tick.
     settling: std::sync::atomic::AtomicBool,
     nats: async_nats::Client,
@@ -274,7 +274,7 @@ pub async fn run<M: UnitManager>(
         published: Mutex::new(HashMap::new()),
         was_ready: Mutex::new(BTreeSet::new()),
         rolled_back: Mutex::new(BTreeMap::new()),
-        readiness: Mutex::new(HashMap::new()),
+        readiness: Mutex::new(BTreeMap::new()),
         settling: std::sync::atomic::AtomicBool::new(false),
         nats,
         events: tx,
@@ -1489,46 +1489,8 @@ impl<M: UnitManager> Agent<M> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or_default();
-        let mut out = Vec::new();
-        for u in actual {
-            let Some((app, index, next)) = units::parse_unit(&u.name) else {
-                continue;
-            };
-            let hash = units::hash_from_description(&u.description).map(str::to_owned);
-            let key = (u.name.clone(), hash.clone().unwrap_or_default());
-            let was_ready = self.was_ready.lock().await.contains(&key);
-            let health = if was_ready && u.active_state == "active" {
-                Health::Ready
-            } else {
-                let r = readiness.get(&app).copied().unwrap_or(Readiness {
-                    notify: false,
-                    stable: spec::DEFAULT_STABLE_PERIOD.0,
-                    deadline: spec::DEFAULT_PROGRESS_DEADLINE.0,
-                });
-                match self.systemd.details(&u.name).await {
-                    Ok(Some(d)) => health(&d, &r, now_usec, was_ready),
-                    _ => Health::Pending,
-                }
-            };
-            if health == Health::Ready {
-                self.was_ready.lock().await.insert(key);
-            }
-            out.push(Observed {
-                name: u.name.clone(),
-                app,
-                index,
-                next,
-                hash,
-                health,
-            });
-        }
-        // Forget units that are gone.
-        let names: BTreeSet<&str> = actual.iter().map(|u| u.name.as_str()).collect();
-        self.was_ready
-            .lock()
-            .await
-            .retain(|(n, _)| names.contains(n.as_str()));
-        out
+        let mut was_ready = self.was_ready.lock().await;
+        super::rollout::observe(&self.systemd, actual, &readiness, &mut was_ready, now_usec).await
     }
 
     /// Publish a status message if it differs from the last one under `key`
@@ -1639,11 +1601,10 @@ impl<M: UnitManager> Agent<M> {
             if !was_ready {
                 // "running" means ready: until then it is starting, and a
                 // replica that failed to get there says why.
-                let r = readiness.get(&app).copied().unwrap_or(Readiness {
-                    notify: false,
-                    stable: spec::DEFAULT_STABLE_PERIOD.0,
-                    deadline: spec::DEFAULT_PROGRESS_DEADLINE.0,
-                });
+                let r = readiness
+                    .get(&app)
+                    .copied()
+                    .unwrap_or_else(super::rollout::default_readiness);
                 match health(&details, &r, now_usec, false) {
                     Health::Ready => {
                         self.was_ready

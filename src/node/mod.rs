@@ -2,6 +2,8 @@
 //!
 //! - [`units`]: replica → transient unit properties (pure);
 //! - [`reconcile`]: desired vs actual → actions (pure);
+//! - [`rollout`]: systemd's units as the plan sees them (health), tested
+//!   against a recording fake unit manager;
 //! - the agent loop wires NATS (specs, binaries, status, heartbeats) to
 //!   systemd through [`crate::systemd::UnitManager`].
 
@@ -9,6 +11,7 @@ pub mod agent;
 pub mod binaries;
 pub mod identity;
 pub mod reconcile;
+pub mod rollout;
 pub mod status;
 pub mod units;
 

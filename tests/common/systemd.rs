@@ -213,13 +213,16 @@ impl Drop for VarLibDir {
 /// ends with the new version there and the surge unit gone).
 pub async fn settled(sd: &PrivateSystemd, unit: &str) {
     let next = unit.replace(".service", ".next.service");
-    super::eventually(
-        Duration::from_secs(60),
-        &format!("{unit} active and {next} gone"),
-        || async {
-            sd.show(unit, "ActiveState") == "active"
-                && matches!(sd.show(&next, "ActiveState").as_str(), "inactive" | "")
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (main, surge) = (sd.show(unit, "ActiveState"), sd.show(&next, "ActiveState"));
+        if main == "active" && matches!(surge.as_str(), "inactive" | "") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unit} is {main} and {next} is {surge} after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
