@@ -81,7 +81,7 @@ complete -c narun -n "__fish_narun_using_subcommand deploy" -l name -d 'App name
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l tag -d 'Binary tag (without -f)' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l node -d 'Node to run on (without -f)' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l replicas -d 'Replicas on that node (without -f)' -r
-complete -c narun -n "__fish_narun_using_subcommand deploy" -l wait -d 'Then wait until every targeted replica is running or failed (default 2m); exit 1 unless all run' -r
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l wait -d 'Then wait until every targeted replica is ready or failed (default 2m); exit 1 unless all are ready' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l nkey -d 'NATS nkey seed file' -r -F
