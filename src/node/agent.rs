@@ -1473,12 +1473,22 @@ impl<M: UnitManager> Agent<M> {
         self.write_env_file(&unit.name).await?;
         let notify =
             matches!(unit.get("Type"), Some(crate::systemd::Prop::Str(t)) if t == "notify");
-        if notify {
+        let r = if notify {
             self.systemd.start_transient_queued(unit).await
         } else {
             self.systemd.start_transient(unit).await
+        };
+        match r {
+            // The unit exists and its process ran, then failed (a binary
+            // that exits at once can end its own start job): its state
+            // says why, and the next reconcile rolls it back or reports it
+            // failed with the exit code instead of the job result.
+            Err(SystemdError::Job { unit, result }) => {
+                tracing::warn!(%unit, %result, "start job failed; the unit's state tells why");
+                Ok(())
+            }
+            r => r.map_err(|e| e.to_string()),
         }
-        .map_err(|e| e.to_string())
     }
 
     /// The units of `actual` as the plan sees them, with their health.
