@@ -440,11 +440,15 @@ where
                     Outcome::Reply(internal_error_response())
                 }
                 None => {
+                    // The requester stopped waiting at this same deadline
+                    // and answers its own timeout: a reply now would only
+                    // race that answer.
                     tracing::debug!("deadline passed: request abandoned");
-                    Outcome::Fail(
-                        504,
-                        "Deadline exceeded before the response was ready".into(),
-                    )
+                    request.abandon(service::error::Error {
+                        status: "Deadline exceeded before the response was ready".into(),
+                        code: 504,
+                    });
+                    return;
                 }
             }
         }

@@ -103,6 +103,17 @@ impl Request {
     pub async fn respond(&self, response: Result<Bytes, error::Error>) -> Result<(), String> {
         self.respond_with_headers(response, HeaderMap::new()).await
     }
+
+    /// Count `e` in the endpoint's stats without replying (the requester
+    /// has stopped waiting).
+    pub fn abandon(&self, e: error::Error) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.requests += 1;
+            c.errors += 1;
+            c.processing += self.issued.elapsed();
+            c.last_error = Some(e);
+        }
+    }
 }
 
 /// A service instance id: unique per process start.
