@@ -1419,7 +1419,7 @@ impl<M: UnitManager> Agent<M> {
                 self.publish(
                     &app,
                     &format!("{id} rollout"),
-                    InstanceStatus::failed(&id, &format!("rolled back: {reason}")).with_hash(hash),
+                    InstanceStatus::failed(&id, &rolled_back_reason(reason)).with_hash(hash),
                 )
                 .await;
                 self.stop_unit(&app, &id, unit, survivor).await
@@ -1558,18 +1558,16 @@ impl<M: UnitManager> Agent<M> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or_default();
-        // Slots with two generations: a failure of one is a rollback (the
-        // plan stops it; the other keeps serving).
-        let mut generations: BTreeMap<(String, u32), usize> = BTreeMap::new();
-        // Slots with a unit up (active or starting).
-        let mut up: BTreeMap<(String, u32), BTreeSet<String>> = BTreeMap::new();
+        // Per slot, its units (two during a rollout) and whether each is
+        // up (active or starting).
         let is_up = |state: &str| matches!(state, "active" | "activating" | "reloading");
+        let mut slots: BTreeMap<(String, u32), Vec<(String, bool)>> = BTreeMap::new();
         for u in &list {
             if let Some(slot) = units::parse_unit_name(&u.name) {
-                *generations.entry(slot.clone()).or_default() += 1;
-                if is_up(&u.active_state) {
-                    up.entry(slot).or_default().insert(u.name.clone());
-                }
+                slots
+                    .entry(slot)
+                    .or_default()
+                    .push((u.name.clone(), is_up(&u.active_state)));
             }
         }
         let mut sweep_cache = self.sweep_cache.lock().await;
@@ -1608,6 +1606,11 @@ impl<M: UnitManager> Agent<M> {
                 continue;
             };
             let mut status = derive_status(&id, &details).with_hash(hash);
+            // The other generation of this replica, if any (a rollout).
+            let others: Vec<&(String, bool)> = slots
+                .get(&(app.clone(), index))
+                .map(|v| v.iter().filter(|(n, _)| *n != u.name).collect())
+                .unwrap_or_default();
             if !was_ready {
                 // "running" means ready: until then it is starting, and a
                 // replica that failed to get there says why.
@@ -1637,8 +1640,10 @@ impl<M: UnitManager> Agent<M> {
                         };
                     }
                     Health::Failed(why) => {
-                        let why = if generations.get(&(app.clone(), index)) > Some(&1) {
-                            format!("rolled back: {why}")
+                        // The other generation keeps serving: the plan
+                        // rolls this one back.
+                        let why = if !others.is_empty() {
+                            rolled_back_reason(&why)
                         } else {
                             why
                         };
@@ -1681,11 +1686,8 @@ impl<M: UnitManager> Agent<M> {
             sweep_cache.insert(u.name.clone(), (key, snap, status.clone()));
             // A generation that served and is going away while the other
             // one of its slot is up was replaced: the replica did not stop.
-            let replaced = was_ready
-                && !is_up(&details.active_state)
-                && up
-                    .get(&(app.clone(), index))
-                    .is_some_and(|names| names.iter().any(|n| *n != u.name));
+            let replaced =
+                was_ready && !is_up(&details.active_state) && others.iter().any(|(_, up)| *up);
             if !replaced {
                 self.publish(&app, &u.name, status).await;
             }
@@ -1870,4 +1872,9 @@ pub fn machine_id() -> String {
     std::fs::read_to_string("/etc/machine-id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The status error of a new version that was rolled back.
+fn rolled_back_reason(why: &str) -> String {
+    format!("rolled back: {why}")
 }

@@ -95,7 +95,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Cached objects younger than this are never garbage-collected.
-pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl BinaryCache {
     /// The app binaries cache.
@@ -323,6 +323,31 @@ mod tests {
         assert_eq!(cache.cached_object("obj", digest).unwrap().path, path);
         std::fs::write(&path, b"tampered").unwrap();
         assert!(cache.cached_object("obj", digest).is_none());
+    }
+
+    #[test]
+    fn gc_keeps_what_is_kept_and_what_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BinaryCache::new(dir.path().to_owned());
+        let old = std::time::SystemTime::now() - GC_GRACE - std::time::Duration::from_secs(60);
+        let make = |hex: &str, age: Option<std::time::SystemTime>| {
+            let d = dir.path().join(hex);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("obj"), b"x").unwrap();
+            if let Some(t) = age {
+                std::fs::File::open(&d).unwrap().set_modified(t).unwrap();
+            }
+            d
+        };
+        let (kept, unused, fresh) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let kept_dir = make(&kept, Some(old));
+        let unused_dir = make(&unused, Some(old));
+        let fresh_dir = make(&fresh, None);
+        let other = dir.path().join("not-a-digest");
+        std::fs::create_dir(&other).unwrap();
+        cache.gc(&[kept].into());
+        assert!(kept_dir.exists() && fresh_dir.exists() && other.exists());
+        assert!(!unused_dir.exists());
     }
 
     #[test]

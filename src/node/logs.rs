@@ -101,7 +101,7 @@ pub async fn forward(nats: async_nats::Client, node_id: String, journalctl: Vec<
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::warn!(message = %line.chars().take(512).collect::<String>(), "journalctl");
+                    tracing::warn!(line = %line.chars().take(512).collect::<String>(), "journalctl");
                 }
             });
         }

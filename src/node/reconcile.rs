@@ -225,7 +225,6 @@ pub struct Readiness {
 /// Why the main process is not running, in words.
 pub fn exit_reason(d: &ServiceDetails) -> String {
     match d.exec_main_code {
-        _ if d.result == "timeout" => "not ready before systemd's start timeout".into(),
         1 => format!("exited with status {}", d.exec_main_status),
         2 => format!("killed by signal {}", d.exec_main_status),
         3 => format!("dumped core (signal {})", d.exec_main_status),
