@@ -1483,3 +1483,72 @@ fn detection_reads_real_executables() {
     let p = narun::store::binary::detect_platform(&me[..DETECT_HEADER_LEN]).unwrap();
     assert_eq!(p, narun::store::binary::host_platform());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_rollback_writes_an_earlier_revision_or_says_why_not() {
+    let nats = NatsServer::start();
+    let js = js(&nats).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_binary(dir.path(), "amd64", 1000);
+    let deploy = |replicas: &'static str| {
+        let (url, bin) = (nats.url(), bin.clone());
+        async move {
+            narun_async(
+                &url,
+                &[
+                    "deploy",
+                    "--name",
+                    "rb",
+                    "--tag",
+                    "v1",
+                    "--node",
+                    "n1",
+                    "--replicas",
+                    replicas,
+                    bin.to_str().unwrap(),
+                ],
+            )
+            .await
+            .ok();
+        }
+    };
+    // Unknown app.
+    let out = narun_async(&nats.url(), &["apps", "rollback", "rb"])
+        .await
+        .code(65);
+    assert!(out.stderr.contains("app rb has no spec"), "{out:?}");
+    // One revision: nothing to go back to.
+    deploy("1").await;
+    let out = narun_async(&nats.url(), &["apps", "rollback", "rb"])
+        .await
+        .code(65);
+    assert!(out.stderr.contains("no earlier revision"), "{out:?}");
+    // Revision 2, then back: revision 3 holds revision 1's bytes.
+    deploy("2").await;
+    let current = kv_entry(&js, store::APP_CONFIGS, "rb").await.unwrap();
+    assert_eq!(current.revision, 2);
+    let out = narun_async(&nats.url(), &["apps", "rollback", "rb", "--to", "99"])
+        .await
+        .code(65);
+    assert!(
+        out.stderr.contains("revision 99") && out.stderr.contains("kept: 1, 2"),
+        "{out:?}"
+    );
+    let out = narun_async(&nats.url(), &["apps", "rollback", "rb"])
+        .await
+        .ok();
+    assert!(
+        out.stderr.contains("back to revision 1 (current 2)"),
+        "{out:?}"
+    );
+    let now = kv_entry(&js, store::APP_CONFIGS, "rb").await.unwrap();
+    assert_eq!(now.revision, 3);
+    assert!(String::from_utf8_lossy(&now.value).contains("replicas: 1"));
+    // --to an explicit revision.
+    narun_async(&nats.url(), &["apps", "rollback", "rb", "--to", "2"])
+        .await
+        .ok();
+    let now = kv_entry(&js, store::APP_CONFIGS, "rb").await.unwrap();
+    assert_eq!(now.revision, 4);
+    assert!(String::from_utf8_lossy(&now.value).contains("replicas: 2"));
+}

@@ -10,15 +10,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::agent::Agent;
-use common::systemd::{PrivateSystemd, VarLibDir};
+use common::systemd::{cleanup_state, PrivateSystemd, VarLibDir};
 use common::*;
 use narun_hello_proto::v1::greeter_client::GreeterClient;
 use narun_hello_proto::v1::HelloRequest;
-
-fn cleanup_state(app: &str) {
-    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
-    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
-}
 
 fn hello_yaml(dir: &std::path::Path, app: &str, nodes: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{app}.yaml"));

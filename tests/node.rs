@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::agent::Agent;
-use common::systemd::{settled, PrivateSystemd, VarLibDir};
+use common::systemd::{cleanup_state, settled, PrivateSystemd, VarLibDir};
 use common::*;
 use futures_util::StreamExt;
 use narun::store::{self, InstanceState, StatusUpdate};
@@ -109,11 +109,6 @@ fn hello_spec(app: &str, tag: &str, nodes: &str) -> String {
     format!(
         "name: {app}\ntag: {tag}\nargs: [\"--service\", \"{app}\"]\nmemoryMaxMB: 256\nnodes:\n{nodes}\n"
     )
-}
-
-fn cleanup_state(app: &str) {
-    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
-    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,14 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::agent::Agent;
-use common::systemd::{settled, PrivateSystemd, VarLibDir};
+use common::systemd::{cleanup_state, settled, PrivateSystemd, VarLibDir};
 use common::*;
 use http_body_util::{BodyExt, Full};
-
-fn cleanup_state(app: &str) {
-    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
-    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
-}
 
 /// What the load saw.
 #[derive(Default, Debug, Clone)]

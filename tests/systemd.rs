@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::systemd::{PrivateSystemd, VarLibDir};
+use common::systemd::{cleanup_state, PrivateSystemd, VarLibDir};
 use narun::node::units::{self, Identity, Network, Replica, Restart};
 use narun::systemd::{Systemd, UnitManager};
 
@@ -45,11 +45,6 @@ async fn connect(sd: &PrivateSystemd) -> Systemd {
     Systemd::connect_address(&sd.bus_address())
         .await
         .expect("connect to the private systemd")
-}
-
-fn cleanup_state(app: &str) {
-    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
-    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,7 +133,7 @@ json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l to -d 'The revision to go back to (KV app-configs revision)' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l wait -d 'Then wait until every targeted replica is ready or failed (default 2m); exit 1 unless all are' -r
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l wait -d 'Then wait until every targeted replica is ready or failed (default 2m); exit 1 unless all are ready' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nkey -d 'NATS nkey seed file' -r -F

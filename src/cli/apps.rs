@@ -40,17 +40,8 @@ Examples:
         /// The revision to go back to (KV app-configs revision).
         #[arg(long, value_name = "REVISION")]
         to: Option<u64>,
-        /// Then wait until every targeted replica is ready or failed
-        /// (default 2m); exit 1 unless all are.
-        #[arg(
-            long,
-            value_name = "TIMEOUT",
-            num_args = 0..=1,
-            require_equals = true,
-            default_missing_value = "2m",
-            value_parser = super::parse_duration
-        )]
-        wait: Option<std::time::Duration>,
+        #[command(flatten)]
+        wait: super::deploy::WaitArg,
     },
     /// Delete an app's spec: every node stops its instances.
     #[command(alias = "rm")]
@@ -79,7 +70,7 @@ async fn rollback(
     ctx: &Ctx,
     name: &str,
     to: Option<u64>,
-    wait: Option<std::time::Duration>,
+    wait: super::deploy::WaitArg,
     global: super::GlobalArgs,
 ) -> CliResult {
     use futures_util::StreamExt;

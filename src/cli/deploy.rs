@@ -79,6 +79,19 @@ pub struct DeployArgs {
     /// Executables to upload, one per platform.
     #[arg(value_name = "BINARY")]
     pub binaries: Vec<PathBuf>,
+    #[command(flatten)]
+    pub wait: WaitArg,
+    /// Validate the spec and the binaries, and stop there.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Options of every management command.
+    #[command(flatten)]
+    pub global: super::GlobalArgs,
+}
+
+/// `--wait[=TIMEOUT]` of the commands that roll out a spec.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct WaitArg {
     /// Then wait until every targeted replica is ready or failed (default
     /// 2m); exit 1 unless all are ready.
     #[arg(
@@ -90,12 +103,6 @@ pub struct DeployArgs {
         value_parser = parse_duration
     )]
     pub wait: Option<Duration>,
-    /// Validate the spec and the binaries, and stop there.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Options of every management command.
-    #[command(flatten)]
-    pub global: super::GlobalArgs,
 }
 
 /// A binary to upload.
@@ -195,7 +202,7 @@ pub async fn deploy_yaml(ctx: &Ctx, args: DeployArgs, source: String, yaml: Stri
     }
 
     // Subscribe before writing, so no status is missed.
-    let waiter = match args.wait {
+    let waiter = match args.wait.wait {
         Some(timeout) => {
             store::ensure_status_stream(&js).await?;
             let sub = ctx

@@ -226,3 +226,10 @@ pub async fn settled(sd: &PrivateSystemd, unit: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Remove what a previous run of an app left in the host's /var/lib (its
+/// `StateDirectory=` survives the private systemd).
+pub fn cleanup_state(app: &str) {
+    let _ = std::fs::remove_dir_all(format!("/var/lib/private/narun-app/{app}"));
+    let _ = std::fs::remove_file(format!("/var/lib/narun-app/{app}"));
+}
