@@ -155,6 +155,14 @@ pub trait UnitManager: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<ServiceDetails>, SystemdError>> + Send;
+    /// systemd's clock (`CLOCK_REALTIME`, µs since the epoch): what the
+    /// timestamps of [`ServiceDetails`] are compared with.
+    fn now_usec(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default()
+    }
 }
 
 /// How long a start or stop job may take before we report a timeout.

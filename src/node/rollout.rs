@@ -69,119 +69,12 @@ pub async fn observe<M: UnitManager>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
     use crate::node::reconcile::{plan, Action, Desired};
-    use crate::systemd::{Prop, ServiceDetails, SystemdError, TransientUnit};
-
-    /// A unit manager that keeps units in memory, records every call, and
-    /// whose units change state only when the test says so.
-    #[derive(Default)]
-    struct FakeUnits {
-        units: Mutex<BTreeMap<String, (UnitState, ServiceDetails)>>,
-        calls: Mutex<Vec<String>>,
-        now_usec: Mutex<u64>,
-    }
-
-    impl FakeUnits {
-        fn set(&self, name: &str, active: &str, sub: &str, edit: impl FnOnce(&mut ServiceDetails)) {
-            let now = *self.now_usec.lock().unwrap();
-            let mut units = self.units.lock().unwrap();
-            let (u, d) = units.get_mut(name).expect("a unit the test started");
-            if active == "active" && u.active_state != "active" {
-                d.active_enter_usec = now;
-            }
-            u.active_state = active.into();
-            u.sub_state = sub.into();
-            d.active_state = active.into();
-            d.sub_state = sub.into();
-            edit(d);
-        }
-
-        fn names(&self) -> Vec<String> {
-            self.units.lock().unwrap().keys().cloned().collect()
-        }
-
-        fn add(&self, unit: &TransientUnit, how: &str) {
-            let now = *self.now_usec.lock().unwrap();
-            let description = match unit.get("Description") {
-                Some(Prop::Str(d)) => d.clone(),
-                _ => String::new(),
-            };
-            let notify = matches!(unit.get("Type"), Some(Prop::Str(t)) if t == "notify");
-            let (active, sub) = if notify {
-                ("activating", "start")
-            } else {
-                ("active", "running")
-            };
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("{how} {}", unit.name));
-            self.units.lock().unwrap().insert(
-                unit.name.clone(),
-                (
-                    UnitState {
-                        name: unit.name.clone(),
-                        description,
-                        active_state: active.into(),
-                        sub_state: sub.into(),
-                    },
-                    ServiceDetails {
-                        active_state: active.into(),
-                        sub_state: sub.into(),
-                        main_pid: 1,
-                        inactive_exit_usec: now,
-                        active_enter_usec: if notify { 0 } else { now },
-                        ..ServiceDetails::default()
-                    },
-                ),
-            );
-        }
-    }
-
-    impl UnitManager for FakeUnits {
-        async fn version(&self) -> Result<String, SystemdError> {
-            Ok("252".into())
-        }
-        async fn start_transient(&self, unit: &TransientUnit) -> Result<(), SystemdError> {
-            self.add(unit, "start");
-            Ok(())
-        }
-        async fn start_transient_queued(&self, unit: &TransientUnit) -> Result<(), SystemdError> {
-            self.add(unit, "start");
-            Ok(())
-        }
-        async fn stop(&self, name: &str) -> Result<(), SystemdError> {
-            self.calls.lock().unwrap().push(format!("stop {name}"));
-            self.units.lock().unwrap().remove(name);
-            Ok(())
-        }
-        async fn reset_failed(&self, name: &str) -> Result<(), SystemdError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("reset-failed {name}"));
-            Ok(())
-        }
-        async fn list(&self, pattern: &str) -> Result<Vec<UnitState>, SystemdError> {
-            // One `*`, as the agent's patterns.
-            let (prefix, suffix) = pattern.split_once('*').unwrap_or((pattern, ""));
-            Ok(self
-                .units
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|(u, _)| u.name.starts_with(prefix) && u.name.ends_with(suffix))
-                .map(|(u, _)| u.clone())
-                .collect())
-        }
-        async fn details(&self, name: &str) -> Result<Option<ServiceDetails>, SystemdError> {
-            Ok(self.units.lock().unwrap().get(name).map(|(_, d)| d.clone()))
-        }
-    }
+    use crate::node::testkit::FakeUnits;
+    use crate::systemd::{Prop, TransientUnit};
 
     fn transient(name: String, app: &str, hash: &str, notify: bool) -> TransientUnit {
         TransientUnit {
@@ -228,13 +121,13 @@ mod tests {
         }
 
         fn advance(&self, d: Duration) {
-            *self.sd.now_usec.lock().unwrap() += d.as_micros() as u64;
+            self.sd.advance(d);
         }
 
         /// One step: the actions taken, as "start UNIT" / "stop UNIT" /
         /// "roll back UNIT: reason".
         async fn step(&mut self, want: &Desired) -> Vec<String> {
-            let now = *self.sd.now_usec.lock().unwrap();
+            let now = self.sd.now_usec();
             let actual = self.sd.list(units::UNIT_GLOB).await.unwrap();
             let observed =
                 observe(&self.sd, &actual, &self.readiness, &mut self.was_ready, now).await;
@@ -286,7 +179,7 @@ mod tests {
     /// v1 runs under the main name, ready.
     async fn running_v1(readiness: Readiness) -> Node {
         let mut node = Node::new(readiness);
-        *node.sd.now_usec.lock().unwrap() = 1_000_000_000;
+        node.sd.advance(Duration::from_secs(1_000));
         let v1 = desired("h1", readiness.notify);
         assert_eq!(node.step(&v1).await, [format!("start {MAIN}")]);
         node.sd.set(MAIN, "active", "running", |_| {});
@@ -319,10 +212,7 @@ mod tests {
         assert_eq!(node.step(&v2).await, [stop_next]);
         assert!(node.step(&v2).await.is_empty());
         assert_eq!(node.sd.names(), [MAIN]);
-        assert!(node.sd.units.lock().unwrap()[MAIN]
-            .0
-            .description
-            .contains("h2"));
+        assert!(node.sd.description(MAIN).unwrap().contains("h2"));
     }
 
     #[tokio::test]
@@ -378,7 +268,7 @@ mod tests {
                 assert!(node.step(&v2).await.is_empty(), "{reason}");
             }
             assert_eq!(node.sd.names(), [MAIN], "{reason}");
-            let calls = node.sd.calls.lock().unwrap().clone();
+            let calls = node.sd.calls();
             assert!(
                 !calls.contains(&format!("stop {MAIN}")),
                 "{reason}: {calls:?}"
