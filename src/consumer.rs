@@ -15,7 +15,10 @@
 //! futures of the serving task (no task per request: CPU-heavy handlers
 //! should use `tokio::task::spawn_blocking`; a service scales across cores
 //! with replicas, which share the queue group); a handler panic becomes a
-//! 500 and the consumer keeps serving. A request
+//! 500 and the consumer keeps serving. A request whose header fields exceed
+//! the wire limits ([`crate::wire::MAX_FIELD_LINES`],
+//! [`crate::wire::MAX_FIELD_SECTION_LEN`]) gets the Micro error 431 without
+//! reaching the handler. A request
 //! carrying the gateway's deadline ([`crate::wire::TIMEOUT_HEADER`]) is
 //! abandoned once it has passed.
 //!
@@ -420,37 +423,37 @@ where
 {
     // The gateway stops waiting after this: so does the handler.
     let time_left = wire::request_timeout(request.message.headers.as_ref());
-    let outcome = match wire::decode_request(&request.message.payload) {
-        Err(e) => {
-            tracing::debug!(error = %e, "undecodable request");
-            Outcome::Fail(400, "Failed to decode BHTTP request".into())
+    let payload = request.message.payload.clone();
+    let max_payload = ctx.max_payload;
+    let work = async move {
+        match wire::decode_request(&payload) {
+            Ok(req) => call_service(svc, req.map(Full::new), max_payload).await,
+            Err(e) => undecodable(&e),
         }
-        Ok(req) => {
-            let req = req.map(Full::new);
-            // A handler panic unwinds to here: answer 500 and keep serving.
-            let call = AssertUnwindSafe(call_service(svc, req, ctx.max_payload)).catch_unwind();
-            let result = match time_left {
-                Some(left) => tokio::time::timeout(left, call).await.ok(),
-                None => Some(call.await),
-            };
-            match result {
-                Some(Ok(outcome)) => outcome,
-                Some(Err(_)) => {
-                    tracing::error!("handler panicked");
-                    Outcome::Reply(internal_error_response())
-                }
-                None => {
-                    // The requester stopped waiting at this same deadline
-                    // and answers its own timeout: a reply now would only
-                    // race that answer.
-                    tracing::debug!("deadline passed: request abandoned");
-                    request.abandon(service::error::Error {
-                        status: "Deadline exceeded before the response was ready".into(),
-                        code: 504,
-                    });
-                    return;
-                }
-            }
+    };
+    // A panic while decoding or in the handler unwinds to here: answer 500
+    // and keep serving.
+    let work = AssertUnwindSafe(work).catch_unwind();
+    let result = match time_left {
+        Some(left) => tokio::time::timeout(left, work).await.ok(),
+        None => Some(work.await),
+    };
+    let outcome = match result {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(_)) => {
+            tracing::error!("request decoding or handler panicked");
+            Outcome::Reply(internal_error_response())
+        }
+        None => {
+            // The requester stopped waiting at this same deadline and
+            // answers its own timeout: a reply now would only race that
+            // answer.
+            tracing::debug!("deadline passed: request abandoned");
+            request.abandon(service::error::Error {
+                status: "Deadline exceeded before the response was ready".into(),
+                code: 504,
+            });
+            return;
         }
     };
     let result = match outcome {
@@ -466,6 +469,17 @@ where
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot send reply");
+    }
+}
+
+/// The Micro error answering a request that does not decode: 431 when its
+/// field lines exceed the wire limits, else 400 (as the Go consumer).
+fn undecodable(e: &wire::WireError) -> Outcome {
+    tracing::debug!(error = %e, "undecodable request");
+    if e.is_fields_too_large() {
+        Outcome::Fail(431, format!("Request Header Fields Too Large: {e}"))
+    } else {
+        Outcome::Fail(400, "Failed to decode BHTTP request".into())
     }
 }
 

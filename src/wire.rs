@@ -18,6 +18,11 @@
 //! known-length messages; it decodes all four framings, any chunking,
 //! truncated trailers and zero padding.
 //!
+//! narun also bounds the field lines of one message ([`MAX_FIELD_LINES`],
+//! [`MAX_FIELD_SECTION_LEN`]), encoding and decoding: a consumer answers a
+//! request beyond them with the Micro error 431 (Request Header Fields Too
+//! Large), and a gateway treats such a response as undecodable.
+//!
 //! # Consumers registered with NATS Micro v1
 //!
 //! Service name = subject = route `service`; endpoint [`HTTP_ENDPOINT`] (or
@@ -75,6 +80,14 @@ pub const MAX_AUTHORITY_LEN: usize = 256;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Go decoder limit on one field line, name plus value (bytes).
 pub const MAX_FIELD_LINE_LEN: usize = 16 * 1024;
+/// Most field lines one message may carry, header and trailer sections
+/// together (narun limit; Node.js's `maxHeadersCount`). Go sets none, but
+/// `http::HeaderMap` panics past 24,576 distinct names: a decoder must stop
+/// well before. Clients send tens; hyper's HTTP/1 server takes at most 100.
+pub const MAX_FIELD_LINES: usize = 2000;
+/// Most bytes of field names and values one message may carry, header and
+/// trailer sections together (narun limit; Go's `http.DefaultMaxHeaderBytes`).
+pub const MAX_FIELD_SECTION_LEN: usize = 1024 * 1024;
 
 /// Why a BHTTP message could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +105,10 @@ pub enum WireError {
         len: usize,
         max: usize,
     },
+    #[error("more than {max} field lines")]
+    TooManyFields { max: usize },
+    #[error("field names and values exceed {max} bytes")]
+    FieldsTooLarge { max: usize },
     #[error("invalid method {0:?}")]
     Method(String),
     #[error("invalid path {0:?}: must start with '/'")]
@@ -110,6 +127,48 @@ pub enum WireError {
 
 /// Header fields a proxy never forwards (hop-by-hop, or re-expressed in the
 /// BHTTP framing itself).
+impl WireError {
+    /// The message's field lines are too many or too large: for a request,
+    /// HTTP's 431 (Request Header Fields Too Large).
+    pub fn is_fields_too_large(&self) -> bool {
+        matches!(
+            self,
+            WireError::TooManyFields { .. }
+                | WireError::FieldsTooLarge { .. }
+                | WireError::TooLong {
+                    field: "field line",
+                    ..
+                }
+        )
+    }
+}
+
+/// Counts the field lines of one message against [`MAX_FIELD_LINES`] and
+/// [`MAX_FIELD_SECTION_LEN`].
+#[derive(Default)]
+struct FieldBudget {
+    lines: usize,
+    bytes: usize,
+}
+
+impl FieldBudget {
+    fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), WireError> {
+        self.lines += 1;
+        if self.lines > MAX_FIELD_LINES {
+            return Err(WireError::TooManyFields {
+                max: MAX_FIELD_LINES,
+            });
+        }
+        self.bytes += name.len() + value.len();
+        if self.bytes > MAX_FIELD_SECTION_LEN {
+            return Err(WireError::FieldsTooLarge {
+                max: MAX_FIELD_SECTION_LEN,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn is_excluded_request_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -185,12 +244,14 @@ pub fn encode_request(
         let at = fields.partition_point(|(n, _)| n.as_str() < "content-length");
         fields.insert(at, (&content_length, &length_value));
     }
+    let mut budget = FieldBudget::default();
     for (name, value) in fields {
         check_len(
             "field line",
             value.as_bytes(),
             MAX_FIELD_LINE_LEN - name.as_str().len(),
         )?;
+        budget.take(name.as_str().as_bytes(), value.as_bytes())?;
         msg.put_header(name.as_str(), value.as_bytes());
     }
     msg.write_content(body);
@@ -218,8 +279,10 @@ pub fn encode_response(
         .collect();
     let at = fields.partition_point(|(n, _)| *n < "content-length");
     fields.insert(at, ("content-length", length.as_bytes()));
+    let mut budget = FieldBudget::default();
     for (name, value) in fields {
         check_len("field line", value, MAX_FIELD_LINE_LEN - name.len())?;
+        budget.take(name.as_bytes(), value)?;
         msg.put_header(name, value);
     }
     msg.write_content(body);
@@ -241,8 +304,13 @@ fn read_message(bytes: &[u8]) -> Result<bhttp::Message, WireError> {
 }
 
 /// Convert a BHTTP field section into an `http::HeaderMap`, enforcing the Go
-/// decoder's rules (line length, pseudo-headers).
-fn decode_fields(section: &bhttp::FieldSection, into: &mut HeaderMap) -> Result<(), WireError> {
+/// decoder's rules (line length, pseudo-headers) and the message's
+/// [`FieldBudget`].
+fn decode_fields(
+    section: &bhttp::FieldSection,
+    budget: &mut FieldBudget,
+    into: &mut HeaderMap,
+) -> Result<(), WireError> {
     for field in section.iter() {
         let raw_name = field.name();
         check_len(
@@ -250,6 +318,7 @@ fn decode_fields(section: &bhttp::FieldSection, into: &mut HeaderMap) -> Result<
             field.value(),
             MAX_FIELD_LINE_LEN.saturating_sub(raw_name.len()),
         )?;
+        budget.take(raw_name, field.value())?;
         if let Some(pseudo) = raw_name.strip_prefix(b":") {
             let name = String::from_utf8_lossy(raw_name).into_owned();
             if matches!(
@@ -264,7 +333,11 @@ fn decode_fields(section: &bhttp::FieldSection, into: &mut HeaderMap) -> Result<
             .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
         let value = HeaderValue::from_bytes(field.value())
             .map_err(|_| WireError::Header(name.to_string()))?;
-        into.append(name, value);
+        // Within the budget this cannot fail; `append` would panic.
+        into.try_append(name, value)
+            .map_err(|_| WireError::TooManyFields {
+                max: MAX_FIELD_LINES,
+            })?;
     }
     Ok(())
 }
@@ -299,7 +372,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<http::Request<Bytes>, WireError> {
     let uri = http::Uri::try_from(path.as_slice())
         .map_err(|_| WireError::Path(String::from_utf8_lossy(path).into_owned()))?;
     let mut headers = HeaderMap::new();
-    decode_fields(msg.header(), &mut headers)?;
+    decode_fields(msg.header(), &mut FieldBudget::default(), &mut headers)?;
     if !authority.is_empty() {
         let host = HeaderValue::from_bytes(authority)
             .map_err(|_| WireError::Authority(String::from_utf8_lossy(authority).into_owned()))?;
@@ -338,8 +411,9 @@ pub fn decode_response(bytes: &[u8]) -> Result<http::Response<Bytes>, WireError>
         return Err(WireError::Status(code));
     }
     let mut headers = HeaderMap::new();
-    decode_fields(msg.header(), &mut headers)?;
-    decode_fields(msg.trailer(), &mut headers)?;
+    let mut budget = FieldBudget::default();
+    decode_fields(msg.header(), &mut budget, &mut headers)?;
+    decode_fields(msg.trailer(), &mut budget, &mut headers)?;
     let mut response = http::Response::new(Bytes::copy_from_slice(msg.content()));
     *response.status_mut() = StatusCode::from_u16(code).map_err(|_| WireError::Status(code))?;
     *response.headers_mut() = headers;
@@ -649,6 +723,80 @@ mod tests {
             decode_request(&hex(GO_EMPTY_204)),
             Err(WireError::WrongKind { .. })
         ));
+    }
+
+    /// A known-length request with `n` distinct field lines `x-<i>: v`.
+    fn request_with_fields(n: usize) -> Vec<u8> {
+        let mut m = bhttp::Message::request(b"GET".to_vec(), vec![], b"h".to_vec(), b"/".to_vec());
+        for i in 0..n {
+            m.put_header(format!("x-{i}"), "v");
+        }
+        let mut v = Vec::new();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut v).unwrap();
+        v
+    }
+
+    /// `http::HeaderMap` panics past 24,576 distinct names: the decoders
+    /// stop at [`MAX_FIELD_LINES`] with an error instead.
+    #[test]
+    fn field_lines_are_bounded_without_panicking() {
+        let req = decode_request(&request_with_fields(MAX_FIELD_LINES)).unwrap();
+        assert_eq!(req.headers().len(), MAX_FIELD_LINES + 1, "plus host");
+        let e = decode_request(&request_with_fields(MAX_FIELD_LINES + 1)).unwrap_err();
+        assert!(matches!(e, WireError::TooManyFields { .. }), "{e}");
+        assert!(e.is_fields_too_large());
+        let e = decode_request(&request_with_fields(30_000)).unwrap_err();
+        assert!(e.is_fields_too_large(), "{e}");
+
+        // A response's header and trailer sections share the budget.
+        let mut m = bhttp::Message::response(bhttp::StatusCode::try_from(200u16).unwrap());
+        for i in 0..MAX_FIELD_LINES {
+            m.put_header(format!("x-{i}"), "v");
+        }
+        m.put_trailer("x-last", "v");
+        let mut v = Vec::new();
+        m.write_bhttp(bhttp::Mode::IndeterminateLength, &mut v)
+            .unwrap();
+        let e = decode_response(&v).unwrap_err();
+        assert!(matches!(e, WireError::TooManyFields { .. }), "{e}");
+
+        // Same limit on encoding (content-length is one of the lines).
+        let mut headers = HeaderMap::new();
+        for i in 0..MAX_FIELD_LINES {
+            headers.insert(
+                HeaderName::try_from(format!("x-{i}")).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let e = encode_response(StatusCode::OK, &headers, b"").unwrap_err();
+        assert!(e.is_fields_too_large(), "{e}");
+        let e = encode_request(&Method::GET, "h", "/", &headers, b"x").unwrap_err();
+        assert!(e.is_fields_too_large(), "{e}");
+        headers.remove("x-0");
+        assert!(encode_response(StatusCode::OK, &headers, b"").is_ok());
+    }
+
+    #[test]
+    fn field_bytes_are_bounded() {
+        let line = vec![b'a'; MAX_FIELD_LINE_LEN - 8];
+        let n = MAX_FIELD_SECTION_LEN / line.len() + 1;
+        let mut m = bhttp::Message::request(b"GET".to_vec(), vec![], b"h".to_vec(), b"/".to_vec());
+        for i in 0..n {
+            m.put_header(format!("x-{i}"), line.clone());
+        }
+        let mut v = Vec::new();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut v).unwrap();
+        let e = decode_request(&v).unwrap_err();
+        assert!(matches!(e, WireError::FieldsTooLarge { .. }), "{e}");
+        assert!(e.is_fields_too_large());
+        // Other malformations are not "too large".
+        assert!(!WireError::Padding.is_fields_too_large());
+        assert!(!WireError::TooLong {
+            field: "path",
+            len: 5000,
+            max: MAX_PATH_LEN
+        }
+        .is_fields_too_large());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_nats::jetstream::{self, kv};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -1086,6 +1086,136 @@ async fn cli4_files_add_list_delete() {
         .is_empty());
     let out = narun(&url, &["files", "delete", "-y", "cfg"]).code(1);
     assert!(out.stderr.contains("no file named \"cfg\""), "{out:?}");
+}
+
+/// Write an object the way nats.go (so the Go narun CLI) does: one chunk,
+/// then a meta record with a zero `mtime` (nats.go never stores the time:
+/// it reads the meta message's JetStream timestamp).
+async fn put_like_go(
+    js: &jetstream::Context,
+    bucket: &str,
+    name: &str,
+    data: &[u8],
+    description: &str,
+    metadata: serde_json::Value,
+) {
+    let sum: [u8; 32] = Sha256::digest(data).into();
+    let nuid = format!("Go{}", &hex(&sum)[..20]);
+    js.publish(
+        format!("$O.{bucket}.C.{nuid}"),
+        Bytes::copy_from_slice(data),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let meta = serde_json::json!({
+        "name": name,
+        "description": description,
+        "metadata": metadata,
+        "options": {"max_chunk_size": 131072},
+        "bucket": bucket,
+        "nuid": nuid,
+        "size": data.len(),
+        "mtime": "0001-01-01T00:00:00Z",
+        "chunks": 1,
+        "digest": format!("SHA-256={}", URL_SAFE.encode(sum)),
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "sub");
+    js.publish_with_headers(
+        format!("$O.{bucket}.M.{}", URL_SAFE.encode(name)),
+        headers,
+        serde_json::to_vec(&meta).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Binaries and files uploaded by the Go CLI carry a zero `mtime`: the
+/// lists show when the server stored them, as the Go CLI does, not year 1.
+#[tokio::test]
+async fn objects_uploaded_by_go_show_when_they_were_stored() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let js = js(&nats).await;
+    store::ensure_object_store(&js, store::APP_BINARIES)
+        .await
+        .unwrap();
+    let files = store::ensure_object_store(&js, store::FILES).await.unwrap();
+    let before = time::OffsetDateTime::now_utc() - Duration::from_secs(1);
+    put_like_go(
+        &js,
+        store::APP_BINARIES,
+        "hello-v1-linux-amd64",
+        &fixtures::linux_exec("amd64"),
+        "Binary for hello (linux/amd64) tag v1",
+        serde_json::json!({
+            "narun-app-name": "hello", "narun-goos": "linux", "narun-goarch": "amd64",
+            "narun-version-tag": "v1", "narun-original-file": "hello",
+        }),
+    )
+    .await;
+    for name in ["cfg", "gone"] {
+        put_like_go(
+            &js,
+            store::FILES,
+            name,
+            b"{\"a\":1}",
+            &format!("Shared file '{name}' uploaded from 'settings.json'"),
+            serde_json::json!({
+                "original-filename": "settings.json",
+                "upload-timestamp": "2025-12-21T10:00:00Z",
+            }),
+        )
+        .await;
+    }
+    files.delete("gone").await.unwrap();
+    let after = time::OffsetDateTime::now_utc() + Duration::from_secs(1);
+    let stored_now = |doc: &serde_json::Value| {
+        let text = doc["modified"].as_str().unwrap_or_else(|| panic!("{doc}"));
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        assert!(
+            before <= t && t <= after,
+            "{text} not in [{before}, {after}]"
+        );
+    };
+
+    let images = narun_async(&url, &["images", "list", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
+    assert_eq!(images[0]["object"], "hello-v1-linux-amd64");
+    assert_eq!(images[0]["app"], "hello");
+    stored_now(&images[0]);
+    let files_doc = narun_async(&url, &["files", "list", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        files_doc.as_array().unwrap().len(),
+        1,
+        "deleted skipped: {files_doc}"
+    );
+    assert_eq!(files_doc[0]["name"], "cfg");
+    assert_eq!(files_doc[0]["original_filename"], "settings.json");
+    stored_now(&files_doc[0]);
+
+    // The tables too: this year, not 0001.
+    let year = format!("  {}-", time::OffsetDateTime::now_utc().year());
+    for args in [&["images", "list"], &["files", "list"]] {
+        let table = narun_async(&url, args).await.ok();
+        assert!(!table.stdout.contains("0001-01-01"), "{table:?}");
+        assert!(table.stdout.contains(&year), "{table:?}");
+    }
 }
 
 // === apps, images, nodes ===

@@ -2,7 +2,6 @@
 
 use async_nats::jetstream::object_store::ObjectInfo;
 use clap::Subcommand;
-use futures_util::TryStreamExt;
 use serde_json::json;
 
 use super::{
@@ -39,22 +38,17 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> CliResult {
     }
 }
 
-/// Every live object of an object store (empty if it does not exist).
+/// Every live object of an object store by name (None if it does not
+/// exist), with the modification time nats.go would report (see
+/// [`store::list_objects`]).
 pub(crate) async fn list_objects(ctx: &Ctx, bucket: &str) -> CliResult<Option<Vec<ObjectInfo>>> {
     let js = ctx.js().await?;
-    let Some(os) = store::open_object_store(&js, bucket).await? else {
-        return Ok(None);
-    };
-    let mut infos: Vec<ObjectInfo> = ctx
+    let listed = ctx
         .timed(&format!("cannot list {bucket}"), async {
-            let list = os.list().await?;
-            list.try_collect::<Vec<_>>()
-                .await
-                .map_err(anyhow::Error::from)
+            Ok::<_, std::convert::Infallible>(store::list_objects(&js, bucket).await)
         })
         .await?;
-    infos.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Some(infos))
+    Ok(listed?)
 }
 
 fn meta<'a>(info: &'a ObjectInfo, key: &str) -> &'a str {

@@ -87,8 +87,17 @@ where
                 .await
         }
     };
-    req.headers_mut()
-        .extend(g::metadata_from_nats(h, g::METADATA_PREFIX));
+    match g::try_metadata_from_nats(h, g::METADATA_PREFIX) {
+        Ok(metadata) => req.headers_mut().extend(metadata),
+        Err(e) => {
+            return out
+                .fail(
+                    code::RESOURCE_EXHAUSTED,
+                    &format!("request metadata too large: {e}"),
+                )
+                .await
+        }
+    }
 
     match run(svc, req, &mut out, deadline).await {
         Ok(()) => {}

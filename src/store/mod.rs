@@ -30,7 +30,7 @@
 //! [`ensure_logs_stream`] and [`ensure_status_stream`] at start.
 //!
 //! Buckets are created on first write with the settings below (readers
-//! never create them), and [`jetstream`] refuses, with a clear error, a
+//! never create them), and [`jetstream()`] refuses, with a clear error, a
 //! server without JetStream or older than 2.10.
 
 pub mod binary;
@@ -299,6 +299,78 @@ pub async fn open_object_store(
         .map_err(|e| StoreError::nats(format!("cannot open object store {bucket}"), e))
 }
 
+/// `mtime` as nats.go writes it: Go's zero time, `0001-01-01T00:00:00Z`.
+const GO_ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
+/// Is `t` Go's zero time (an `mtime` nats.go left unset)?
+pub fn is_go_zero_time(t: time::OffsetDateTime) -> bool {
+    t.unix_timestamp() == GO_ZERO_TIME_UNIX && t.nanosecond() == 0
+}
+
+/// Every live object of object store `bucket`, sorted by name, or None when
+/// the bucket does not exist yet.
+///
+/// An object's `modified` is its meta record's `mtime`, unless that is
+/// missing or zero: then it is the time JetStream stored the meta record,
+/// as nats.go reports it. nats.go (so the Go narun CLI) always writes a zero
+/// `mtime`, on purpose, and reads the meta message's timestamp instead;
+/// async-nats's `list` and `info` return the zero as it is and drop that
+/// timestamp, so this lists the meta records itself.
+pub async fn list_objects(
+    js: &Context,
+    bucket: &str,
+) -> Result<Option<Vec<object_store::ObjectInfo>>, StoreError> {
+    use futures_util::StreamExt;
+
+    let Some(stream) = open_stream(js, &format!("OBJ_{bucket}")).await? else {
+        return Ok(None);
+    };
+    let what = || format!("cannot list object store {bucket}");
+    // What async-nats's `list` does: an ordered consumer of the meta
+    // records, the last one of each object.
+    let consumer = stream
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: js.client().new_inbox(),
+            filter_subject: format!("$O.{bucket}.M.>"),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            description: Some("narun object list".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| StoreError::nats(what(), e))?;
+    let mut infos = Vec::new();
+    if consumer.cached_info().num_pending > 0 {
+        let mut records = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::nats(what(), e))?;
+        while let Some(record) = records.next().await {
+            let record = record.map_err(|e| StoreError::nats(what(), e))?;
+            let delivery = record.info().map_err(|e| StoreError::nats(what(), e))?;
+            let (pending, stored) = (delivery.pending, delivery.published);
+            match serde_json::from_slice::<object_store::ObjectInfo>(&record.payload) {
+                Ok(mut info) if !info.deleted => {
+                    if info.modified.is_none_or(is_go_zero_time) {
+                        info.modified = Some(stored);
+                    }
+                    infos.push(info);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    subject = %record.subject,
+                    error = %e,
+                    "{bucket}: unreadable object meta record skipped"
+                ),
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+    }
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some(infos))
+}
+
 /// Object store `bucket`, created with [`object_store_config`] if missing.
 pub async fn ensure_object_store(
     js: &Context,
@@ -364,5 +436,17 @@ mod tests {
         assert_eq!(major_minor("v2.9.25-RC.1"), Some((2, 9)));
         assert!(major_minor("2.9.10").unwrap() < MIN_SERVER_VERSION);
         assert!(major_minor("2.15.1").unwrap() >= MIN_SERVER_VERSION);
+    }
+
+    #[test]
+    fn go_zero_time_is_recognised() {
+        let zero = time::OffsetDateTime::parse(
+            "0001-01-01T00:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(is_go_zero_time(zero));
+        assert!(!is_go_zero_time(time::OffsetDateTime::UNIX_EPOCH));
+        assert!(!is_go_zero_time(zero + Duration::from_nanos(1)));
     }
 }

@@ -374,11 +374,39 @@ pub fn metadata_to_nats(headers: &HeaderMap, prefix: &str, into: &mut async_nats
 
 /// The metadata carried by NATS headers named `prefix + key`, as HTTP
 /// headers. Transport headers and invalid names or values are dropped.
+/// Metadata beyond the wire limits ([`super::MAX_FIELD_LINES`],
+/// [`super::MAX_FIELD_SECTION_LEN`]) is dropped too, with a warning: see
+/// [`try_metadata_from_nats`] to refuse it instead.
 pub fn metadata_from_nats(headers: Option<&async_nats::HeaderMap>, prefix: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
+    if let Err(e) = fill_metadata(headers, prefix, &mut out) {
+        tracing::warn!(error = %e, "gRPC metadata over the limits: the rest is dropped");
+    }
+    out
+}
+
+/// [`metadata_from_nats`], or an error (for which
+/// [`super::WireError::is_fields_too_large`] holds) when the metadata is
+/// beyond the wire limits.
+pub fn try_metadata_from_nats(
+    headers: Option<&async_nats::HeaderMap>,
+    prefix: &str,
+) -> Result<HeaderMap, super::WireError> {
+    let mut out = HeaderMap::new();
+    fill_metadata(headers, prefix, &mut out)?;
+    Ok(out)
+}
+
+/// Append the metadata to `out` until the wire limits are reached.
+fn fill_metadata(
+    headers: Option<&async_nats::HeaderMap>,
+    prefix: &str,
+    out: &mut HeaderMap,
+) -> Result<(), super::WireError> {
     let Some(headers) = headers else {
-        return out;
+        return Ok(());
     };
+    let mut budget = super::FieldBudget::default();
     for (name, values) in headers.iter() {
         let Some(key) = AsRef::<str>::as_ref(name).strip_prefix(prefix) else {
             continue;
@@ -392,11 +420,16 @@ pub fn metadata_from_nats(headers: Option<&async_nats::HeaderMap>, prefix: &str)
         };
         for v in values {
             if let Ok(v) = HeaderValue::from_str(v.as_str()) {
-                out.append(key.clone(), v);
+                budget.take(key.as_str().as_bytes(), v.as_bytes())?;
+                // Within the budget this cannot fail; `append` would panic.
+                out.try_append(key.clone(), v)
+                    .map_err(|_| super::WireError::TooManyFields {
+                        max: super::MAX_FIELD_LINES,
+                    })?;
             }
         }
     }
-    out
+    Ok(())
 }
 
 /// Read a numeric NATS header.
@@ -591,6 +624,20 @@ mod tests {
         assert_eq!(users, ["alice", "bob"]);
         assert_eq!(back["trace-bin"], "AAEC");
         assert!(metadata_from_nats(Some(&n), TRAILER_PREFIX).is_empty());
+    }
+
+    /// Past the wire limits, metadata is refused (consumer) or cut
+    /// (gateway), never a panic of `http::HeaderMap` (past 24,576 names).
+    #[test]
+    fn metadata_is_bounded() {
+        let mut n = async_nats::HeaderMap::new();
+        for i in 0..30_000 {
+            n.insert(format!("{METADATA_PREFIX}x-{i}").as_str(), "v");
+        }
+        let e = try_metadata_from_nats(Some(&n), METADATA_PREFIX).unwrap_err();
+        assert!(e.is_fields_too_large(), "{e}");
+        let cut = metadata_from_nats(Some(&n), METADATA_PREFIX);
+        assert_eq!(cut.len(), super::super::MAX_FIELD_LINES);
     }
 
     #[test]

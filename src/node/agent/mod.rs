@@ -1032,7 +1032,6 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         )
         .await
     }
-
 }
 
 /// Parse a stored spec leniently: unknown keys (the Go CLI stores files

@@ -32,8 +32,11 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                 spec.user
             ));
         }
-        let identity =
-            crate::node::identity::identity(&spec.user, self.cfg.allow_root_apps, &crate::node::identity::Nss)?;
+        let identity = crate::node::identity::identity(
+            &spec.user,
+            self.cfg.allow_root_apps,
+            &crate::node::identity::Nss,
+        )?;
         let network = match (spec.network(), spec.network_namespace_path.as_str()) {
             (_, path) if !path.is_empty() => Network::Namespace(path.to_owned()),
             (spec::Network::None, _) if !spec.nonet.local_ports.is_empty() => Network::Loopback,
