@@ -1015,3 +1015,434 @@ async fn sigterm_exits_promptly_while_nats_is_down() {
     let status = gw.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
 }
+
+const ECHO_POST_ROUTE: &str = r#"  - path: "/e/"
+    methods: ["GET", "POST"]
+    service: "echo""#;
+
+/// A request head declaring a 100-byte body, then 8 bytes of it: the body
+/// stalls (the client never sends the rest).
+const STALLED_BODY: &[u8] = b"POST /e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n12345678";
+
+/// Sends an HTTP/2 request whose body never ends; the task yields the
+/// response once the gateway answers, and holds the connection open until
+/// then.
+fn stalled_h2_request(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+) -> tokio::task::JoinHandle<http::Response<hyper::body::Incoming>> {
+    tokio::spawn(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake");
+        tokio::spawn(conn);
+        let never = futures_util::stream::pending::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(http_body_util::StreamBody::new(never)).unwrap();
+        sender.send_request(req).await.expect("h2 exchange")
+    })
+}
+
+/// The gRPC status of a response: trailers, or the headers of a
+/// trailers-only response.
+async fn grpc_status(resp: http::Response<hyper::body::Incoming>) -> String {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.expect("response body");
+    let block = collected.trailers().cloned().unwrap_or(parts.headers);
+    block
+        .get("grpc-status")
+        .unwrap_or_else(|| panic!("no grpc-status in {block:?}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Issue #13 item 4: a request whose body trickles in holds no
+/// `max_in_flight` permit (the permit covers the NATS leg only), for HTTP
+/// and for gRPC alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_take_no_in_flight_permit() {
+    let nats = NatsServer::start();
+    let _c = consumer(&nats.url(), "echo", echo_router(), 2).await;
+    let gw = GatewayProc::start(
+        &nats.url(),
+        &format!(
+            "{ECHO_POST_ROUTE}
+  - grpc: \"slow.v1.Nobody\"
+    service: \"nobody\""
+        ),
+        "max_in_flight: 1\ngrpc_addr: \"{server_addr}\"",
+    );
+    // Clients that never finish their bodies: one, then three.
+    let mut stalled = Vec::new();
+    for n in [1, 3] {
+        while stalled.len() < n {
+            let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+            std::io::Write::write_all(&mut s, STALLED_BODY).unwrap();
+            stalled.push(s);
+        }
+        eventually(
+            Duration::from_secs(10),
+            "the stalled requests in flight",
+            || async { gw.metric("http_gateway_in_flight_requests").await == n as f64 },
+        )
+        .await;
+        let r = http(gw.http, "POST", "/e/", &[], "hello").await;
+        assert_eq!(r.status, 200, "{n} stalled: {}", r.text());
+        assert_eq!(r.json()["body"], "hello");
+    }
+
+    // gRPC: a call whose request stream never ends holds no permit either.
+    const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];
+    let stalled_call = stalled_h2_request(gw.http, "/slow.v1.Nobody/Call", GRPC);
+    eventually(
+        Duration::from_secs(10),
+        "the gRPC call in flight",
+        || async { gw.metric("grpc_gateway_in_flight_requests").await == 1.0 },
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/slow.v1.Nobody/Call", gw.http));
+    for (k, v) in GRPC {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    // UNAVAILABLE (no consumer subscribed), not RESOURCE_EXHAUSTED (8).
+    assert_eq!(grpc_status(resp).await, "14");
+    stalled_call.abort();
+    drop(stalled);
+}
+
+/// Issue #13 item 4: a body that stalls gets 408 once
+/// `body_read_timeout_seconds` has passed (and the connection is closed);
+/// a gRPC request stream that stalls ends with DEADLINE_EXCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_gets_408() {
+    use std::io::Read;
+    let nats = NatsServer::start();
+    let _c = consumer(&nats.url(), "echo", echo_router(), 2).await;
+    let gw = GatewayProc::start(
+        &nats.url(),
+        &format!(
+            "{ECHO_POST_ROUTE}
+  - grpc: \"slow.v1.Nobody\"
+    service: \"nobody\""
+        ),
+        "body_read_timeout_seconds: 1\ngrpc_addr: \"{server_addr}\"",
+    );
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    std::io::Write::write_all(&mut s, STALLED_BODY).unwrap();
+    // Generous: the answer comes after about 1 s; without a body deadline
+    // it never does.
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{read:?}: {answer:?}\n{}",
+        gw.proc.stderr()
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    assert!(
+        read.is_ok(),
+        "the connection is closed after the 408: {read:?}"
+    );
+    assert!(
+        answer.ends_with("Request body not received in time\n"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        gw.metric(r#"http_gateway_requests_total{method="POST",path="/e/",status_code="408"}"#)
+            .await,
+        1.0
+    );
+
+    const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];
+    let stalled_call = stalled_h2_request(gw.http, "/slow.v1.Nobody/Call", GRPC);
+    let resp = tokio::time::timeout(Duration::from_secs(20), stalled_call)
+        .await
+        .expect("the gateway ends a stalled gRPC request stream")
+        .unwrap();
+    assert_eq!(grpc_status(resp).await, "4", "DEADLINE_EXCEEDED");
+
+    // A body that arrives in time is served as usual.
+    let r = http(gw.http, "POST", "/e/", &[], "in time").await;
+    assert_eq!(r.json()["body"], "in time");
+}
+
+/// Sends `prefix` at once, then `dribble` one byte every 250 ms, and
+/// returns how many dribbled bytes were sent before the gateway closed the
+/// connection (panics if it does not close it within 30 s).
+async fn dribble_until_closed(addr: std::net::SocketAddr, prefix: &[u8], dribble: &[u8]) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(prefix).await.unwrap();
+    let sent = std::cell::Cell::new(0);
+    let closed = async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let dribbler = async {
+        for b in dribble {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            sent.set(sent.get() + 1);
+            // Pacing the slow client, not synchronisation.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            _ = closed => {}
+            _ = dribbler => {}
+        }
+    })
+    .await
+    .expect("the gateway closes the connection");
+    sent.get()
+}
+
+/// Issue #13 item 5: a connection that sends its HTTP/2 preface or first
+/// frame slowly is closed after `header_read_timeout_seconds`, however often
+/// a byte arrives; after that, bytes that complete no request do not keep a
+/// connection from being idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_http2_openings_and_partial_frames_are_timed_out() {
+    let nats = NatsServer::start();
+    let gw = GatewayProc::start(
+        &nats.url(),
+        ECHO_POST_ROUTE,
+        "header_read_timeout_seconds: 1\nidle_timeout_seconds: 2",
+    );
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // A SETTINGS frame: ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 65535,
+    // MAX_FRAME_SIZE 16384.
+    const SETTINGS: &[u8] = &[
+        0, 0, 18, 4, 0, 0, 0, 0, 0, //
+        0, 2, 0, 0, 0, 0, //
+        0, 4, 0, 0, 255, 255, //
+        0, 5, 0, 0, 64, 0,
+    ];
+    // A HEADERS frame on stream 1 declaring 64 bytes of header block.
+    let mut headers = vec![0, 0, 64, 1, 4, 0, 0, 0, 1];
+    headers.extend([0x82; 64]);
+    let settings_then_headers = [PREFACE, SETTINGS].concat();
+    let cases: [(&str, &[u8], &[u8]); 3] = [
+        ("the preface", b"", PREFACE),
+        ("the first SETTINGS frame", PREFACE, SETTINGS),
+        (
+            "a HEADERS frame after the opening",
+            &settings_then_headers,
+            &headers,
+        ),
+    ];
+    for (what, prefix, dribble) in cases {
+        let sent = dribble_until_closed(gw.http, prefix, dribble).await;
+        assert!(
+            sent < dribble.len(),
+            "{what}: the connection stayed open until all {} bytes were sent one by one\n{}",
+            dribble.len(),
+            gw.proc.stderr()
+        );
+    }
+    // The listener still serves (no consumer: 503).
+    let r = http(gw.http, "GET", "/e/", &[], "").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+}
+
+/// Issue #13 item 5: at `max_connections` open connections the gateway
+/// accepts no more until one closes, on a listener it bound and on one
+/// passed by systemd alike, and says so once per episode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_bound_and_socket_activated_listeners() {
+    let nats = NatsServer::start();
+    let _c = consumer(&nats.url(), "echo", echo_router(), 4).await;
+    let extra = "max_connections: 2\nheader_read_timeout_seconds: 60\nidle_timeout_seconds: 60";
+    for activated in [false, true] {
+        let gw = if activated {
+            let gw = GatewayProc::spawn_socket_activated(&nats.url(), ECHO_POST_ROUTE, extra);
+            gw.wait_notify("READY=1", Duration::from_secs(20));
+            gw
+        } else {
+            GatewayProc::start(&nats.url(), ECHO_POST_ROUTE, extra)
+        };
+        let kind = if activated {
+            "socket-activated"
+        } else {
+            "bound"
+        };
+        // Two keep-alive connections, each with one request served.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            let conn = tokio::spawn(conn);
+            let req = http::Request::builder()
+                .uri("/e/")
+                .header("host", "x")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200, "{kind}");
+            held.push((sender, conn));
+        }
+        // Two more wait: the gateway says so, once.
+        let waiting: Vec<_> = (0..2)
+            .map(|i| tokio::spawn(http(gw.http, "POST", "/e/", &[], format!("waiter {i}"))))
+            .collect();
+        eventually(
+            Duration::from_secs(10),
+            "the max_connections warning",
+            || async { gw.proc.stderr().contains("max_connections reached") },
+        )
+        .await;
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "{kind}: served beyond max_connections"
+        );
+        // Each connection that closes lets one waiting connection in.
+        let mut waiting = waiting;
+        for (sender, conn) in held {
+            drop(sender);
+            conn.abort();
+            let (r, _, rest) = tokio::time::timeout(
+                Duration::from_secs(20),
+                futures_util::future::select_all(waiting),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{kind}: a waiting connection was never served"));
+            assert_eq!(r.unwrap().status, 200, "{kind}");
+            waiting = rest;
+        }
+        eventually(
+            Duration::from_secs(10),
+            "every connection closed",
+            || async {
+                // The metrics scrape is its own listener: not counted.
+                gw.metric("gateway_open_connections").await == 0.0
+            },
+        )
+        .await;
+        // Below the cap again: served at once, and the episode is over.
+        let r = http(gw.http, "GET", "/e/", &[], "").await;
+        assert_eq!(r.status, 200, "{kind}");
+        let log = gw.proc.stderr();
+        assert_eq!(
+            log.matches("max_connections reached").count(),
+            1,
+            "{kind}: one warning per episode\n{log}"
+        );
+        assert!(log.contains("accepting connections again"), "{kind}\n{log}");
+    }
+}
+
+/// Issue #13 item 6: a path with an encoded dot segment, an encoded `/`, an
+/// encoded NUL or a malformed escape is rejected with 400 before routing,
+/// so a consumer that decodes paths is never walked out of its subtree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_dot_segments_slashes_and_nul_are_rejected() {
+    let nats = NatsServer::start();
+    let _c = consumer(&nats.url(), "echo", echo_router(), 2).await;
+    let gw = GatewayProc::start(
+        &nats.url(),
+        r#"  - path: "/hello/"
+    methods: ["GET"]
+    service: "echo""#,
+        "",
+    );
+    let rejected = [
+        ("/hello/%2e%2e/x", "encoded dot segment"),
+        ("/hello/%2E%2E/%2E%2E/etc/passwd", "encoded dot segment"),
+        ("/hello/.%2e/x", "encoded dot segment"),
+        ("/hello/%2e/x", "encoded dot segment"),
+        ("/hello/%2e%2e", "encoded dot segment"),
+        ("/hello/..%2f..%2fetc", "encoded '/'"),
+        ("/hello/%2Fetc%2Fpasswd", "encoded '/'"),
+        ("/hello/a%2Fb", "encoded '/'"),
+        ("/hello/a.txt%00.png", "encoded NUL"),
+        ("/hello/%zz", "malformed percent-encoding"),
+        ("/hello/%2", "malformed percent-encoding"),
+        // Before routing: not a 404.
+        ("/elsewhere/%2e%2e/hello/", "encoded dot segment"),
+    ];
+    for (path, why) in rejected {
+        for version in [1, 2] {
+            let r = if version == 1 {
+                http(gw.http, "GET", path, &[], "").await
+            } else {
+                http2(gw.http, "GET", path, "").await
+            };
+            assert_eq!(
+                (r.status, r.text()),
+                (400, format!("Bad Request: {why} in the path\n")),
+                "HTTP/{version} {path}"
+            );
+        }
+    }
+    assert_eq!(
+        gw.metric(
+            r#"http_gateway_requests_total{method="GET",path="<unmatched>",status_code="400"}"#
+        )
+        .await,
+        (rejected.len() * 2) as f64
+    );
+
+    // Forwarded as sent: escapes that decode to ordinary characters, dots
+    // inside a segment, and anything in the query.
+    for path in [
+        "/hello/%41bc",
+        "/hello/a%20b/c",
+        "/hello/.../x",
+        "/hello/a..b/.c/..d",
+        "/hello/x?p=%2e%2e%2f%00",
+    ] {
+        let r = http(gw.http, "GET", path, &[], "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let uri: http::Uri = path.parse().unwrap();
+        assert_eq!(r.json()["path"], uri.path(), "{path}");
+    }
+    // Literal dot segments are redirected to the clean path, as before.
+    let r = http(gw.http, "GET", "/hello/a/../b", &[], "").await;
+    assert_eq!(
+        (r.status, &r.headers["location"]),
+        (301, &"/hello/b".parse::<http::HeaderValue>().unwrap())
+    );
+}

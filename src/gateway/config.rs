@@ -15,7 +15,10 @@
 //! - a `service` must also be a valid NATS subject, and an HTTP `path` must
 //!   be a clean literal path (Go's `ServeMux` gave `{`, `}`, spaces and
 //!   host names special meanings);
-//! - two routes may share a `path` with different methods (Go panicked).
+//! - two routes may share a `path` with different methods (Go panicked);
+//! - a `path` must not contain an encoded dot segment, `/` or NUL, or a
+//!   malformed escape: requests with one get 400 before routing (see
+//!   [`super::routes::check_path`]), so such a route could never match.
 //!
 //! As in Go, a key given an empty YAML value (`metrics_addr:`) keeps its
 //! default, and `nats_url: ""` means the default URL.
@@ -31,7 +34,7 @@ use std::{
 use http::Method;
 use serde::{Deserialize, Deserializer};
 
-use super::routes::{canonical_key, clean_path, HttpRoute};
+use super::routes::{canonical_key, check_path, clean_path, HttpRoute};
 
 /// The NATS server used when `nats_url` is absent or empty.
 const DEFAULT_NATS_URL: &str = "nats://localhost:4222";
@@ -91,18 +94,34 @@ pub struct GatewayConfig {
         deserialize_with = "de_max_header_bytes"
     )]
     pub max_header_bytes: usize,
-    /// Most requests handled at once. Default 1024; must be > 0.
+    /// Most requests forwarded at once (waiting for their NATS reply, or
+    /// streaming it). Default 1024; must be > 0.
     #[serde(
         default = "default_max_in_flight",
         deserialize_with = "de_max_in_flight"
     )]
     pub max_in_flight: usize,
-    /// Time allowed to receive a request head. Default 5; must be > 0.
+    /// Most client connections open at once, HTTP and gRPC listeners
+    /// together. Default 4096; must be > 0.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "de_max_connections"
+    )]
+    pub max_connections: usize,
+    /// Time allowed to receive a request head, and a new connection's
+    /// HTTP/2 preface and first frame. Default 5; must be > 0.
     #[serde(
         default = "default_header_read_timeout_seconds",
         deserialize_with = "de_header_read_timeout_seconds"
     )]
     pub header_read_timeout_seconds: u64,
+    /// Time allowed to receive a request body, from the end of its head.
+    /// Default 30; must be > 0.
+    #[serde(
+        default = "default_body_read_timeout_seconds",
+        deserialize_with = "de_body_read_timeout_seconds"
+    )]
+    pub body_read_timeout_seconds: u64,
     /// Idle keep-alive connection lifetime. Default 60; must be > 0.
     #[serde(
         default = "default_idle_timeout_seconds",
@@ -173,10 +192,15 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Largest accepted request head.
     pub max_header_bytes: usize,
-    /// Most requests handled at once.
+    /// Most requests forwarded at once.
     pub max_in_flight: usize,
-    /// Time allowed to receive a request head.
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Time allowed to receive a request head, and a new connection's
+    /// HTTP/2 preface and first frame.
     pub header_read_timeout: Duration,
+    /// Time allowed to receive a request body.
+    pub body_read_timeout: Duration,
     /// Idle keep-alive connection lifetime.
     pub idle_timeout: Duration,
     /// Time allowed to drain in-flight requests on shutdown.
@@ -331,10 +355,18 @@ impl GatewayConfig {
         if self.max_in_flight == 0 {
             problems.push("max_in_flight", "must be > 0, got 0");
         }
+        if self.max_connections == 0 {
+            problems.push("max_connections", "must be > 0, got 0");
+        }
         let header_read_timeout = positive_seconds(
             &mut problems,
             "header_read_timeout_seconds",
             self.header_read_timeout_seconds,
+        );
+        let body_read_timeout = positive_seconds(
+            &mut problems,
+            "body_read_timeout_seconds",
+            self.body_read_timeout_seconds,
         );
         let idle_timeout = positive_seconds(
             &mut problems,
@@ -353,6 +385,7 @@ impl GatewayConfig {
             server_addr,
             request_timeout,
             header_read_timeout,
+            body_read_timeout,
             idle_timeout,
             shutdown_timeout,
         ) {
@@ -361,6 +394,7 @@ impl GatewayConfig {
                 Some(server_addr),
                 Some(request_timeout),
                 Some(header_read_timeout),
+                Some(body_read_timeout),
                 Some(idle_timeout),
                 Some(shutdown_timeout),
             ) => Ok(Config {
@@ -375,7 +409,9 @@ impl GatewayConfig {
                 max_body_bytes: self.max_body_bytes,
                 max_header_bytes: self.max_header_bytes,
                 max_in_flight: self.max_in_flight,
+                max_connections: self.max_connections,
                 header_read_timeout,
+                body_read_timeout,
                 idle_timeout,
                 shutdown_timeout,
                 threads: self.threads,
@@ -711,6 +747,17 @@ fn validate_path(problems: &mut Problems, at: &str, path: &str) -> bool {
         );
         ok = false;
     }
+    if let Err(bad) = check_path(path) {
+        problems.push(
+            at,
+            format!(
+                "'{path}' has an invalid escape ({}): requests for it get 400 before \
+                 routing, so it could never match",
+                bad.reason()
+            ),
+        );
+        ok = false;
+    }
     if ok {
         let cleaned = clean_path(path);
         if cleaned != path {
@@ -789,8 +836,14 @@ fn default_max_header_bytes() -> usize {
 fn default_max_in_flight() -> usize {
     1024
 }
+fn default_max_connections() -> usize {
+    4096
+}
 fn default_header_read_timeout_seconds() -> u64 {
     5
+}
+fn default_body_read_timeout_seconds() -> u64 {
+    30
 }
 fn default_idle_timeout_seconds() -> u64 {
     60
@@ -817,7 +870,9 @@ null_means_default! {
     de_max_body_bytes: u64 = default_max_body_bytes;
     de_max_header_bytes: usize = default_max_header_bytes;
     de_max_in_flight: usize = default_max_in_flight;
+    de_max_connections: usize = default_max_connections;
     de_header_read_timeout_seconds: u64 = default_header_read_timeout_seconds;
+    de_body_read_timeout_seconds: u64 = default_body_read_timeout_seconds;
     de_idle_timeout_seconds: u64 = default_idle_timeout_seconds;
     de_shutdown_timeout_seconds: u64 = default_shutdown_timeout_seconds;
     de_routes: Vec<RouteConfig> = Vec::new;
@@ -1009,7 +1064,9 @@ routes:
         assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(config.max_header_bytes, 64 * 1024);
         assert_eq!(config.max_in_flight, 1024);
+        assert_eq!(config.max_connections, 4096);
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(30));
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(15));
         assert_eq!(config.nkey_seed_file, None);
@@ -1061,7 +1118,9 @@ metrics_addr: localhost:9100
 max_body_bytes: 1024
 max_header_bytes: 8192
 max_in_flight: 7
+max_connections: 9
 header_read_timeout_seconds: 2
+body_read_timeout_seconds: 4
 idle_timeout_seconds: 3
 shutdown_timeout_seconds: 0",
         ));
@@ -1077,7 +1136,9 @@ shutdown_timeout_seconds: 0",
         assert_eq!(config.max_body_bytes, 1024);
         assert_eq!(config.max_header_bytes, 8192);
         assert_eq!(config.max_in_flight, 7);
+        assert_eq!(config.max_connections, 9);
         assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(4));
         assert_eq!(config.idle_timeout, Duration::from_secs(3));
         assert_eq!(config.shutdown_timeout, Duration::ZERO);
         let config = ok(&with_http_route("nkey_seed_file: /etc/narun/gw.nk"));
@@ -1312,6 +1373,16 @@ routes:
                 ],
             ),
             (
+                "path with an encoded dot segment, '/', NUL or a malformed escape",
+                "routes:\n  - path: '/a/%2e%2e/'\n    methods: [GET]\n    service: svc\n  - path: '/a%2Fb'\n    methods: [GET]\n    service: svc\n  - path: '/a%00'\n    methods: [GET]\n    service: svc\n  - path: '/a%zz'\n    methods: [GET]\n    service: svc\n".to_owned(),
+                vec![
+                    "routes[0].path: '/a/%2e%2e/' has an invalid escape (encoded dot segment): requests for it get 400 before routing, so it could never match",
+                    "routes[1].path: '/a%2Fb' has an invalid escape (encoded '/'): requests for it get 400 before routing, so it could never match",
+                    "routes[2].path: '/a%00' has an invalid escape (encoded NUL): requests for it get 400 before routing, so it could never match",
+                    "routes[3].path: '/a%zz' has an invalid escape (malformed percent-encoding): requests for it get 400 before routing, so it could never match",
+                ],
+            ),
+            (
                 "path not clean",
                 "routes:\n  - path: '/a//b/../c/'\n    methods: [GET]\n    service: svc\n".to_owned(),
                 vec!["routes[0].path: '/a//b/../c/' is not a clean path; requests for it are redirected to '/a/c/', so it could never match (write '/a/c/')"],
@@ -1348,18 +1419,20 @@ routes:
             ),
             (
                 "zero limits",
-                format!("max_body_bytes: 0\nmax_header_bytes: 8191\nmax_in_flight: 0{route}"),
+                format!("max_body_bytes: 0\nmax_header_bytes: 8191\nmax_in_flight: 0\nmax_connections: 0{route}"),
                 vec![
                     "max_body_bytes: must be > 0, got 0",
                     "max_header_bytes: must be >= 8192, got 8191",
                     "max_in_flight: must be > 0, got 0",
+                    "max_connections: must be > 0, got 0",
                 ],
             ),
             (
                 "zero connection timeouts",
-                format!("header_read_timeout_seconds: 0\nidle_timeout_seconds: 0{route}"),
+                format!("header_read_timeout_seconds: 0\nbody_read_timeout_seconds: 0\nidle_timeout_seconds: 0{route}"),
                 vec![
                     "header_read_timeout_seconds: must be > 0, got 0",
+                    "body_read_timeout_seconds: must be > 0, got 0",
                     "idle_timeout_seconds: must be > 0, got 0",
                 ],
             ),

@@ -208,14 +208,26 @@ fn deadline(headers: &HeaderMap, start: Instant, cap: Duration) -> Result<Instan
     Ok(start + budget)
 }
 
-/// Read the single request message (empty if the client sent none).
-async fn read_message(body: Incoming, limit: usize, deadline: Instant) -> Result<Bytes, Failure> {
+/// Read the single request message (empty if the client sent none) by
+/// the call's `deadline` and the gateway's `body_deadline`
+/// (`body_read_timeout_seconds`), whichever comes first.
+async fn read_message(
+    body: Incoming,
+    limit: usize,
+    deadline: Instant,
+    body_deadline: Instant,
+) -> Result<Bytes, Failure> {
     let mut body = std::pin::pin!(body);
     let mut decoder = g::FrameDecoder::new(limit);
     let mut message = None;
+    let (until, late) = if body_deadline < deadline {
+        (body_deadline, Failure::BodyTimeout)
+    } else {
+        (deadline, Failure::Timeout)
+    };
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(Failure::Timeout),
+        let frame = match tokio::time::timeout_at(until, body.frame()).await {
+            Err(_) => return Err(late),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "client request stream failed");
@@ -259,9 +271,6 @@ async fn forward(
     record: Record,
 ) -> Response<Body> {
     let in_flight = gw.metrics.grpc_in_flight();
-    let Ok(permit) = gw.permits.clone().try_acquire_owned() else {
-        return fail(Failure::Overloaded, &request_id, record);
-    };
     if gw.nats.connection_state() != async_nats::connection::State::Connected {
         return fail(Failure::Disconnected, &request_id, record);
     }
@@ -280,9 +289,15 @@ async fn forward(
     let limit = usize::try_from(gw.cfg.max_body_bytes)
         .unwrap_or(usize::MAX)
         .min(max_payload);
-    let message = match read_message(body, limit, deadline).await {
+    let body_deadline = record.start + gw.cfg.body_read_timeout;
+    let message = match read_message(body, limit, deadline, body_deadline).await {
         Ok(m) => m,
         Err(f) => return fail(f, &request_id, record),
+    };
+    // The NATS leg, and only it, holds an in-flight permit (until the end
+    // of a stream): a client that sends its request slowly holds none.
+    let Ok(permit) = gw.permits.clone().try_acquire_owned() else {
+        return fail(Failure::Overloaded, &request_id, record);
     };
 
     let path = parts.uri.path();
@@ -622,7 +637,8 @@ async fn health(
         Ok(d) => d,
         Err(f) => return fail(f, &request_id, record),
     };
-    let message = match read_message(body, 4096, deadline).await {
+    let body_deadline = record.start + gw.cfg.body_read_timeout;
+    let message = match read_message(body, 4096, deadline, body_deadline).await {
         Ok(m) => m,
         Err(f) => return fail(f, &request_id, record),
     };

@@ -71,6 +71,7 @@ pub struct Metrics {
     grpc_requests: Family<GrpcLabels, Counter>,
     grpc_duration: Family<GrpcDurationLabels, Histogram>,
     grpc_in_flight: Gauge,
+    connections: Gauge,
     grpc_methods: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -125,7 +126,7 @@ impl Metrics {
         );
         registry.register(
             "http_gateway_in_flight_requests",
-            "HTTP requests being forwarded right now",
+            "HTTP requests being handled right now (request body read included)",
             in_flight.clone(),
         );
         let grpc_requests = Family::<GrpcLabels, Counter>::default();
@@ -144,8 +145,14 @@ impl Metrics {
         );
         registry.register(
             "grpc_gateway_in_flight_requests",
-            "gRPC calls being forwarded right now",
+            "gRPC calls being handled right now (request read included)",
             grpc_in_flight.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "gateway_open_connections",
+            "Client connections open on the HTTP and gRPC listeners (at most max_connections)",
+            connections.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
@@ -156,6 +163,7 @@ impl Metrics {
             grpc_requests,
             grpc_duration,
             grpc_in_flight,
+            connections,
             grpc_methods: Arc::default(),
         }
     }
@@ -229,6 +237,12 @@ impl Metrics {
         InFlight(self.in_flight.clone())
     }
 
+    /// Track one open client connection until the guard drops.
+    pub fn connection(&self) -> InFlight {
+        self.connections.inc();
+        InFlight(self.connections.clone())
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -238,7 +252,8 @@ impl Metrics {
     }
 }
 
-/// Decrements the in-flight gauge when dropped (also when the client goes away).
+/// Decrements its gauge (in-flight requests, open connections) when
+/// dropped, also when the client goes away.
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {

@@ -3,6 +3,7 @@
 
 use http::StatusCode;
 
+use super::routes::BadPath;
 use crate::wire::ServiceError;
 
 /// gRPC status codes (grpc/doc/statuscodes.md), owned by the wire contract.
@@ -13,6 +14,11 @@ pub use crate::wire::grpc::code as grpc;
 pub enum Failure {
     /// The request body is larger than `max_body_bytes`.
     BodyTooLarge,
+    /// The request body did not arrive within `body_read_timeout_seconds`.
+    BodyTimeout,
+    /// The request path is rejected before routing (see
+    /// [`super::routes::check_path`]).
+    BadPath(BadPath),
     /// The encoded request is larger than the NATS server's max payload.
     PayloadTooLarge,
     /// The request cannot be expressed in BHTTP within the Go decoder's limits.
@@ -73,6 +79,18 @@ pub fn rescue(failure: &Failure) -> Rescue {
             "Request body too large",
             "error",
         ),
+        Failure::BodyTimeout => fixed(
+            StatusCode::REQUEST_TIMEOUT,
+            DEADLINE_EXCEEDED,
+            "Request body not received in time",
+            "error",
+        ),
+        Failure::BadPath(bad) => Rescue {
+            http: StatusCode::BAD_REQUEST,
+            grpc: INVALID_ARGUMENT,
+            message: format!("Bad Request: {} in the path", bad.reason()),
+            nats_outcome: "error",
+        },
         Failure::PayloadTooLarge => fixed(
             StatusCode::PAYLOAD_TOO_LARGE,
             RESOURCE_EXHAUSTED,
@@ -239,6 +257,13 @@ mod tests {
             (Failure::Disconnected, 503, UNAVAILABLE, "error"),
             (Failure::PayloadTooLarge, 413, RESOURCE_EXHAUSTED, "error"),
             (Failure::BodyTooLarge, 413, RESOURCE_EXHAUSTED, "error"),
+            (Failure::BodyTimeout, 408, DEADLINE_EXCEEDED, "error"),
+            (
+                Failure::BadPath(BadPath::EncodedDotSegment),
+                400,
+                INVALID_ARGUMENT,
+                "error",
+            ),
             (Failure::Overloaded, 503, RESOURCE_EXHAUSTED, "error"),
             (Failure::Nats, 500, INTERNAL, "error"),
             (Failure::BadReply, 502, INTERNAL, "success"),
@@ -297,6 +322,8 @@ mod tests {
         }
         for f in [
             Failure::BodyTooLarge,
+            Failure::BodyTimeout,
+            Failure::BadPath(BadPath::Nul),
             Failure::PayloadTooLarge,
             Failure::Unencodable,
             Failure::Overloaded,

@@ -21,6 +21,12 @@
 //! (`/hell%6F/` matches the pattern `/hello/`), while `.`/`..` removal works
 //! on the path as sent (`%2E%2E` is not `..`).
 //!
+//! Before routing, [`check_path`] rejects (400) the paths that would mean
+//! something else to a consumer that percent-decodes them: an encoded dot
+//! segment (`/a/%2e%2e/b`), an encoded `/` (`/a/..%2Fb`), an encoded NUL
+//! and a malformed escape. So the path a consumer decodes has the segments
+//! the gateway routed on, and cannot climb out of the route's subtree.
+//!
 //! Everything here is pure: no I/O, no allocation-heavy work per request.
 
 use std::{borrow::Cow, collections::HashMap, time::Duration};
@@ -182,6 +188,57 @@ impl RouteTable {
         key.rmatch_indices('/')
             .find_map(|(slash, _)| self.subtree.get(&key[..slash]).copied())
     }
+}
+
+/// Why a request path is rejected before routing (with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadPath {
+    /// A `%` not followed by two hex digits (Go's `net/http` answers 400
+    /// too).
+    MalformedEscape,
+    /// `%00`: a decoded path would end early for C-string APIs.
+    Nul,
+    /// `%2F`: the gateway routes on the segments as sent, a consumer that
+    /// decodes sees other segments (`..%2F..%2Fetc`, `%2Fetc%2Fpasswd`).
+    EncodedSlash,
+    /// A segment that decodes to `.` or `..` (`%2e`, `.%2E`, `%2e%2e`): the
+    /// gateway never resolves it, a consumer that decodes would.
+    EncodedDotSegment,
+}
+
+impl BadPath {
+    /// What is wrong, for the client: `Bad Request: <this> in the path`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            BadPath::MalformedEscape => "malformed percent-encoding",
+            BadPath::Nul => "encoded NUL",
+            BadPath::EncodedSlash => "encoded '/'",
+            BadPath::EncodedDotSegment => "encoded dot segment",
+        }
+    }
+}
+
+/// Checks a request path as received (percent-encoded, without the query)
+/// before routing: every segment must decode to bytes without NUL or `/`,
+/// other than `.` and `..` unless written literally (literal dot segments
+/// are redirected to the clean path by [`RouteTable::resolve`]).
+pub fn check_path(path: &str) -> Result<(), BadPath> {
+    if !path.contains('%') {
+        return Ok(());
+    }
+    for segment in path.split('/').filter(|s| s.contains('%')) {
+        let decoded = percent_decode(segment).ok_or(BadPath::MalformedEscape)?;
+        if decoded.contains(&0) {
+            return Err(BadPath::Nul);
+        }
+        if decoded.contains(&b'/') {
+            return Err(BadPath::EncodedSlash);
+        }
+        if decoded == b"." || decoded == b".." {
+            return Err(BadPath::EncodedDotSegment);
+        }
+    }
+    Ok(())
 }
 
 /// Cleans a URL path the way Go's `ServeMux` does before matching: Go's
@@ -520,6 +577,38 @@ mod tests {
                 ("malformed escape kept literal", "GET", "/hell%zz/", "404"),
             ],
         );
+    }
+
+    #[test]
+    fn check_path_rejects_what_a_decoding_consumer_would_read_differently() {
+        let cases: &[(&str, Result<(), BadPath>)] = &[
+            ("/", Ok(())),
+            ("/hello/a/b", Ok(())),
+            ("/hello/../x", Ok(())), // literal: redirected by resolve
+            ("/hello/./x", Ok(())),
+            ("/hello/%41bc", Ok(())),
+            ("/hello/a%20b", Ok(())),
+            ("/hello/%2e%2e.txt", Ok(())),
+            ("/hello/...", Ok(())),
+            ("/hello/%2e%2e%2e", Ok(())),
+            ("/caf%C3%A9/", Ok(())),
+            ("/hello/%2e", Err(BadPath::EncodedDotSegment)),
+            ("/hello/%2E%2E", Err(BadPath::EncodedDotSegment)),
+            ("/hello/.%2e/x", Err(BadPath::EncodedDotSegment)),
+            ("/hello/%2e./x", Err(BadPath::EncodedDotSegment)),
+            ("/%2e%2e/hello/", Err(BadPath::EncodedDotSegment)),
+            ("/hello/a%2Fb", Err(BadPath::EncodedSlash)),
+            ("/hello/..%2f..%2fetc", Err(BadPath::EncodedSlash)),
+            ("/hello/%2Fetc", Err(BadPath::EncodedSlash)),
+            ("/hello/a%00", Err(BadPath::Nul)),
+            ("/hello/%zz", Err(BadPath::MalformedEscape)),
+            ("/hello/%2", Err(BadPath::MalformedEscape)),
+            ("/hello/%", Err(BadPath::MalformedEscape)),
+            ("/hello/%%2e%2e", Err(BadPath::MalformedEscape)),
+        ];
+        for (path, want) in cases {
+            assert_eq!(check_path(path), *want, "{path}");
+        }
     }
 
     #[test]

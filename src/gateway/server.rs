@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -17,13 +17,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::body::Body;
 use super::config::{Config, GrpcRoute};
 use super::metrics::{Metrics, UNMATCHED};
 use super::rescue::{rescue, Failure};
-use super::routes::{HttpRoute, Resolution, RouteTable};
+use super::routes::{check_path, HttpRoute, Resolution, RouteTable};
 use crate::nats::{self as nats_conn, NatsOptions};
 use crate::{sd, wire};
 
@@ -50,7 +51,8 @@ pub(super) struct Gateway {
     pub(super) grpc_routes: HashMap<String, GrpcRoute>,
     pub(super) nats: async_nats::Client,
     pub(super) metrics: Metrics,
-    /// `max_in_flight`, shared by HTTP requests and gRPC calls (a gRPC
+    /// `max_in_flight`, shared by HTTP requests and gRPC calls. A request
+    /// takes one for its NATS leg only, once its body is read (a gRPC
     /// stream holds its permit until it ends).
     pub(super) permits: Arc<Semaphore>,
     /// Becomes `true` when the gateway starts shutting down (ends the
@@ -148,13 +150,62 @@ pub async fn run_until(
     sd::spawn_watchdog();
 
     let graceful = GracefulShutdown::new();
+    // `max_connections`, shared by the HTTP and gRPC listeners, bound here
+    // or passed by systemd alike.
+    let connections = Arc::new(Semaphore::new(gw.cfg.max_connections));
+    let mut saturated: Option<Saturation> = None;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let (accepted, mode) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = http.accept() => accepted_connection(&gw, accepted, http_mode, &graceful).await,
-            accepted = accept_optional(grpc.as_ref()) => accepted_connection(&gw, accepted, Mode::Grpc, &graceful).await,
-        }
+            accepted = http.accept() => (accepted, http_mode),
+            accepted = accept_optional(grpc.as_ref()) => (accepted, Mode::Grpc),
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                if let Some(episode) = saturated.take() {
+                    tracing::info!(
+                        max_connections = gw.cfg.max_connections,
+                        waited = episode.waited,
+                        lasted = ?episode.since.elapsed(),
+                        "accepting connections again: below max_connections"
+                    );
+                }
+                permit
+            }
+            Err(_) => {
+                // This connection (and those still in the listen backlog)
+                // waits until one closes. Said once per episode.
+                let episode = saturated.get_or_insert_with(|| {
+                    tracing::warn!(
+                        max_connections = gw.cfg.max_connections,
+                        "max_connections reached: new connections wait until one closes"
+                    );
+                    Saturation {
+                        since: Instant::now(),
+                        waited: 0,
+                    }
+                });
+                episode.waited += 1;
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    permit = connections.clone().acquire_owned() => {
+                        permit.expect("the connection semaphore is never closed")
+                    }
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        spawn_connection(gw.clone(), stream, peer, mode, &graceful, permit);
     }
 
     drop(http);
@@ -181,23 +232,11 @@ async fn accept_optional(
     }
 }
 
-async fn accepted_connection(
-    gw: &Arc<Gateway>,
-    accepted: std::io::Result<(TcpStream, SocketAddr)>,
-    mode: Mode,
-    graceful: &GracefulShutdown,
-) {
-    match accepted {
-        Ok((stream, peer)) => {
-            let _ = stream.set_nodelay(true);
-            spawn_connection(gw.clone(), stream, peer, mode, graceful);
-        }
-        Err(e) => {
-            // EMFILE and friends: back off instead of spinning.
-            tracing::warn!(error = %e, "accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// An episode of `max_connections` open connections.
+struct Saturation {
+    since: Instant,
+    /// Connections that had to wait for one to close.
+    waited: u64,
 }
 
 async fn listener(
@@ -216,11 +255,52 @@ async fn listener(
         .map_err(|source| GatewayError::Bind { what, addr, source })
 }
 
-/// Per-connection activity, for the idle timeout.
-#[derive(Default)]
+/// What a connection's timers look at: the opening (until it is complete,
+/// `header_read_timeout`), then requests and response bytes
+/// (`idle_timeout`).
 struct Activity {
+    started: Instant,
+    /// When the connection last made progress, in ms since `started`: a
+    /// request began or ended, or response bytes were written. Bytes
+    /// received do not count: a client that dribbles bytes completing no
+    /// request is idle.
     last_ms: AtomicU64,
+    /// Requests being handled (until their response body is dropped).
     active: AtomicUsize,
+    /// The client has sent its opening (see [`Opening`]).
+    opened: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            opened: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection is to be closed unless something happens first:
+    /// `None` while a request is being handled. Activity only moves it
+    /// later, except when the opening completes (from `started +
+    /// header_read_timeout` to `last + idle_timeout`): checking again at
+    /// least every `idle_timeout` keeps the close on time.
+    fn deadline(&self, header_read_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
+        if !self.opened.load(Ordering::Relaxed) {
+            return Some(self.started + header_read_timeout);
+        }
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.started + last + idle_timeout)
+    }
 }
 
 /// Counts one active request on a connection until its response body is
@@ -230,13 +310,58 @@ struct ActiveGuard(Arc<Activity>);
 impl ActiveGuard {
     fn new(activity: Arc<Activity>) -> Self {
         activity.active.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
         ActiveGuard(activity)
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
+        self.0.touch();
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP/2 client connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The preface and the header of the first frame, which must be SETTINGS.
+const H2_OPENING_HEAD: usize = H2_PREFACE.len() + 9;
+
+/// Tells when a client has sent its opening, which must come within
+/// `header_read_timeout` of the connection: for HTTP/2 the preface and the
+/// whole first frame (neither hyper nor h2 times them), for HTTP/1 its
+/// first byte (hyper's `header_read_timeout` times each request head from
+/// there).
+struct Opening {
+    head: [u8; H2_OPENING_HEAD],
+    received: usize,
+}
+
+impl Opening {
+    fn new() -> Self {
+        Opening {
+            head: [0; H2_OPENING_HEAD],
+            received: 0,
+        }
+    }
+
+    /// Takes the next bytes received; true once the opening is complete.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        let at = self.received.min(H2_OPENING_HEAD);
+        let n = (H2_OPENING_HEAD - at).min(bytes.len());
+        self.head[at..at + n].copy_from_slice(&bytes[..n]);
+        self.received = self.received.saturating_add(bytes.len());
+        let seen = self.received.min(H2_PREFACE.len());
+        if self.head[..seen] != H2_PREFACE[..seen] {
+            return true; // HTTP/1
+        }
+        if self.received < H2_OPENING_HEAD {
+            return false;
+        }
+        let frame_len = usize::from(self.head[24]) << 16
+            | usize::from(self.head[25]) << 8
+            | usize::from(self.head[26]);
+        self.received >= H2_OPENING_HEAD + frame_len
     }
 }
 
@@ -246,13 +371,14 @@ fn spawn_connection(
     peer: SocketAddr,
     mode: Mode,
     graceful: &GracefulShutdown,
+    permit: OwnedSemaphorePermit,
 ) {
-    let started = Instant::now();
-    let activity = Arc::new(Activity::default());
+    let counted = gw.metrics.connection();
+    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
-        started,
+        opening: Some(Opening::new()),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -292,11 +418,16 @@ fn spawn_connection(
     });
     let conn = builder.serve_connection(io, service).into_owned();
     let conn = graceful.watch(conn);
-    let idle = gw.cfg.idle_timeout;
+    let (header_read_timeout, idle_timeout) = (gw.cfg.header_read_timeout, gw.cfg.idle_timeout);
     tokio::spawn(async move {
+        // Both released when the connection ends.
+        let _slot = (permit, counted);
         tokio::pin!(conn);
-        let mut tick = tokio::time::interval(idle / 4);
         loop {
+            let recheck = Instant::now() + idle_timeout;
+            let wake = activity
+                .deadline(header_read_timeout, idle_timeout)
+                .map_or(recheck, |d| d.min(recheck));
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -304,10 +435,14 @@ fn spawn_connection(
                     }
                     return;
                 }
-                _ = tick.tick() => {
-                    let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-                    if activity.active.load(Ordering::Relaxed) == 0 && started.elapsed() - last > idle {
-                        tracing::debug!(%peer, "closing idle connection");
+                _ = tokio::time::sleep_until(wake) => {
+                    let deadline = activity.deadline(header_read_timeout, idle_timeout);
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        if activity.opened.load(Ordering::Relaxed) {
+                            tracing::debug!(%peer, "closing idle connection");
+                        } else {
+                            tracing::debug!(%peer, "closing connection: no HTTP/2 preface and first frame (or HTTP/1 byte) within header_read_timeout_seconds");
+                        }
                         return;
                     }
                 }
@@ -316,18 +451,20 @@ fn spawn_connection(
     });
 }
 
-/// A TCP stream that records when it last carried bytes.
+/// A TCP stream that reports the client's opening and when response bytes
+/// were written to [`Activity`].
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
-    started: Instant,
+    /// `None` once the opening is complete.
+    opening: Option<Opening>,
 }
 
 impl Tracked {
-    fn touch(&self) {
-        self.activity
-            .last_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn wrote(&self, res: &Poll<std::io::Result<usize>>) {
+        if matches!(res, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touch();
+        }
     }
 }
 
@@ -339,8 +476,12 @@ impl AsyncRead for Tracked {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
+        if let Some(opening) = &mut self.opening {
+            if opening.feed(&buf.filled()[before..]) {
+                self.opening = None;
+                self.activity.opened.store(true, Ordering::Relaxed);
+                self.activity.touch();
+            }
         }
         res
     }
@@ -353,9 +494,7 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
+        self.wrote(&res);
         res
     }
     fn poll_write_vectored(
@@ -364,9 +503,7 @@ impl AsyncWrite for Tracked {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
+        self.wrote(&res);
         res
     }
     fn is_write_vectored(&self) -> bool {
@@ -398,6 +535,18 @@ impl Gateway {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
+        let version = req.version();
+        // Before routing: a path a decoding consumer would read otherwise.
+        if let Err(bad) = check_path(req.uri().path()) {
+            let resp = failure_response(&Failure::BadPath(bad), None, version);
+            self.metrics.http(
+                &method,
+                UNMATCHED,
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
         let (resp, label) = match self.routes.resolve(&method, req.uri().path()) {
             Resolution::NotFound => (text(StatusCode::NOT_FOUND, "404 page not found"), UNMATCHED),
             Resolution::Redirect(mut location) => {
@@ -421,18 +570,7 @@ impl Gateway {
             Resolution::Forward(route) => {
                 let resp = match self.forward(route, req, peer).await {
                     Ok(r) => r,
-                    Err((failure, request_id)) => {
-                        let rescue = rescue(&failure);
-                        let mut r = text(rescue.http, &rescue.message);
-                        if matches!(failure, Failure::Overloaded) {
-                            r.headers_mut()
-                                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                        }
-                        if let Some(id) = request_id {
-                            r.headers_mut().insert(REQUEST_ID, id);
-                        }
-                        r
-                    }
+                    Err((failure, request_id)) => failure_response(&failure, request_id, version),
                 };
                 (resp, route.pattern.as_str())
             }
@@ -455,9 +593,6 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Result<Response<Body>, (Failure, Option<HeaderValue>)> {
         let _in_flight = self.metrics.in_flight();
-        let Ok(_permit) = self.permits.try_acquire() else {
-            return Err((Failure::Overloaded, None));
-        };
         let (mut parts, body) = req.into_parts();
         let request_id = request_id(&parts.headers);
         let fail = |f: Failure| (f, Some(request_id.clone()));
@@ -474,12 +609,14 @@ impl Gateway {
             return Err(fail(Failure::BodyTooLarge));
         }
         let limit = usize::try_from(self.cfg.max_body_bytes).unwrap_or(usize::MAX);
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let read = Limited::new(body, limit).collect();
+        let body = match tokio::time::timeout(self.cfg.body_read_timeout, read).await {
+            Err(_) => return Err(fail(Failure::BodyTimeout)),
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(fail(Failure::BodyTooLarge))
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "client body read failed");
                 return Err(fail(Failure::Unencodable));
             }
@@ -506,6 +643,12 @@ impl Gateway {
         if payload.len() > self.nats.max_payload() {
             return Err(fail(Failure::PayloadTooLarge));
         }
+
+        // The NATS leg, and only it, holds an in-flight permit: a client
+        // that sends its body slowly holds none.
+        let Ok(_permit) = self.permits.try_acquire() else {
+            return Err(fail(Failure::Overloaded));
+        };
 
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(wire::CONTENT_TYPE_HEADER, wire::CONTENT_TYPE_BHTTP);
@@ -560,6 +703,33 @@ impl Gateway {
         rparts.headers.insert(REQUEST_ID, request_id);
         Ok(Response::from_parts(rparts, Body::full(rbody)))
     }
+}
+
+/// The plain-text answer to an HTTP request that failed.
+fn failure_response(
+    failure: &Failure,
+    request_id: Option<HeaderValue>,
+    version: http::Version,
+) -> Response<Body> {
+    let rescue = rescue(failure);
+    let mut r = text(rescue.http, &rescue.message);
+    match failure {
+        Failure::Overloaded => {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // The rest of the body may still come: the connection cannot be
+        // reused (HTTP/2 resets just the stream).
+        Failure::BodyTimeout if version < http::Version::HTTP_2 => {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    if let Some(id) = request_id {
+        r.headers_mut().insert(REQUEST_ID, id);
+    }
+    r
 }
 
 pub(super) const REQUEST_ID: &str = "x-request-id";
@@ -713,6 +883,30 @@ mod tests {
         assert!(!tp.contains("00f067aa0ba902b7"), "new parent id");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-request-id"], "req-1");
+    }
+
+    #[test]
+    fn the_opening_is_the_h2_preface_and_first_frame_or_any_http1_byte() {
+        let feed_bytewise = |bytes: &[u8]| {
+            let mut o = Opening::new();
+            bytes.iter().position(|b| o.feed(std::slice::from_ref(b)))
+        };
+        // HTTP/1: complete at the first byte that is not the preface's.
+        assert_eq!(feed_bytewise(b"GET / HTTP/1.1\r\n"), Some(0));
+        assert_eq!(feed_bytewise(b"PRI * HTTP/1.1\r\n"), Some(11));
+        // HTTP/2: the preface, the 9-byte frame header, the frame's payload.
+        let settings = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        let opening = [H2_PREFACE.as_slice(), &settings].concat();
+        assert_eq!(feed_bytewise(&opening), Some(opening.len() - 1));
+        assert_eq!(feed_bytewise(H2_PREFACE), None);
+        let mut o = Opening::new();
+        assert!(!o.feed(&opening[..20]));
+        assert!(!o.feed(&opening[20..30]));
+        assert!(!o.feed(&[]));
+        assert!(o.feed(&opening[30..]));
+        // An empty first frame.
+        let mut o = Opening::new();
+        assert!(o.feed(&[H2_PREFACE.as_slice(), &[0, 0, 0, 4, 0, 0, 0, 0, 0]].concat()));
     }
 
     #[test]

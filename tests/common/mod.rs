@@ -501,3 +501,63 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+impl GatewayProc {
+    /// Start as systemd socket activation does: the HTTP listener is bound
+    /// here and passed as fd 3 (`LISTEN_FDS=1`, `LISTEN_FDNAMES=http`), while
+    /// `server_addr` names a port nobody listens on. Does not wait for READY.
+    pub fn spawn_socket_activated(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let http = listener.local_addr().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let unused = free_port();
+        let config = format!(
+            "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{unused}\"\nmetrics_addr: \"{metrics}\"\n{extra_yaml}\nroutes:\n{routes_yaml}\n"
+        );
+        let cfg_path = dir.path().join("gateway.yaml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let stderr_path = dir.path().join("gateway.log");
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new("/bin/sh");
+        // LISTEN_PID must be the gateway's pid: the shell's $$ survives exec.
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec \"$0\" gateway --config \"$1\"")
+            .arg(narun_binary())
+            .arg(&cfg_path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "narun=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        // SAFETY: dup2 and fcntl are async-signal-safe; they put the
+        // listener at fd 3 as sd_listen_fds(3) expects, in the child only.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) // already there: keep it across exec
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start narun gateway");
+        // The gateway has its own copy now.
+        drop(listener);
+        GatewayProc {
+            proc: Proc { child, stderr_path },
+            http,
+            metrics,
+            notify,
+            dir,
+        }
+    }
+}
