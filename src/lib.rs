@@ -6,6 +6,8 @@
 //! - [`wire`]: the only owner of the wire contract between gateways and
 //!   consumers (BHTTP over NATS Micro, header names, limits).
 //! - [`nats`]: the one place that builds NATS clients.
+//! - [`limits`]: size limits on what narun reads (files, specs), and the
+//!   bounded reads that enforce them.
 //! - [`consumer`] (feature `consumer`): serve any `tower::Service` (an axum
 //!   `Router`, ...) as a NATS Micro service.
 //! - [`gateway`] (feature `gateway`): the HTTP and gRPC front door.
@@ -19,6 +21,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod limits;
 pub mod nats;
 pub mod wire;
 

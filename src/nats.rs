@@ -122,13 +122,11 @@ async fn base_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsConfigEr
         None => ConnectOptions::new(),
     };
     if let Some(path) = &opts.nkey_seed_file {
-        let seed =
-            tokio::fs::read_to_string(path)
-                .await
-                .map_err(|source| NatsConfigError::NkeyFile {
-                    path: path.clone(),
-                    source,
-                })?;
+        let seed = crate::limits::read_to_string_capped(path, 64 << 10, "an nkey seed file")
+            .map_err(|source| NatsConfigError::NkeyFile {
+                path: path.clone(),
+                source,
+            })?;
         let seed = seed.trim();
         if seed.is_empty() {
             return Err(NatsConfigError::EmptyNkey(path.clone()));

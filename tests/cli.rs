@@ -1682,3 +1682,248 @@ async fn apps_rollback_writes_an_earlier_revision_or_says_why_not() {
     assert_eq!(now.revision, 4);
     assert!(String::from_utf8_lossy(&now.value).contains("replicas: 2"));
 }
+
+// === size limits ===
+
+/// The address space `narun` gets in the size-limit tests (`ulimit -v`, in
+/// KiB): several times what it needs, far less than what reading
+/// `/dev/zero` to its end, or parsing a 500,000-entry list, takes.
+const CAPPED_AS_KIB: u64 = 256 * 1024;
+
+/// Run `narun ARGS` against no server, with its address space limited to
+/// [`CAPPED_AS_KIB`] and `stdin` as its input; fail the test if it runs
+/// more than 60 s.
+fn run_capped(args: &[&str], stdin: Stdio) -> Out {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {CAPPED_AS_KIB} && exec \"$0\" \"$@\""))
+        .arg(narun_binary())
+        .args(args)
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env_remove("NARUN_MASTER_KEY")
+        .env_remove("NARUN_MASTER_KEY_FILE")
+        .env_remove("NARUN_MASTER_KEY_PATH")
+        .env_remove("RUST_LOG")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start narun");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for narun"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("narun {args:?} did not exit within 60 s");
+        }
+    };
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A FIFO at `path` fed with zeros until its reader closes it (the thread
+/// then ends).
+fn endless_fifo(path: &Path) -> std::thread::JoinHandle<()> {
+    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(made.success());
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let zeros = vec![0u8; 64 * 1024];
+        while w.write_all(&zeros).is_ok() {}
+    })
+}
+
+/// `deploy -f /dev/zero` (or a FIFO that never ends) took 13 GB: the spec
+/// is read up to its limit, then refused, naming the file and the limit.
+#[test]
+fn an_endless_spec_file_fails_fast_naming_the_limit() {
+    let out = run_capped(&["deploy", "--dry-run", "-f", "/dev/zero"], Stdio::null()).code(65);
+    assert!(
+        out.stderr
+            .contains("cannot read spec /dev/zero: larger than 1 MiB, the limit for a spec"),
+        "{out:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("spec.fifo");
+    let writer = endless_fifo(&fifo);
+    let out = run_capped(
+        &["deploy", "--dry-run", "-f", fifo.to_str().unwrap()],
+        Stdio::null(),
+    )
+    .code(65);
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot read spec {}: larger than 1 MiB",
+            fifo.display()
+        )),
+        "{out:?}"
+    );
+    writer.join().unwrap();
+    // A regular file past the limit, whatever it holds.
+    let big = dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        format!("name: a\ntag: v1\n#{}\n", "x".repeat(1 << 20)),
+    )
+    .unwrap();
+    let out = run_capped(
+        &["deploy", "--dry-run", "-f", big.to_str().unwrap()],
+        Stdio::null(),
+    )
+    .code(65);
+    assert!(out.stderr.contains("larger than 1 MiB"), "{out:?}");
+}
+
+/// A spec with 500,000 args (less than 1 MiB in flow style) was accepted,
+/// parsing it took hundreds of MB: it is refused before it is parsed, and
+/// the error names the field and the limit.
+#[test]
+fn a_spec_with_500k_args_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("args.yaml");
+    let args = vec!["a"; 500_000].join(",");
+    std::fs::write(
+        &spec,
+        format!("name: a\ntag: v1\nnodes: [{{name: n, replicas: 1}}]\nargs: [{args}]\n"),
+    )
+    .unwrap();
+    let out = run_capped(
+        &["deploy", "--dry-run", "-f", spec.to_str().unwrap()],
+        Stdio::null(),
+    )
+    .code(65);
+    assert!(
+        out.stderr
+            .contains("args: 500000 entries, at most 4096 (line 4, column 1)"),
+        "{out:?}"
+    );
+    let doc = run_capped(
+        &[
+            "deploy",
+            "--dry-run",
+            "-f",
+            spec.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Stdio::null(),
+    )
+    .code(65)
+    .json();
+    assert_eq!(doc["details"]["errors"][0]["path"], "args", "{doc}");
+    // Nesting: libyaml alone takes minutes on a few hundred KiB of `[`.
+    std::fs::write(
+        &spec,
+        format!(
+            "name: a\ntag: v1\nx: {}{}\n",
+            "[".repeat(300_000),
+            "]".repeat(300_000)
+        ),
+    )
+    .unwrap();
+    let out = run_capped(
+        &["deploy", "--dry-run", "-f", spec.to_str().unwrap()],
+        Stdio::null(),
+    )
+    .code(65);
+    assert!(
+        out.stderr.contains("nested deeper than 32 levels"),
+        "{out:?}"
+    );
+}
+
+/// Secret values and master key files are read up to their limit too.
+#[test]
+fn secret_values_and_key_files_are_read_with_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    narun(
+        "nats://127.0.0.1:1",
+        &["secret", "keygen", "--file", key.to_str().unwrap()],
+    )
+    .ok();
+    let set = [
+        "secret",
+        "set",
+        "S",
+        "--master-key-file",
+        key.to_str().unwrap(),
+    ];
+    let out = run_capped(
+        &[&set[..], &["--from-file", "/dev/zero"]].concat(),
+        Stdio::null(),
+    )
+    .code(65);
+    assert!(
+        out.stderr
+            .contains("cannot read /dev/zero: larger than 512 KiB, the limit for a secret value"),
+        "{out:?}"
+    );
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; (512 << 10) + 3]).unwrap();
+    let out = run_capped(&set, Stdio::from(std::fs::File::open(&big).unwrap())).code(65);
+    assert!(
+        out.stderr
+            .contains("cannot read stdin: larger than 512 KiB, the limit for a secret value"),
+        "{out:?}"
+    );
+    let out = run_capped(
+        &["secret", "set", "S", "v", "--master-key-file", "/dev/zero"],
+        Stdio::null(),
+    )
+    .code(65);
+    assert!(
+        out.stderr.contains(
+            "cannot read master key file /dev/zero: larger than 4 KiB, the limit for a master \
+             key file"
+        ),
+        "{out:?}"
+    );
+}
+
+/// A secret at the limit fits the default NATS max payload (1 MiB) once
+/// encrypted and base64-encoded, and reads back.
+#[tokio::test]
+async fn a_secret_at_the_size_limit_is_stored() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    narun_async(
+        &nats.url(),
+        &["secret", "keygen", "--file", key.to_str().unwrap()],
+    )
+    .await
+    .ok();
+    let value = dir.path().join("v");
+    std::fs::write(&value, vec![b'x'; 512 << 10]).unwrap();
+    narun_async(
+        &nats.url(),
+        &[
+            "secret",
+            "set",
+            "BIG",
+            "--from-file",
+            value.to_str().unwrap(),
+            "--master-key-file",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    let js = js(&nats).await;
+    let entry = kv_entry(&js, store::SECRETS, "BIG").await.expect("stored");
+    let stored: store::StoredSecret = serde_json::from_slice(&entry.value).unwrap();
+    let master = store::MasterKey::from_file(&key).unwrap();
+    assert_eq!(stored.open(&master, "BIG").unwrap().len(), 512 << 10);
+}

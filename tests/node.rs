@@ -1619,3 +1619,90 @@ async fn args_are_literal_and_root_is_refused_in_every_spelling() {
     let log = sd.journal(&["-u", &format!("narun-app@{root_app}.service"), "--no-pager"]);
     assert!(!log.contains("Started"), "a root unit was started:\n{log}");
 }
+
+/// Every Go landlock group works under systemd, where stdout and stderr are
+/// the journal's socket (`/dev/stdout` cannot be opened by path there; the
+/// wrapper used to exit 122 on the `stdio` group). Each app is deployed
+/// with `narun deploy --wait`: it must run, reach what its group allows,
+/// not what it does not, and log to the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_landlock_group_works_with_stdout_on_the_journal() {
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-ll-groups");
+    let _agent = Agent::start(&nats, &sd, "n1", &data.0);
+    let work = tempfile::tempdir().unwrap();
+    // (group, a command its paths allow)
+    let groups = [
+        ("shared", "test -r /etc/ld.so.cache"),
+        ("stdio", "head -c 1 /dev/urandom"),
+        ("tty", "ls /usr/share/terminfo"),
+        ("tmp", "touch /tmp/x"),
+        ("vminfo", "cat /proc/cpuinfo"),
+        ("dns", "cat /etc/hosts"),
+        ("certs", "ls /etc/ssl/certs"),
+    ];
+    for (group, allowed) in groups {
+        let app = format!("nt-ll-{group}");
+        cleanup_state(&app);
+        let script = format!(
+            r#"check() {{ if sh -c "$2" >/dev/null 2>&1; then echo "$1-allowed"; else echo "$1-denied"; fi; }}
+{{ check {group} "{allowed}"; check passwd "cat /etc/passwd"; echo done; }} > seen.tmp
+mv seen.tmp seen
+echo "{app} logs to the journal"
+exec sleep 100000"#
+        );
+        let spec = work.path().join(format!("{group}.yaml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "name: {app}\ntag: v1\nargs: [\"-c\", {}]\nmode: landlock\nlandlock:\n  {}\n  paths:\n    - path: /usr/bin\n      modes: rx\nhealth: {{stablePeriod: 500ms}}\nnodes:\n  - name: n1\n    replicas: 1\n",
+                serde_json::to_string(&script).unwrap(),
+                if group == "shared" {
+                    "shared: true".to_owned()
+                } else {
+                    format!("shared: true\n  {group}: true")
+                }
+            ),
+        )
+        .unwrap();
+        let (code, out, err) = narun_cli(
+            &nats,
+            &[
+                "deploy",
+                "-f",
+                spec.to_str().unwrap(),
+                "/bin/sh",
+                "--wait=60s",
+            ],
+        );
+        assert_eq!(code, 0, "{group}: {out}\n{err}");
+        eventually(
+            Duration::from_secs(20),
+            "the app wrote what it sees",
+            || {
+                let s = seen(&app);
+                async move { s.contains("done") }
+            },
+        )
+        .await;
+        let s = seen(&app);
+        assert!(s.contains(&format!("{group}-allowed")), "{group}: {s}");
+        assert!(
+            s.contains("passwd-denied"),
+            "{group}: not in any group: {s}"
+        );
+        let unit = format!("narun-app@{app}.service");
+        eventually(Duration::from_secs(20), "its stdout in the journal", || {
+            let j = sd.journal(&["-u", &unit, "-o", "cat"]);
+            let want = format!("{app} logs to the journal");
+            async move { j.contains(&want) }
+        })
+        .await;
+        let (code, _, err) = narun_cli(&nats, &["apps", "delete", &app, "-y"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    for (group, _) in groups {
+        cleanup_state(&format!("nt-ll-{group}"));
+    }
+}

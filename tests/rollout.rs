@@ -497,3 +497,125 @@ async fn agent_killed_mid_rollout_converges() {
     assert_no_loss(&tally, "agent killed mid-rollout");
     drop(agent);
 }
+
+/// `health: {tcp|exec}`: the unit stays `activating` (its `ExecStartPost=`
+/// check runs inside it) and `deploy --wait` waits until the check passes;
+/// a check that never passes is rolled back at progressDeadline with the
+/// reason; an exec check's arguments reach it exactly as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_gate_readiness_and_roll_back() {
+    let app = "ro-health";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-health");
+    let _agent = Agent::start(&nats, &sd, "node-1", &data.0);
+    let work = tempfile::tempdir().unwrap();
+    let unit = format!("narun-app@{app}.service");
+    let nodes = "nodes:\n  - name: node-1\n    replicas: 1\n";
+    let port = free_port();
+
+    // Ready only once something listens on the port: the test opens it.
+    let v1 = write_spec(
+        work.path(),
+        "v1.yaml",
+        &format!(
+            "name: {app}\ntag: v1\nargs: [\"1000\"]\nhealth: {{tcp: {port}, interval: 100ms}}\n{nodes}"
+        ),
+    );
+    let mut wait = std::process::Command::new(narun_binary())
+        .args(["deploy", "-f"])
+        .arg(&v1)
+        .args(["/bin/sleep", "--wait=60s", "--nats-url", &nats.url()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Progress lines, as they come.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = wait.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("deploy --wait says it waits for the check");
+        if line.contains("ro-health-0 starting: waiting for the health check to pass") {
+            break;
+        }
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the check running in the unit",
+        || {
+            let sub = sd.show(&unit, "SubState");
+            async move { sub == "start-post" }
+        },
+    )
+    .await;
+    assert_eq!(sd.show(&unit, "ActiveState"), "activating");
+    assert!(
+        wait.try_wait().unwrap().is_none(),
+        "deploy --wait returned before the check passed"
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = wait.wait_with_output().unwrap();
+    let progress = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{progress}",
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert!(progress.contains("ro-health-0 running"), "{progress}");
+    assert_eq!(sd.show(&unit, "ActiveState"), "active");
+    let pid = main_pid(&sd, &unit);
+
+    // A check that never passes: rolled back, v1 never stopped.
+    let v2 = write_spec(
+        work.path(),
+        "v2.yaml",
+        &format!(
+            "name: {app}\ntag: v2\nargs: [\"1001\"]\nhealth: {{tcp: {}, interval: 100ms}}\nprogressDeadline: 3s\n{nodes}",
+            free_port()
+        ),
+    );
+    let (code, out, err, took) = deploy(&nats, &v2, Path::new("/bin/sleep"));
+    let all = format!("{out}\n{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("rolled back") && all.contains("health check did not pass within 3s"),
+        "{all}"
+    );
+    eprintln!("failing check: deploy --wait exit 1 after {took:?}");
+    settled(&sd, &unit).await;
+    assert_eq!(main_pid(&sd, &unit), pid, "v1 was stopped");
+
+    // An exec check, its arguments literal (`$`, `%`, quotes), passes.
+    let v3 = write_spec(
+        work.path(),
+        "v3.yaml",
+        &format!(
+            "name: {app}\ntag: v3\nargs: [\"1002\"]\nhealth:\n{}\n{nodes}",
+            r#"  exec: ["/bin/sh", "-c", "[ \"$1\" = '$HOME %i' ]", "sh", "$HOME %i"]"#
+        ),
+    );
+    deploy_ok(&nats, &v3, Path::new("/bin/sleep"));
+    settled(&sd, &unit).await;
+    assert_ne!(main_pid(&sd, &unit), pid, "v3 replaced v1");
+    drop(listener);
+    cleanup_state(app);
+}

@@ -36,6 +36,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         exec_wrapper: None,
         next: false,
         notify: false,
+        probe: None,
         secret_files: None,
         manager: narun::node::units::Manager::System,
     }

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::fleet::{self, Node};
 use super::{fail, parse_duration, print_table, println_safe, CliError, CliResult, Ctx};
+use crate::limits;
 use crate::spec::{self, RestartPolicy, ServiceSpec, Strictness};
 use crate::store::binary::{self, Platform};
 use crate::store::{self, InstanceState, StatusUpdate};
@@ -297,7 +298,8 @@ pub async fn deploy_yaml(ctx: &Ctx, args: DeployArgs, source: String, yaml: Stri
 /// The spec's YAML and a name for messages.
 fn spec_source(args: &DeployArgs) -> CliResult<(String, String)> {
     if let Some(path) = &args.file {
-        let bytes = std::fs::read(path).map_err(|e| {
+        // Bounded: `-f /dev/zero` fails once past the limit.
+        let bytes = limits::read_capped(path, limits::MAX_SPEC_BYTES, "a spec").map_err(|e| {
             CliError::data(anyhow::anyhow!("cannot read spec {}: {e}", path.display()))
         })?;
         let yaml = String::from_utf8(bytes).map_err(|_| {
@@ -478,8 +480,13 @@ async fn upload(
         .await
         .map_err(|e| CliError::failed(anyhow::anyhow!("{}: {e}", local.path.display())))?;
     let bar = progress_bar(local.size, &object, quiet);
+    // Streamed in chunks; a file that grows while it is read stops one byte
+    // past its size (and fails the size check below).
     let mut reader = Progress {
-        inner: tokio::io::BufReader::with_capacity(1 << 20, file),
+        inner: tokio::io::BufReader::with_capacity(
+            1 << 20,
+            tokio::io::AsyncReadExt::take(file, local.size.saturating_add(1)),
+        ),
         bar: bar.clone(),
     };
     let meta = ObjectMetadata {

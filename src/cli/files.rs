@@ -61,10 +61,19 @@ fn check_name(name: &str) -> CliResult {
     Ok(())
 }
 
+/// Upload `path` as `name`: streamed in chunks (any size; never held in
+/// memory). Only a regular file: a device (`/dev/zero`) or a FIFO has no
+/// size to check the upload against.
 async fn add(ctx: &Ctx, name: &str, path: &PathBuf) -> CliResult {
     check_name(name)?;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| CliError::data(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let open_err = |e: std::io::Error| CliError::data(anyhow::anyhow!("{}: {e}", path.display()));
+    // Checked before it is opened (opening a FIFO would wait for a
+    // writer), then the open file itself (the path may have changed).
+    if !std::fs::metadata(path).map_err(open_err)?.is_file() {
+        fail!(data, "{}: not a regular file", path.display());
+    }
+    let file = tokio::fs::File::open(path).await.map_err(open_err)?;
+    let meta = file.metadata().await.map_err(open_err)?;
     if !meta.is_file() {
         fail!(data, "{}: not a regular file", path.display());
     }
@@ -74,9 +83,9 @@ async fn add(ctx: &Ctx, name: &str, path: &PathBuf) -> CliResult {
         .unwrap_or_default();
     let js = ctx.js().await?;
     let bucket = store::ensure_object_store(&js, store::FILES).await?;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| CliError::data(anyhow::anyhow!("{}: {e}", path.display())))?;
+    // A file that grows while it is read stops one byte past its size (and
+    // fails the size check below).
+    let mut file = tokio::io::AsyncReadExt::take(file, meta.len().saturating_add(1));
     let now = OffsetDateTime::now_utc();
     let object = ObjectMetadata {
         name: name.to_owned(),
@@ -95,6 +104,14 @@ async fn add(ctx: &Ctx, name: &str, path: &PathBuf) -> CliResult {
         .put(object, &mut file)
         .await
         .map_err(|e| CliError::failed(anyhow::anyhow!("cannot upload {name}: {e}")))?;
+    if info.size as u64 != meta.len() {
+        fail!(
+            "{} changed while it was uploaded ({} bytes, then {}): add it again",
+            path.display(),
+            meta.len(),
+            info.size
+        );
+    }
     if ctx.json() {
         return print_json(&json!({
             "name": name, "size": info.size, "digest": info.digest, "original_filename": base,

@@ -18,8 +18,8 @@ use super::{
     confirm, fail, fleet, human_time, print_json, print_table, println_safe, rfc3339, CliError,
     CliResult, Ctx,
 };
-use crate::spec;
 use crate::store::{self, MasterKey, StoredSecret};
+use crate::{limits, spec};
 
 /// Where the master key comes from.
 #[derive(Args, Debug)]
@@ -147,39 +147,61 @@ fn warn_if_readable(path: &Path) {
     }
 }
 
-/// The value, from argv, a file, or stdin.
+/// The value, from argv, a file, or stdin: at most
+/// [`limits::MAX_SECRET_BYTES`] (read no further, so `--from-file
+/// /dev/zero` fails at once).
 fn read_value(value: Option<String>, from_file: Option<&Path>) -> CliResult<Zeroizing<Vec<u8>>> {
-    let bytes =
-        if let Some(v) = value {
-            Zeroizing::new(v.into_bytes())
-        } else if let Some(path) = from_file {
-            Zeroizing::new(std::fs::read(path).map_err(|e| {
-                CliError::data(anyhow::anyhow!("cannot read {}: {e}", path.display()))
-            })?)
-        } else {
-            let stdin = std::io::stdin();
-            if stdin.is_terminal() {
-                eprintln!("Reading the secret value from stdin (end with Ctrl-D):");
-            }
-            let mut buf = Zeroizing::new(Vec::new());
-            stdin
-                .lock()
-                .read_to_end(&mut buf)
-                .map_err(|e| CliError::data(anyhow::anyhow!("cannot read stdin: {e}")))?;
-            if buf.ends_with(b"\n") {
-                buf.pop();
-                if buf.ends_with(b"\r") {
-                    buf.pop();
+    const WHAT: &str = "a secret value";
+    let max = limits::MAX_SECRET_BYTES;
+    let bytes = if let Some(v) = value {
+        let v = Zeroizing::new(v.into_bytes());
+        if v.len() > max {
+            return Err(CliError::data(anyhow::anyhow!(
+                "the value is {}",
+                limits::too_large(max, WHAT)
+            )));
+        }
+        v
+    } else if let Some(path) = from_file {
+        std::fs::File::open(path)
+            .and_then(|f| read_secret(f, max + 1))
+            .and_then(|buf| {
+                if buf.len() > max {
+                    Err(limits::too_large(max, WHAT))
+                } else {
+                    Ok(buf)
                 }
+            })
+            .map_err(|e| CliError::data(anyhow::anyhow!("cannot read {}: {e}", path.display())))?
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("Reading the secret value from stdin (end with Ctrl-D):");
+        }
+        // Two more bytes for a trailing "\r\n" (dropped), one more to
+        // tell a value that is too large.
+        let mut buf = read_secret(stdin.lock(), max + 3)
+            .map_err(|e| CliError::data(anyhow::anyhow!("cannot read stdin: {e}")))?;
+        if buf.ends_with(b"\n") {
+            buf.pop();
+            if buf.ends_with(b"\r") {
+                buf.pop();
             }
-            if buf.is_empty() {
-                fail!(
-                    data,
-                    "no value on stdin: pipe the value in, or use --from-file"
-                );
-            }
-            buf
-        };
+        }
+        if buf.is_empty() {
+            fail!(
+                data,
+                "no value on stdin: pipe the value in, or use --from-file"
+            );
+        }
+        if buf.len() > max {
+            return Err(CliError::data(anyhow::anyhow!(
+                "cannot read stdin: {}",
+                limits::too_large(max, WHAT)
+            )));
+        }
+        buf
+    };
     if bytes.contains(&0) {
         fail!(
             data,
@@ -187,6 +209,14 @@ fn read_value(value: Option<String>, from_file: Option<&Path>) -> CliResult<Zero
         );
     }
     Ok(bytes)
+}
+
+/// At most `limit` bytes of `reader`, in a buffer allocated once (a
+/// reallocation would leave a copy of the secret behind, not zeroized).
+fn read_secret(reader: impl Read, limit: usize) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit));
+    reader.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 async fn set(ctx: &Ctx, name: &str, value: &[u8], description: &str, key: &MasterKey) -> CliResult {

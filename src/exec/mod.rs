@@ -7,6 +7,7 @@
 //! narun-exec --policy /var/lib/narun/policies/hello.json -- /path/to/app ARGS...
 //! narun-exec --args ENCODED -- /path/to/app
 //! narun-exec --own-secrets /run/narun/files/hello narun-hello
+//! narun-exec --probe ENCODED [--policy FILE]   (a health check, see [`probe`])
 //! ```
 //!
 //! The policy file is written by the node agent (root-owned, never holds
@@ -17,6 +18,7 @@
 //! user, [`EXIT_LANDLOCK`] 122 the kernel cannot enforce the policy
 //! (mandatory mode), [`EXIT_EXEC`] 123 the app could not be executed.
 
+pub mod probe;
 pub mod secrets;
 
 use std::path::{Path, PathBuf};
@@ -205,6 +207,13 @@ pub fn rights(modes: &str, is_dir: bool, abi: ABI) -> Result<BitFlags<AccessFs>,
     Ok(r & AccessFs::from_all(abi))
 }
 
+/// Can a rule be added for this file (opened by path)? Not a socket:
+/// `/dev/stdout` resolves to one when the output is the journal.
+pub fn reopenable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    !meta.file_type().is_socket()
+}
+
 /// What to do after trying to restrict: go on, or refuse to run.
 pub fn decide(status: &RulesetStatus, best_effort: bool) -> Result<(), &'static str> {
     match (status, best_effort) {
@@ -221,18 +230,19 @@ const TARGET_ABI: ABI = ABI::V5;
 
 /// Restrict this process to `policy`. Must run before execve.
 pub fn restrict(policy: &Policy) -> Result<RulesetStatus, String> {
-    let mut rules: Vec<(PathBuf, String)> = Vec::new();
+    // (path, modes, from a group): a group's paths are best effort.
+    let mut rules: Vec<(PathBuf, String, bool)> = Vec::new();
     if policy.filesystem {
         rules.extend(
             group_paths(&policy.groups)
                 .into_iter()
-                .map(|(p, m)| (PathBuf::from(p), m.to_owned())),
+                .map(|(p, m)| (PathBuf::from(p), m.to_owned(), true)),
         );
         rules.extend(
             policy
                 .paths
                 .iter()
-                .map(|r| (r.path.clone(), r.modes.clone())),
+                .map(|r| (r.path.clone(), r.modes.clone(), false)),
         );
     }
     let e = |e: landlock::RulesetError| format!("landlock ruleset: {e}");
@@ -259,16 +269,28 @@ pub fn restrict(policy: &Policy) -> Result<RulesetStatus, String> {
                 .map_err(|e| format!("landlock rule for TCP port {port}: {e}"))?;
         }
     }
-    for (path, modes) in rules {
+    for (path, modes, from_group) in rules {
         // Paths that do not exist on this machine are skipped, as in Go.
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
+        if !reopenable(&meta) {
+            // A socket (e.g. /dev/stdout under systemd: the journal's
+            // stream) cannot be opened by path at all, so a rule has
+            // nothing to allow; the open descriptor works regardless.
+            continue;
+        }
         let access = rights(&modes, meta.is_dir(), TARGET_ABI)?;
         if access.is_empty() {
             continue;
         }
-        let fd = PathFd::new(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let fd = match PathFd::new(&path) {
+            Ok(fd) => fd,
+            // A group's path this machine cannot open is skipped; a path
+            // the spec names must work.
+            Err(_) if from_group => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
         ruleset = ruleset
             .add_rule(PathBeneath::new(fd, access))
             .map_err(|e| format!("landlock rule for {}: {e}", path.display()))?;
@@ -368,6 +390,22 @@ pub fn main(args: Vec<String>) -> i32 {
         {
             Ok(_) => 0,
             Err(e) => fail(EXIT_SECRETS, &format!("secret files: {e}")),
+        };
+    }
+    if args.first().map(String::as_str) == Some("--probe") {
+        let (encoded, policy) = match args.as_slice() {
+            [_, e] => (e, None),
+            [_, e, flag, p] if flag == "--policy" => (e, Some(Path::new(p))),
+            _ => {
+                return fail(
+                    EXIT_SETUP,
+                    "usage: narun-exec --probe ENCODED [--policy FILE]",
+                )
+            }
+        };
+        return match probe::decode(encoded) {
+            Ok(p) => probe::run(&p, policy),
+            Err(e) => fail(EXIT_SETUP, &e),
         };
     }
     let Invocation { policy, command } = match parse_args(&args) {

@@ -270,7 +270,7 @@ pub enum ConfigError {
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let yaml = crate::limits::read_gateway_config(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;

@@ -216,6 +216,9 @@ pub struct Readiness {
     /// The app sends `READY=1` (`Type=notify`): ready when systemd says
     /// the unit is active.
     pub notify: bool,
+    /// A health check runs as `ExecStartPost=`: ready when systemd says
+    /// the unit is active (the check passed).
+    pub check: bool,
     /// Otherwise: ready once up this long without a restart.
     pub stable: Duration,
     /// Not ready within this time since the start: failed.
@@ -264,10 +267,17 @@ pub fn health(d: &ServiceDetails, r: &Readiness, now_usec: u64, was_ready: bool)
         ("activating", "auto-restart") | ("failed", _) | ("inactive", _) | ("deactivating", _) => {
             Health::Failed(format!("{} before it was ready", exit_reason(d)))
         }
-        ("active", _) if r.notify => Health::Ready,
+        ("active", _) if r.notify || r.check => Health::Ready,
         ("active", _) if since(d.active_enter_usec) >= r.stable => Health::Ready,
         _ if d.inactive_exit_usec > 0 && since(d.inactive_exit_usec) >= r.deadline => {
-            Health::Failed(format!("not ready within {}", humantime_secs(r.deadline)))
+            Health::Failed(if r.check && d.sub_state == "start-post" {
+                format!(
+                    "health check did not pass within {}",
+                    humantime_secs(r.deadline)
+                )
+            } else {
+                format!("not ready within {}", humantime_secs(r.deadline))
+            })
         }
         _ => Health::Pending,
     }
@@ -538,11 +548,17 @@ mod tests {
         let s = 1_000_000u64; // one second in µs
         let exec = Readiness {
             notify: false,
+            check: false,
             stable: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
         };
         let notify = Readiness {
             notify: true,
+            check: false,
+            ..exec
+        };
+        let check = Readiness {
+            check: true,
             ..exec
         };
         let up = |since: u64| ServiceDetails {
@@ -580,6 +596,44 @@ mod tests {
                 notify,
                 false,
                 Health::Pending,
+            ),
+            (
+                "check: active (it passed) is ready at once",
+                up(0),
+                check,
+                false,
+                Health::Ready,
+            ),
+            (
+                "check: still running past the deadline",
+                ServiceDetails {
+                    inactive_exit_usec: now - 61 * s,
+                    ..details("activating", "start-post")
+                },
+                check,
+                false,
+                Health::Failed("health check did not pass within 60s".into()),
+            ),
+            (
+                "check: the app itself never started past the deadline",
+                ServiceDetails {
+                    inactive_exit_usec: now - 61 * s,
+                    ..details("activating", "start")
+                },
+                check,
+                false,
+                Health::Failed("not ready within 60s".into()),
+            ),
+            (
+                "check: app crashed while the check runs",
+                ServiceDetails {
+                    exec_main_code: 1,
+                    exec_main_status: 1,
+                    ..details("activating", "auto-restart")
+                },
+                check,
+                false,
+                Health::Failed("exited with status 1 before it was ready".into()),
             ),
             (
                 "crashed, waiting for the restart",

@@ -15,6 +15,7 @@ use crate::systemd::{UnitManager, UnitState};
 pub fn default_readiness() -> Readiness {
     Readiness {
         notify: false,
+        check: false,
         stable: spec::DEFAULT_STABLE_PERIOD.0,
         deadline: spec::DEFAULT_PROGRESS_DEADLINE.0,
     }
@@ -171,6 +172,7 @@ mod tests {
     fn notify() -> Readiness {
         Readiness {
             notify: true,
+            check: false,
             stable: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
         }
@@ -219,6 +221,7 @@ mod tests {
     async fn failed_new_versions_are_rolled_back_and_not_retried() {
         let exec = Readiness {
             notify: false,
+            check: false,
             stable: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
         };
@@ -283,6 +286,7 @@ mod tests {
     async fn a_stable_period_replaces_only_after_the_period() {
         let exec = Readiness {
             notify: false,
+            check: false,
             stable: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
         };

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::exec::probe::{Check, Probe};
 use crate::exec::{Groups, PathRule, Policy};
 use crate::spec::{self, ServiceSpec, SECRETS_DIR};
 use crate::systemd::{ExecCommand, Prop, TransientUnit};
@@ -125,6 +126,9 @@ pub struct Replica {
     pub next: bool,
     /// The app sends `READY=1`: `Type=notify`.
     pub notify: bool,
+    /// A health check (`health.exec/tcp/http`): `narun-exec --probe` as
+    /// `ExecStartPost=`, so the unit is active only once it passes.
+    pub probe: Option<(PathBuf, Probe)>,
     /// `narun-exec`, which carries args systemd cannot store verbatim
     /// ([`args_need_wrapper`]); unused when the args are plain.
     pub exec_wrapper: Option<PathBuf>,
@@ -239,15 +243,18 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("Slice", s(SLICE)));
     if r.notify {
         // READY=1 from the main process (the consumer library sends it once
-        // its endpoint is subscribed). No start timeout: the agent judges
+        // its endpoint is subscribed).
+        p.push(("Type", s("notify")));
+        p.push(("NotifyAccess", s("main")));
+    } else {
+        p.push(("Type", s("exec")));
+    }
+    if r.notify || r.probe.is_some() {
+        // The unit is active once ready. No start timeout: the agent judges
         // `progressDeadline` itself (a rollout rolls back), and an app
         // waiting for NATS (a node booting offline) keeps waiting instead of
         // being killed into its start limit.
-        p.push(("Type", s("notify")));
-        p.push(("NotifyAccess", s("main")));
         p.push(("TimeoutStartUSec", Prop::U64(u64::MAX)));
-    } else {
-        p.push(("Type", s("exec")));
     }
     let binary = r.binary.to_string_lossy().into_owned();
     let exec = exec_command(r, binary);
@@ -272,6 +279,27 @@ pub fn render(r: &Replica) -> TransientUnit {
         ));
     }
     p.push(("ExecStart", Prop::Exec(vec![exec])));
+    if let Some((wrapper, probe)) = &r.probe {
+        // In the unit (its user, namespaces, sandbox); an exec check under
+        // the app's Landlock policy too.
+        let wrapper = wrapper.to_string_lossy().into_owned();
+        let mut argv = vec![
+            wrapper.clone(),
+            "--probe".to_owned(),
+            crate::exec::probe::encode(probe),
+        ];
+        if let Some((_, policy)) = &r.landlock {
+            argv.extend(["--policy".to_owned(), policy.to_string_lossy().into_owned()]);
+        }
+        p.push((
+            "ExecStartPost",
+            Prop::Exec(vec![ExecCommand {
+                path: wrapper,
+                argv,
+                ignore_failure: false,
+            }]),
+        ));
+    }
     if user_manager {
         // Created by the agent; writable despite ProtectSystem=strict.
         p.push(("ReadWritePaths", Prop::Strs(vec![workdir.clone()])));
@@ -497,6 +525,34 @@ fn exec_command(r: &Replica, binary: String) -> ExecCommand {
     }
 }
 
+/// The health check of a spec (`health.exec/tcp/http`), for
+/// `narun-exec --probe`.
+pub fn probe(health: &spec::Health) -> Option<Probe> {
+    let check = if !health.exec.is_empty() {
+        Check::Exec(health.exec.clone())
+    } else if let Some(port) = health.tcp {
+        Check::Tcp(port)
+    } else {
+        let h = health.http.as_ref()?;
+        Check::Http {
+            port: h.port,
+            path: if h.path.is_empty() {
+                "/".into()
+            } else {
+                h.path.clone()
+            },
+        }
+    };
+    let ms = |d: Option<spec::SpecDuration>| {
+        d.unwrap_or(spec::DEFAULT_CHECK_INTERVAL).0.as_millis() as u64
+    };
+    Some(Probe {
+        check,
+        interval_ms: ms(health.interval),
+        timeout_ms: ms(health.timeout),
+    })
+}
+
 /// The `User=` of a replica.
 fn user_name(r: &Replica) -> String {
     match &r.identity {
@@ -650,6 +706,7 @@ mod tests {
             exec_wrapper: Some("/usr/libexec/narun/narun-exec".into()),
             next: false,
             notify: false,
+            probe: None,
             secret_files: None,
             manager: Manager::System,
         }
@@ -833,6 +890,51 @@ mod tests {
                 "1"
             ]
         );
+    }
+
+    #[test]
+    fn a_health_check_runs_as_exec_start_post_in_the_unit() {
+        let plain = render(&replica());
+        assert_eq!(plain.get("ExecStartPost"), None);
+        assert_eq!(plain.get("TimeoutStartUSec"), None);
+        let health: crate::spec::Health =
+            serde_norway::from_str("{http: {port: 8080}, interval: 250ms}").unwrap();
+        let probe = super::probe(&health).unwrap();
+        assert_eq!(
+            probe,
+            Probe {
+                check: Check::Http {
+                    port: 8080,
+                    path: "/".into()
+                },
+                interval_ms: 250,
+                timeout_ms: 1000,
+            }
+        );
+        for landlock in [None, Some(("/w".into(), "/p/hello.json".into()))] {
+            let mut r = replica();
+            r.probe = Some(("/usr/libexec/narun/narun-exec".into(), probe.clone()));
+            r.landlock = landlock.clone();
+            let u = render(&r);
+            assert_eq!(u.get("Type"), Some(&s("exec")));
+            assert_eq!(u.get("TimeoutStartUSec"), Some(&Prop::U64(u64::MAX)));
+            let Some(Prop::Exec(post)) = u.get("ExecStartPost") else {
+                panic!("no ExecStartPost")
+            };
+            let mut want = vec![
+                "/usr/libexec/narun/narun-exec".to_owned(),
+                "--probe".into(),
+                crate::exec::probe::encode(&probe),
+            ];
+            if landlock.is_some() {
+                want.extend(["--policy".into(), "/p/hello.json".into()]);
+            }
+            assert_eq!(post[0].argv, want);
+            // systemd stores it verbatim: no `$`, `%`, quotes or spaces.
+            assert!(post[0].argv.iter().all(|a| plain_arg(a)), "{want:?}");
+        }
+        let none: crate::spec::Health = serde_norway::from_str("{notify: true}").unwrap();
+        assert_eq!(super::probe(&none), None);
     }
 
     #[test]

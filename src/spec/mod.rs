@@ -532,7 +532,44 @@ pub struct Health {
     /// without a restart. Default 2s; 0s..=10m.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stable_period: Option<SpecDuration>,
+    /// Ready once this command exits 0 (argv, no shell; run inside the
+    /// app's sandbox as its user).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
+    /// Ready once a TCP connection to this port on 127.0.0.1 (the app's
+    /// own loopback when its network is private) is accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<u16>,
+    /// Ready once `GET path` on 127.0.0.1:port answers 2xx or 3xx.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    /// Between attempts of the check. Default 1s; 100ms..=1m.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<SpecDuration>,
+    /// One attempt's limit. Default 1s; 100ms..=1m.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<SpecDuration>,
 }
+
+/// `health.http`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpCheck {
+    pub port: u16,
+    /// Default `/`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+impl Health {
+    /// Has a health check (`exec`, `tcp` or `http`).
+    pub fn has_check(&self) -> bool {
+        !self.exec.is_empty() || self.tcp.is_some() || self.http.is_some()
+    }
+}
+
+/// Default [`Health::interval`] and [`Health::timeout`].
+pub const DEFAULT_CHECK_INTERVAL: SpecDuration = SpecDuration::from_secs(1);
 
 /// Default [`Health::stable_period`].
 pub const DEFAULT_STABLE_PERIOD: SpecDuration = SpecDuration::from_secs(2);

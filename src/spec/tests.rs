@@ -796,6 +796,14 @@ fn known_keys_match_the_types() {
     full.health = Health {
         notify: Some(false),
         stable_period: Some(SpecDuration::from_secs(1)),
+        exec: vec!["/bin/true".into()],
+        tcp: Some(1),
+        http: Some(crate::spec::HttpCheck {
+            port: 1,
+            path: "/".into(),
+        }),
+        interval: Some(SpecDuration::from_secs(1)),
+        timeout: Some(SpecDuration::from_secs(1)),
     };
     full.progress_deadline = Some(SpecDuration::from_secs(30));
     let v = serde_norway::to_value(&full).unwrap();
@@ -830,6 +838,8 @@ fn known_keys_match_the_types() {
     );
     // And the serialized spec parses back to itself.
     full.network_namespace_path.clear();
+    full.health.tcp = None; // one health check at a time
+    full.health.http = None;
     let back = parse_detailed(&serde_norway::to_string(&full).unwrap(), Strictness::Strict)
         .unwrap()
         .spec;
@@ -874,6 +884,49 @@ fn health_and_progress_deadline() {
         ),
         ("health: {notify: maybe}\n", "health.notify", ""),
         ("health: {readyAfter: 1s}\n", "health.readyAfter", ""),
+        (
+            "health: {tcp: 80, http: {port: 80}}\n",
+            "health",
+            "give one health check",
+        ),
+        (
+            "health: {exec: [curl, -f]}\n",
+            "health.exec",
+            "absolute path",
+        ),
+        ("health: {tcp: 0}\n", "health.tcp", "1-65535"),
+        ("health: {tcp: 70000}\n", "health.tcp", ""),
+        ("health: {http: {port: 0}}\n", "health.http.port", "1-65535"),
+        (
+            "health: {http: {port: 80, path: healthz}}\n",
+            "health.http.path",
+            "must start with /",
+        ),
+        (
+            "health: {http: {port: 80, path: \"/a b\"}}\n",
+            "health.http.path",
+            "no spaces",
+        ),
+        (
+            "health: {http: {port: 80, host: x}}\n",
+            "health.http.host",
+            "",
+        ),
+        (
+            "health: {interval: 1s}\n",
+            "health.interval",
+            "applies to a health check",
+        ),
+        (
+            "health: {tcp: 80, timeout: 10ms}\n",
+            "health.timeout",
+            "between 100ms and 1m",
+        ),
+        (
+            "health: {tcp: 80, interval: 2m}\n",
+            "health.interval",
+            "between 100ms and 1m",
+        ),
     ] {
         let e = errors(&format!("{BASE}{yaml}"));
         assert!(
@@ -888,6 +941,18 @@ fn health_and_progress_deadline() {
             .node_hash("n1", &BTreeMap::new(), "amd64", "d")
     };
     assert_eq!(h(BASE), h(&format!("{BASE}health: {{}}\n")));
+    // A check changes the hash (the units change).
+    assert_ne!(h(BASE), h(&format!("{BASE}health: {{tcp: 80}}\n")));
+    let s = parse(&format!(
+        "{BASE}health: {{http: {{port: 8080, path: /healthz}}, interval: 500ms, timeout: 2s}}\n"
+    ))
+    .unwrap();
+    assert!(s.health.has_check());
+    assert_eq!(s.health.http.as_ref().unwrap().path, "/healthz");
+    assert_eq!(
+        s.health.interval,
+        Some(SpecDuration(Duration::from_millis(500)))
+    );
 }
 
 #[test]

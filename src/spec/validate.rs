@@ -12,6 +12,10 @@ use super::{
     valid_tag, Mode, Network, RestartPolicy, ServiceSpec, SpecDuration, UserRef, KNOWN_ARCHES,
     MAX_APP_NAME_LEN, MAX_REPLICAS, SECRETS_DIR,
 };
+use crate::limits::{
+    MAX_ARGS, MAX_ARG_BYTES, MAX_ENV, MAX_LABELS, MAX_LANDLOCK_PATHS, MAX_LOCAL_PORTS, MAX_MOUNTS,
+    MAX_NODES, MAX_PATH_BYTES, MAX_SECRET_FILES, MAX_SMALL_LIST,
+};
 
 type Found = Vec<(Severity, String, String)>;
 
@@ -21,6 +25,37 @@ fn err(out: &mut Found, path: impl Into<String>, msg: impl Into<String>) {
 
 fn warn(out: &mut Found, path: impl Into<String>, msg: impl Into<String>) {
     out.push((Severity::Warning, path.into(), msg.into()));
+}
+
+/// Is the list (or mapping) at `path` at most `max` entries long? Reported
+/// when it is not, and its entries are then not checked one by one.
+fn within(out: &mut Found, path: &str, len: usize, max: usize) -> bool {
+    if len > max {
+        err(out, path, format!("{len} entries, at most {max}"));
+    }
+    len <= max
+}
+
+/// Why the file system path `value` is too long, if it is.
+fn long_path(value: &str) -> Option<String> {
+    (value.len() > MAX_PATH_BYTES).then(|| {
+        format!(
+            "{} bytes long, at most {MAX_PATH_BYTES} (Linux's PATH_MAX)",
+            value.len()
+        )
+    })
+}
+
+/// Is the file system path at `path` at most [`MAX_PATH_BYTES`] long?
+/// Reported when it is not.
+fn path_fits(out: &mut Found, path: &str, value: &str) -> bool {
+    match long_path(value) {
+        Some(why) => {
+            err(out, path, why);
+            false
+        }
+        None => true,
+    }
 }
 
 const NAME_RULE: &str = "use ASCII letters, digits, '-' and '_', not starting with '-'";
@@ -61,7 +96,12 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
 
     // placement
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in spec.nodes.iter().enumerate() {
+    let nodes: &[_] = if within(out, "nodes", spec.nodes.len(), MAX_NODES) {
+        &spec.nodes
+    } else {
+        &[]
+    };
+    for (i, n) in nodes.iter().enumerate() {
         let p = format!("nodes[{i}]");
         if n.name.is_empty() {
             err(out, format!("{p}.name"), "required: the node id");
@@ -86,7 +126,12 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
     }
     if let Some(sel) = &spec.node_selector {
         labels(out, "nodeSelector.labels", &sel.labels);
-        for (i, a) in sel.arch.iter().enumerate() {
+        let arch: &[_] = if within(out, "nodeSelector.arch", sel.arch.len(), MAX_SMALL_LIST) {
+            &sel.arch
+        } else {
+            &[]
+        };
+        for (i, a) in arch.iter().enumerate() {
             if !KNOWN_ARCHES.contains(&a.as_str()) {
                 err(
                     out,
@@ -117,14 +162,44 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
     }
 
     // process
-    for (i, a) in spec.args.iter().enumerate() {
+    let args: &[_] = if within(out, "args", spec.args.len(), MAX_ARGS) {
+        &spec.args
+    } else {
+        &[]
+    };
+    for (i, a) in args.iter().enumerate() {
         if a.contains('\0') {
             err(out, format!("args[{i}]"), "contains a NUL byte");
+        } else if a.len() > MAX_ARG_BYTES {
+            err(
+                out,
+                format!("args[{i}]"),
+                format!(
+                    "{} bytes long, at most {MAX_ARG_BYTES} (Linux's limit on one argument)",
+                    a.len()
+                ),
+            );
         }
     }
     let mut env_seen: HashMap<&str, usize> = HashMap::new();
-    for (i, e) in spec.env.iter().enumerate() {
+    let env: &[_] = if within(out, "env", spec.env.len(), MAX_ENV) {
+        &spec.env
+    } else {
+        &[]
+    };
+    for (i, e) in env.iter().enumerate() {
         let p = format!("env[{i}]");
+        let len = e.name.len() + 1 + e.value.len();
+        if len > MAX_ARG_BYTES {
+            err(
+                out,
+                &p,
+                format!(
+                    "NAME=value is {len} bytes long, at most {MAX_ARG_BYTES} (Linux's limit on \
+                     one environment string)"
+                ),
+            );
+        }
         if e.name.is_empty() {
             err(out, format!("{p}.name"), "required: the variable name");
         } else if e.name.contains(['=', '\0']) || e.name.chars().any(char::is_whitespace) {
@@ -167,9 +242,16 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         }
     }
     let mut mount_seen: HashMap<&str, usize> = HashMap::new();
-    for (i, m) in spec.mounts.iter().enumerate() {
+    let mounts: &[_] = if within(out, "mounts", spec.mounts.len(), MAX_MOUNTS) {
+        &spec.mounts
+    } else {
+        &[]
+    };
+    for (i, m) in mounts.iter().enumerate() {
         let p = format!("mounts[{i}]");
-        if m.path.trim().is_empty() {
+        if let Some(why) = long_path(&m.path) {
+            err(out, format!("{p}.path"), why);
+        } else if m.path.trim().is_empty() {
             err(
                 out,
                 format!("{p}.path"),
@@ -206,7 +288,12 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         }
     }
     let mut secret_seen: HashMap<String, usize> = HashMap::new();
-    for (i, sf) in spec.secrets.iter().enumerate() {
+    let secrets: &[_] = if within(out, "secrets", spec.secrets.len(), MAX_SECRET_FILES) {
+        &spec.secrets
+    } else {
+        &[]
+    };
+    for (i, sf) in secrets.iter().enumerate() {
         let p = format!("secrets[{i}]");
         if sf.name.is_empty() {
             err(
@@ -246,9 +333,17 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
     }
 
     // sandbox
-    for (i, lp) in spec.landlock.paths.iter().enumerate() {
+    let paths = &spec.landlock.paths;
+    let paths: &[_] = if within(out, "landlock.paths", paths.len(), MAX_LANDLOCK_PATHS) {
+        paths
+    } else {
+        &[]
+    };
+    for (i, lp) in paths.iter().enumerate() {
         let p = format!("landlock.paths[{i}]");
-        if lp.path.trim().is_empty() {
+        if let Some(why) = long_path(&lp.path) {
+            err(out, format!("{p}.path"), why);
+        } else if lp.path.trim().is_empty() {
             err(out, format!("{p}.path"), "required: an absolute path");
         } else if !lp.path.starts_with('/') {
             err(
@@ -329,7 +424,9 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
             "only used with `network: none` (a host-network app reaches host ports directly)",
         );
     }
-    if !spec.network_namespace_path.is_empty() {
+    if path_fits(out, "networkNamespacePath", &spec.network_namespace_path)
+        && !spec.network_namespace_path.is_empty()
+    {
         if !spec.network_namespace_path.starts_with('/') {
             err(out, "networkNamespacePath", "must be an absolute path");
         }
@@ -342,7 +439,13 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         }
     }
     let mut port_seen: HashMap<(u16, String), usize> = HashMap::new();
-    for (i, lp) in spec.nonet.local_ports.iter().enumerate() {
+    let ports = &spec.nonet.local_ports;
+    let ports: &[_] = if within(out, "nonet.localPorts", ports.len(), MAX_LOCAL_PORTS) {
+        ports
+    } else {
+        &[]
+    };
+    for (i, lp) in ports.iter().enumerate() {
         let p = format!("nonet.localPorts[{i}]");
         if lp.port <= 1024 {
             err(
@@ -375,7 +478,10 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
     if spec.metrics.port == 0 && !spec.metrics.path.is_empty() {
         warn(out, "metrics.path", "ignored without `metrics.port`");
     }
-    if !spec.metrics.path.is_empty() && !spec.metrics.path.starts_with('/') {
+    if path_fits(out, "metrics.path", &spec.metrics.path)
+        && !spec.metrics.path.is_empty()
+        && !spec.metrics.path.starts_with('/')
+    {
         err(out, "metrics.path", "must start with '/'");
     }
 
@@ -414,6 +520,72 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         }
     }
 
+    let h = &spec.health;
+    let checks = [!h.exec.is_empty(), h.tcp.is_some(), h.http.is_some()];
+    if checks.iter().filter(|c| **c).count() > 1 {
+        err(
+            out,
+            "health",
+            "exec, tcp and http are alternatives: give one health check",
+        );
+    }
+    if let Some(first) = h.exec.first() {
+        if !first.starts_with('/') {
+            err(
+                out,
+                "health.exec",
+                "the command must be an absolute path (no shell, no PATH lookup)",
+            );
+        }
+        if h.exec.len() > 64 {
+            err(
+                out,
+                "health.exec",
+                format!("{} arguments, at most 64", h.exec.len()),
+            );
+        }
+        if h.exec.iter().any(|a| a.contains('\0') || a.len() > 4096) {
+            err(
+                out,
+                "health.exec",
+                "arguments must be at most 4096 bytes, without NUL",
+            );
+        }
+    }
+    if h.tcp == Some(0) {
+        err(out, "health.tcp", "must be a port, 1-65535");
+    }
+    if let Some(http) = &h.http {
+        if http.port == 0 {
+            err(out, "health.http.port", "must be a port, 1-65535");
+        }
+        let p = &http.path;
+        if !p.is_empty()
+            && (!p.starts_with('/') || p.len() > 1024 || p.bytes().any(|b| b <= b' ' || b == 0x7f))
+        {
+            err(
+                out,
+                "health.http.path",
+                "must start with / and have no spaces or control characters (at most 1024 bytes)",
+            );
+        }
+    }
+    for (key, d) in [
+        ("health.interval", h.interval),
+        ("health.timeout", h.timeout),
+    ] {
+        let Some(d) = d else { continue };
+        if !checks.iter().any(|c| *c) {
+            err(
+                out,
+                key,
+                "applies to a health check: give health.exec, tcp or http",
+            );
+        } else if d.0 < Duration::from_millis(100) || d.0 > Duration::from_secs(60) {
+            err(out, key, "must be between 100ms and 1m");
+        }
+    }
+
     // Go keys narun does not use.
     if !spec.command.is_empty() {
         warn(
@@ -430,6 +602,12 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
              cpuCores and tasksMax still apply)",
         );
     }
+    within(
+        out,
+        "jail.ip4Addresses",
+        spec.jail.ip4_addresses.len(),
+        MAX_SMALL_LIST,
+    );
     if spec.jail != Default::default() {
         warn(
             out,
@@ -467,6 +645,9 @@ fn replicas(out: &mut Found, path: &str, n: u32) {
 }
 
 fn labels(out: &mut Found, path: &str, labels: &std::collections::BTreeMap<String, String>) {
+    if !within(out, path, labels.len(), MAX_LABELS) {
+        return;
+    }
     for (k, v) in labels {
         if !valid_label_key(k) {
             err(

@@ -77,15 +77,35 @@ impl MasterKey {
         Ok(MasterKey(Zeroizing::new(array)))
     }
 
-    /// From a file holding the base64 key.
+    /// From a file holding the base64 key (at most
+    /// [`crate::limits::MAX_KEY_FILE_BYTES`] read).
     pub fn from_file(path: &Path) -> Result<Self, SecretError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            SecretError::KeyFile {
+        use std::io::Read;
+        const MAX: usize = crate::limits::MAX_KEY_FILE_BYTES;
+        // Allocated once: a reallocation would leave a copy of the key.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX + 1));
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX as u64 + 1).read_to_end(&mut bytes))
+            .and_then(|n| {
+                if n > MAX {
+                    Err(crate::limits::too_large(MAX, "a master key file"))
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| {
+                std::str::from_utf8(&bytes).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "stream did not contain valid UTF-8",
+                    )
+                })
+            })
+            .map_err(|source| SecretError::KeyFile {
                 path: path.to_owned(),
                 source,
-            }
-        })?);
-        Self::from_base64(&text)
+            })
+            .and_then(Self::from_base64)
     }
 
     /// From raw bytes.

@@ -724,6 +724,7 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                         name.clone(),
                         Readiness {
                             notify: spec.health.notify.unwrap_or(bin.notify),
+                            check: spec.health.has_check(),
                             stable: spec.stable_period(),
                             deadline: spec.progress_deadline(),
                         },
@@ -989,8 +990,9 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
     }
 
     /// Start a unit: forget a previous failure, write its secrets, start it.
-    /// A `Type=notify` unit's start lasts until it is ready: the agent does
-    /// not wait for it (its health shows in the next reconciles).
+    /// A `Type=notify` unit's start, or one with a health check, lasts until
+    /// it is ready: the agent does not wait for it (its health shows in the
+    /// next reconciles).
     async fn start(
         &self,
         unit: &crate::systemd::TransientUnit,
@@ -1000,9 +1002,11 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         if let Some(content) = env {
             self.write_env_file(&unit.name, &content)?;
         }
-        let notify =
-            matches!(unit.get("Type"), Some(crate::systemd::Prop::Str(t)) if t == "notify");
-        let r = if notify {
+        // A start that lasts until the app is ready (READY=1, a health
+        // check) is not waited for: its progress shows in the unit state.
+        let until_ready = matches!(unit.get("Type"), Some(crate::systemd::Prop::Str(t)) if t == "notify")
+            || unit.get("ExecStartPost").is_some();
+        let r = if until_ready {
             self.systemd.start_transient_queued(unit).await
         } else {
             self.systemd.start_transient(unit).await

@@ -68,6 +68,10 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                 },
             })
         };
+        let probe = match units::probe(&spec.health) {
+            Some(p) => Some((self.exec_wrapper("a health check")?, p)),
+            None => None,
+        };
         let digests = format!("{}{}", bin.digest, prepared.extra);
         let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &digests);
         let env: Vec<(String, String)> = spec
@@ -114,6 +118,7 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                         .map(|_| self.env_file(&units::unit_name(&spec.name, index))),
                     next: false,
                     notify: spec.health.notify.unwrap_or(bin.notify),
+                    probe: probe.clone(),
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
                     exec_wrapper: exec_wrapper.clone(),

@@ -111,7 +111,9 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                             pid: status.pid,
                             ..InstanceStatus::starting(
                                 &id,
-                                if r.notify {
+                                if r.check {
+                                    "waiting for the health check to pass"
+                                } else if r.notify {
                                     "waiting for READY=1"
                                 } else {
                                     "waiting until it has run for the stable period"
