@@ -1394,6 +1394,7 @@ fn log(app: &str, node: &str, instance: &str, message: &str) -> LogEntry {
         stream: "stdout".into(),
         message: message.into(),
         timestamp: time::OffsetDateTime::now_utc(),
+        priority: None,
     }
 }
 

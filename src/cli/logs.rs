@@ -18,8 +18,10 @@ use crate::store::{self, LogEntry};
 /// `narun logs`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Lines print as `[time] [instance] [stream] message` (the Go narun's format).
-Without -f, prints what is retained and exits; with -f, keeps following.")]
+Lines print as `[time] [instance] [stream] message` (the Go narun's format);
+with -o json, one JSON object per line (with the journal's priority).
+Without -f, prints what is retained and exits; with -f, keeps following,
+across NATS restarts, without repeating or skipping a line.")]
 pub struct LogsArgs {
     /// Only this app (default: every app).
     pub app: Option<String>,
@@ -27,8 +29,12 @@ pub struct LogsArgs {
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,
     /// Only this instance (`<app>-<index>`; implies its app).
-    #[arg(long, value_name = "INSTANCE")]
+    #[arg(long, value_name = "INSTANCE", conflicts_with = "replica")]
     pub instance: Option<String>,
+    /// Only this replica of the app (its index: `--replica 0` is
+    /// `--instance <app>-0`).
+    #[arg(long, value_name = "INDEX", requires = "app")]
+    pub replica: Option<u32>,
     /// Keep following new lines (Ctrl-C to stop).
     #[arg(short = 'f', long)]
     pub follow: bool,
@@ -44,7 +50,10 @@ pub struct LogsArgs {
 }
 
 /// Run `narun logs`.
-pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult {
+pub async fn run(ctx: &Ctx, mut args: LogsArgs) -> CliResult {
+    if let (Some(app), Some(i)) = (&args.app, args.replica) {
+        args.instance = Some(spec::instance_id(app, i));
+    }
     let mut app = args.app.clone();
     if let Some(a) = &app {
         check_app_name(a)?;
@@ -69,38 +78,76 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult {
     }
     let js = ctx.js().await?;
     let stream = store::ensure_logs_stream(&js).await?;
-    let deliver_policy = match args.since {
+    let mut deliver_policy = match args.since {
         Some(d) => DeliverPolicy::ByStartTime {
             start_time: OffsetDateTime::now_utc() - d,
         },
         None => DeliverPolicy::All,
     };
-    let consumer = ctx
-        .timed(
-            "cannot read the narun-logs stream",
-            stream.create_consumer(OrderedConfig {
-                filter_subject: store::logs_filter(app.as_deref(), args.node.as_deref()),
-                deliver_policy,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    let mut pending = consumer.cached_info().num_pending;
-    if pending == 0 && !args.follow {
-        return Ok(());
-    }
-    let mut messages = ctx
-        .timed("cannot read the narun-logs stream", consumer.messages())
-        .await?;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| CliError::failed(anyhow::anyhow!("reading logs failed: {e}")))?;
-        pending = m.info().map(|i| i.pending).unwrap_or(0);
-        print_entry(ctx, &args, &m.payload);
-        if pending == 0 && !args.follow {
-            break;
+    let filter = store::logs_filter(app.as_deref(), args.node.as_deref());
+    let mut resuming = false;
+    loop {
+        let opened = async {
+            let consumer = ctx
+                .timed(
+                    "cannot read the narun-logs stream",
+                    stream.create_consumer(OrderedConfig {
+                        filter_subject: filter.clone(),
+                        deliver_policy,
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+            let pending = consumer.cached_info().num_pending;
+            let messages = ctx
+                .timed("cannot read the narun-logs stream", consumer.messages())
+                .await?;
+            CliResult::Ok((pending, messages))
         }
+        .await;
+        let mut messages = match opened {
+            Ok((0, _)) if !args.follow => return Ok(()),
+            Ok((_, m)) => m,
+            // While following, NATS may still be coming back.
+            Err(_) if resuming => {
+                crate::nats::wait_connected(ctx.client().await?).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let why = loop {
+            let m = match messages.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => break e.to_string(),
+                None => break "the stream ended".to_owned(),
+            };
+            let info = m.info().ok().map(|i| (i.stream_sequence, i.pending));
+            print_entry(ctx, &args, &m.payload);
+            if let Some((seq, pending)) = info {
+                // A new consumer resumes after this line: none repeated,
+                // none skipped.
+                deliver_policy = DeliverPolicy::ByStartSequence {
+                    start_sequence: seq + 1,
+                };
+                if pending == 0 && !args.follow {
+                    return Ok(());
+                }
+            }
+        };
+        if !args.follow {
+            return Err(CliError::failed(anyhow::anyhow!(
+                "reading logs failed: {why}"
+            )));
+        }
+        // Following across a NATS restart: wait for the connection, then
+        // resume after the last line printed.
+        if !resuming {
+            eprintln!("narun logs: {why}; resuming when NATS is back");
+        }
+        resuming = true;
+        crate::nats::wait_connected(ctx.client().await?).await;
     }
-    Ok(())
 }
 
 fn print_entry(ctx: &Ctx, args: &LogsArgs, payload: &[u8]) {

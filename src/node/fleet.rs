@@ -151,12 +151,14 @@ pub struct Identity {
 
 /// The NATS side of a running agent, as one future (dropping it stops
 /// everything it started): wait for NATS, check no other agent uses this
-/// node id ([`Event::Fatal`] if one does), then forward logs, heartbeat and
+/// node id ([`Event::Fatal`] if one does), then forward logs (from the
+/// journal position saved in `cursor_file`), heartbeat and
 /// feed spec, secret, file and binary changes to the loop.
 pub async fn serve(
     nats: async_nats::Client,
     me: Identity,
     journalctl: Vec<String>,
+    cursor_file: std::path::PathBuf,
     events: mpsc::UnboundedSender<Event>,
     snapshot: watch::Receiver<NodeSnapshot>,
 ) {
@@ -178,7 +180,14 @@ pub async fn serve(
         if journalctl.is_empty() {
             std::future::pending::<()>().await;
         }
-        super::logs::forward(nats.clone(), me.node_id.clone(), journalctl.clone()).await;
+        super::logs::forward(
+            nats.clone(),
+            me.node_id.clone(),
+            journalctl.clone(),
+            cursor_file.clone(),
+            me.started,
+        )
+        .await;
     };
     let specs = async {
         loop {

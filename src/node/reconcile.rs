@@ -264,9 +264,11 @@ pub fn health(d: &ServiceDetails, r: &Readiness, now_usec: u64, was_ready: bool)
         ));
     }
     match (d.active_state.as_str(), d.sub_state.as_str()) {
-        ("activating", "auto-restart") | ("failed", _) | ("inactive", _) | ("deactivating", _) => {
-            Health::Failed(format!("{} before it was ready", exit_reason(d)))
-        }
+        ("activating", "auto-restart")
+        | ("active", "exited")
+        | ("failed", _)
+        | ("inactive", _)
+        | ("deactivating", _) => Health::Failed(format!("{} before it was ready", exit_reason(d))),
         ("active", _) if r.notify || r.check => Health::Ready,
         ("active", _) if since(d.active_enter_usec) >= r.stable => Health::Ready,
         _ if d.inactive_exit_usec > 0 && since(d.inactive_exit_usec) >= r.deadline => {
@@ -670,6 +672,28 @@ mod tests {
                 exec,
                 false,
                 Health::Failed("exited with status 0 before it was ready".into()),
+            ),
+            (
+                "exited 0, kept as active (exited) by RemainAfterExit",
+                ServiceDetails {
+                    exec_main_code: 1,
+                    exec_main_status: 0,
+                    ..details("active", "exited")
+                },
+                exec,
+                false,
+                Health::Failed("exited with status 0 before it was ready".into()),
+            ),
+            (
+                "a job that finished after it was ready: still ready",
+                ServiceDetails {
+                    exec_main_code: 1,
+                    exec_main_status: 0,
+                    ..details("active", "exited")
+                },
+                exec,
+                true,
+                Health::Ready,
             ),
             (
                 "start limit hit",

@@ -111,6 +111,8 @@ fn wrapper_error(code: Option<i32>) -> Option<&'static str> {
 /// Derive the status of instance `id` from its unit's state.
 pub fn derive_status(id: &str, d: &ServiceDetails) -> InstanceStatus {
     let mut s = match (d.active_state.as_str(), d.sub_state.as_str()) {
+        // Exited cleanly under `restart: never|on-failure` (RemainAfterExit).
+        ("active", "exited") => InstanceStatus::stopped(id, exit_code(d)),
         ("active", _) => InstanceStatus {
             pid: (d.main_pid > 0).then_some(d.main_pid),
             ..InstanceStatus::new(id, "running")
@@ -202,6 +204,14 @@ mod tests {
             derive_status("a-0", &d("inactive", "dead")).status,
             "stopped"
         );
+        let finished = ServiceDetails {
+            exec_main_code: 1,
+            exec_main_status: 0,
+            main_pid: 0,
+            ..d("active", "exited")
+        };
+        let s = derive_status("a-0", &finished);
+        assert_eq!((s.status, s.exit_code, s.pid), ("stopped", Some(0), None));
         let oom = ServiceDetails {
             result: "oom-kill".into(),
             ..d("failed", "failed")

@@ -360,6 +360,12 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("KillMode", s("control-group")));
     p.push(("TimeoutStopUSec", usec(r.stop_timeout)));
     p.push(("Restart", s(r.restart.policy)));
+    if r.restart.policy != "always" {
+        // A clean exit is final (the policy says so): the unit stays
+        // loaded, `active (exited)`, so the agent sees it ran instead of
+        // finding no unit and starting the replica again.
+        p.push(("RemainAfterExit", Prop::Bool(true)));
+    }
     p.push(("RestartUSec", usec(r.restart.delay)));
     p.push(("StartLimitBurst", Prop::U32(r.restart.max)));
     p.push(("StartLimitIntervalUSec", usec(r.restart.window)));
@@ -747,6 +753,7 @@ mod tests {
             ("Slice", s("narun.slice")),
             ("KillMode", s("control-group")),
             ("Restart", s("on-failure")),
+            ("RemainAfterExit", Prop::Bool(true)),
             ("RestartUSec", Prop::U64(1_000_000)),
             ("StartLimitBurst", Prop::U32(5)),
             ("StartLimitIntervalUSec", Prop::U64(60_000_000)),

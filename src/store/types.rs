@@ -111,9 +111,13 @@ pub struct LogEntry {
     pub stream: String,
     /// One line, without its newline.
     pub message: String,
-    /// When it was read.
+    /// When the app wrote it (the journal's timestamp).
     #[serde(with = "go_time")]
     pub timestamp: OffsetDateTime,
+    /// narun extension: the syslog priority journald recorded (0 emerg ..
+    /// 7 debug); absent in Go's entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
 }
 
 /// The state of one instance.

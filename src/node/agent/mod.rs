@@ -258,6 +258,7 @@ pub async fn run<M: UnitManager>(
         nats.clone(),
         me.clone(),
         agent.cfg.journalctl.clone(),
+        agent.cfg.data_dir.join("journal.cursor"),
         tx,
         agent.snapshot.subscribe(),
     ));
