@@ -1659,7 +1659,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__logs)
-            opts="-f -o -v -h --node --instance --follow --raw --since --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-f -o -v -h --node --instance --replica --follow --raw --since --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1670,6 +1670,10 @@ _narun() {
                     return 0
                     ;;
                 --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replica)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -367,6 +367,7 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand logs" -l node -d 'Only this node' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l instance -d 'Only this instance (`<app>-<index>`; implies its app)' -r
+complete -c narun -n "__fish_narun_using_subcommand logs" -l replica -d 'Only this replica of the app (its index: `--replica 0` is `--instance <app>-0`)' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l since -d 'Only lines newer than this (`10m`, `2h`)' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
