@@ -277,8 +277,71 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &yaml)
 }
 
+/// Deepest nesting of lists and mappings in a configuration (a real one
+/// uses 4 levels).
+pub const MAX_CONFIG_DEPTH: usize = 32;
+/// Most values (scalars, lists, mappings) in a configuration.
+pub const MAX_CONFIG_VALUES: usize = 200_000;
+
+/// Too deep or too many values, with the line, checked on the YAML events
+/// (linear, little memory) before serde_norway builds the document:
+/// libyaml's time grows with the nesting depth times the size (200 KB of
+/// `[[[...` took over 20 s).
+fn check_shape(yaml: &str) -> Result<(), String> {
+    use saphyr_parser::{Event, Parser};
+    let (mut depth, mut values) = (0usize, 0usize);
+    let mut parser = Parser::new_from_str(yaml);
+    while let Some(next) = parser.next_event() {
+        let (event, span) = match next {
+            Ok(e) => e,
+            Err(e) => {
+                // Syntax errors are serde_norway's to report, unless the
+                // document is too deep for libyaml to get there in time.
+                let openings = yaml.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+                if openings > 4 * MAX_CONFIG_DEPTH || e.info().contains("recursion limit") {
+                    return Err(format!(
+                        "{} at line {} column {}",
+                        e.info(),
+                        e.marker().line(),
+                        e.marker().col() + 1
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                values += 1;
+                if depth > MAX_CONFIG_DEPTH {
+                    return Err(format!(
+                        "lists and mappings nested deeper than {MAX_CONFIG_DEPTH} levels at line {} column {}",
+                        span.start.line(),
+                        span.start.col() + 1
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::Scalar(..) | Event::Alias(_) => values += 1,
+            _ => {}
+        }
+        if values > MAX_CONFIG_VALUES {
+            return Err(format!(
+                "more than {MAX_CONFIG_VALUES} values at line {} column {}",
+                span.start.line(),
+                span.start.col() + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses and validates `yaml`; `path` is only used in error messages.
 pub fn parse(path: &Path, yaml: &str) -> Result<Config, ConfigError> {
+    check_shape(yaml).map_err(|message| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    })?;
     let raw: GatewayConfig = serde_norway::from_str(yaml).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: yaml_error_message(&e),
@@ -939,6 +1002,29 @@ fn de_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_or_huge_documents_are_refused_before_serde() {
+        for (yaml, want) in [
+            (format!("routes: {}", "[".repeat(200_000)), "line 1"),
+            (
+                format!("routes:\n{}", "- ".repeat(40) + "x\n"),
+                "nested deeper than 32 levels",
+            ),
+            (
+                format!("routes: [{}]\n", "a,".repeat(MAX_CONFIG_VALUES)),
+                "more than 200000 values",
+            ),
+        ] {
+            let e = parse(Path::new("gw.yaml"), &yaml).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        // A syntax error is still serde_norway's message.
+        let e = parse(Path::new("gw.yaml"), "routes: [\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line"), "{e}");
+    }
 
     /// The Go gateway's README / `config.yaml` example, verbatim.
     const GO_README_EXAMPLE: &str = r#"nats_url: "nats://localhost:4222"
