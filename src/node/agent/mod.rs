@@ -809,7 +809,32 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             };
             self.apply(action, &survivor).await;
         }
-        self.start_all(&starts).await;
+        // A start of the version another unit of the slot already serves
+        // (the move back to the main name) is not news for the replica.
+        let quiet: BTreeSet<String> = starts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start(u) => Some(u),
+                _ => None,
+            })
+            .filter(|u| {
+                let hash = units::hash_from_description(match u.get("Description") {
+                    Some(crate::systemd::Prop::Str(d)) => d,
+                    _ => "",
+                });
+                units::parse_unit(&u.name).is_some_and(|(app, index, next)| {
+                    observed.iter().any(|o| {
+                        o.app == app
+                            && o.index == index
+                            && o.next != next
+                            && o.health == Health::Ready
+                            && o.hash.as_deref() == hash
+                    })
+                })
+            })
+            .map(|u| u.name.clone())
+            .collect();
+        self.start_all(&starts, &quiet).await;
         // Remember what was applied, for offline restarts, and drop cached
         // binaries nothing uses any more: neither the current specs nor a
         // unit still loaded (an old generation may have to start again).
@@ -874,7 +899,8 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         let result = match action {
             Action::Stop(n) => self.stop_unit(&app, &id, n, survivor).await,
             Action::Start(_) => {
-                self.start_all(std::slice::from_ref(action)).await;
+                self.start_all(std::slice::from_ref(action), &BTreeSet::new())
+                    .await;
                 return;
             }
             Action::RollBack {
@@ -908,7 +934,7 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
     /// Start units: each is reported starting, its secrets written, then
     /// all start concurrently (systemd's sandbox set-up, not the agent, is
     /// the per-unit cost); a failed start is reported with its reason.
-    async fn start_all(&mut self, starts: &[Action]) {
+    async fn start_all(&mut self, starts: &[Action], quiet: &BTreeSet<String>) {
         let mut jobs = Vec::new();
         for action in starts {
             let Action::Start(u) = action else { continue };
@@ -922,12 +948,14 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             })
             .unwrap_or_default()
             .to_owned();
-            self.publish(
-                &app,
-                &u.name,
-                InstanceStatus::starting(&id, "Starting process").with_hash(&hash),
-            )
-            .await;
+            if !quiet.contains(&u.name) {
+                self.publish(
+                    &app,
+                    &u.name,
+                    InstanceStatus::starting(&id, "Starting process").with_hash(&hash),
+                )
+                .await;
+            }
             let env = self.pending_env.remove(&u.name);
             jobs.push((app, id, u, env));
         }

@@ -49,9 +49,17 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         // Per slot, its units (two during a rollout) and whether each is
         // up (active or starting).
         let is_up = |state: &str| matches!(state, "active" | "activating" | "reloading");
+        // Also its hash, and whether it serves (active, seen ready).
         let mut slots: BTreeMap<(String, u32), Vec<(String, bool)>> = BTreeMap::new();
+        let mut serving: BTreeSet<((String, u32), String)> = BTreeSet::new();
         for u in &list {
             if let Some(slot) = units::parse_unit_name(&u.name) {
+                let hash = units::hash_from_description(&u.description).unwrap_or_default();
+                if u.active_state == "active"
+                    && self.was_ready.contains(&(u.name.clone(), hash.to_owned()))
+                {
+                    serving.insert((slot.clone(), hash.to_owned()));
+                }
                 slots
                     .entry(slot)
                     .or_default()
@@ -172,7 +180,12 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             // one of its slot is up was replaced: the replica did not stop.
             let replaced =
                 was_ready && !is_up(&details.active_state) && others.iter().any(|(_, up)| *up);
-            if !replaced {
+            // The same version moving back to the slot's main name while
+            // the other unit serves: the replica is not starting.
+            let moving_back = !self.was_ready.contains(&(u.name.clone(), hash.to_owned()))
+                && status.status != "failed"
+                && serving.contains(&((app.clone(), index), hash.to_owned()));
+            if !replaced && !moving_back {
                 self.publish(&app, &u.name, status).await;
             }
         }

@@ -235,14 +235,10 @@ async fn a_new_version_surges_then_replaces_without_a_stopped_replica() {
                 &["stop narun-app@hello.service"],
                 &["hello-0 running"],
             ),
-            (
-                Step::Tick,
-                &["start narun-app@hello.service"],
-                &[
-                    "hello-0 starting: Starting process",
-                    "hello-0 starting: waiting until it has run for the stable period",
-                ],
-            ),
+            // Back to the main name: the replica serves all along, so
+            // nothing is said until the move is done.
+            (Step::Tick, &["start narun-app@hello.service"], &[]),
+            (Step::Tick, &[], &[]),
             (Step::Wait(3), &[], &[]),
             (
                 Step::Tick,
