@@ -5,6 +5,7 @@
 #   sudo bash bench/node.sh [--reps 12] [--apps 50] [--cold-apps 200]
 #   NARUN_BIN=/path/to/narun bash bench/node.sh   # that binary, no build
 #   sudo bash bench/node.sh --rollout [--reps 5]  # rollouts under load instead
+#   sudo bash bench/node.sh --logs [--lines 100000] [--width 100] [--journald-default]
 #
 # In one run (about 3 minutes plus a build if narun is not built):
 #   1. agent RSS (VmRSS, VmHWM) idle with 0 apps and with 50 apps;
@@ -21,20 +22,27 @@
 # new version ready and request latency during zero-downtime replacements
 # under a steady load through narun gateway, against a scale-up and the
 # steady state of the same run (also builds the release examples/hello).
+# --logs: bench/logs_bench.py instead (under a minute): lines per second one
+# replica pushes through journald -> agent -> NATS (stream narun-logs),
+# journald's own rate, CPU per 1,000 lines, every line exactly once.
 set -euo pipefail
 
 PASS_ARGS=()
 ROLLOUT=
+LOGS=
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rollout) ROLLOUT=1; shift ;;
-        --reps|--apps|--cold-apps|--crashes)
+        --logs) LOGS=1; shift ;;
+        --journald-default) PASS_ARGS+=("$1"); shift ;;
+        --reps|--apps|--cold-apps|--crashes|--lines|--width)
             [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "$1 needs a number" >&2; exit 2; }
             PASS_ARGS+=("$1" "$2"); shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+[[ -n $ROLLOUT && -n $LOGS ]] && { echo "--rollout and --logs are separate runs" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -53,6 +61,11 @@ for tool in unshare nsenter setsid systemd-run busctl python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (util-linux / systemd / python3)"
 done
 [[ -x /bin/sleep ]] || die "/bin/sleep is needed (the benchmark's app)"
+if [[ -n $LOGS ]]; then
+    for tool in seq journalctl; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is required (coreutils / systemd)"
+    done
+fi
 if ! command -v nats-server >/dev/null 2>&1; then
     log "installing nats-server (scripts/prereqs.sh)"
     eval "$(bash scripts/prereqs.sh)"
@@ -136,6 +149,12 @@ fi
 if [[ -n $ROLLOUT ]]; then
     "$VENV/bin/python" -u bench/rollout_bench.py \
         --narun "$NARUN" --hello "$HELLO" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
+        --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"
+    exit
+fi
+if [[ -n $LOGS ]]; then
+    "$VENV/bin/python" -u bench/logs_bench.py \
+        --narun "$NARUN" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
         --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"
     exit
 fi
