@@ -7,6 +7,7 @@
 //! NATS does not exit: it serves errors until NATS is there.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
@@ -112,6 +113,14 @@ pub async fn connect_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsC
 
 /// The options every client shares (no initial-connect retry).
 async fn base_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsConfigError> {
+    base_options_counting(opts, None).await
+}
+
+/// [`base_options`], counting disconnections into `disconnects`.
+async fn base_options_counting(
+    opts: &NatsOptions,
+    disconnects: Option<Arc<tokio::sync::watch::Sender<u64>>>,
+) -> Result<ConnectOptions, NatsConfigError> {
     let mut co = match &opts.creds_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -145,7 +154,13 @@ async fn base_options(opts: &NatsOptions) -> Result<ConnectOptions, NatsConfigEr
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let name = name.clone();
-            async move { log_event(&name, event) }
+            let disconnects = disconnects.clone();
+            async move {
+                if let (Event::Disconnected, Some(d)) = (&event, disconnects) {
+                    d.send_modify(|n| *n += 1);
+                }
+                log_event(&name, event)
+            }
         }))
 }
 
@@ -167,6 +182,41 @@ pub async fn connect(opts: &NatsOptions) -> Result<Client, NatsConfigError> {
     let addrs = server_addrs(&opts.urls)?;
     let co = connect_options(opts).await?;
     Ok(co.connect(addrs).await?)
+}
+
+/// How many times a client lost its connection so far. A request waiting
+/// for a reply on a connection that is gone waits in vain: the reply, if
+/// the request got anywhere, was routed to the old connection.
+#[derive(Debug, Clone)]
+pub struct Disconnects(tokio::sync::watch::Receiver<u64>);
+
+impl Disconnects {
+    /// The count now: take it before checking that the client is connected
+    /// and sending.
+    pub fn seen(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the connection is lost after the count was `seen`
+    /// (never, if the client is gone).
+    pub async fn since(&self, seen: u64) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|n| *n > seen).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// [`connect`], and the client's [`Disconnects`].
+pub async fn connect_counting_disconnects(
+    opts: &NatsOptions,
+) -> Result<(Client, Disconnects), NatsConfigError> {
+    let addrs = server_addrs(&opts.urls)?;
+    let (tx, rx) = tokio::sync::watch::channel(0);
+    let co = base_options_counting(opts, Some(Arc::new(tx)))
+        .await?
+        .retry_on_initial_connect();
+    Ok((co.connect(addrs).await?, Disconnects(rx)))
 }
 
 /// Build a client for a short-lived command (the CLI): one attempt per

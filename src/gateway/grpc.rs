@@ -313,6 +313,12 @@ async fn forward(
     decorate_request(&mut metadata, &request_id, peer);
     g::metadata_to_nats(&metadata, g::METADATA_PREFIX, &mut headers);
 
+    // Lost while the request was read, or before the first reply (which
+    // then never comes): UNAVAILABLE now, not DEADLINE_EXCEEDED later.
+    let seen = gw.disconnects.seen();
+    if gw.nats.connection_state() != async_nats::connection::State::Connected {
+        return fail(Failure::Disconnected, &request_id, record);
+    }
     // A reply inbox of our own: a stream has several replies.
     let inbox = gw.nats.new_inbox();
     let mut replies = match gw.nats.subscribe(inbox.clone()).await {
@@ -341,9 +347,15 @@ async fn forward(
         return fail(failure, &request_id, record);
     }
 
-    let first = match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut replies))
-        .await
-    {
+    let first = tokio::select! {
+        biased;
+        first = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut replies)) => first,
+        () = gw.disconnects.since(seen) => {
+            gw.metrics.nats(&route.subject, "error");
+            return fail(Failure::Disconnected, &request_id, record);
+        }
+    };
+    let first = match first {
         Err(_) => {
             gw.metrics.nats(&route.subject, "timeout");
             return fail(Failure::Timeout, &request_id, record);

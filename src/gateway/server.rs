@@ -50,6 +50,9 @@ pub(super) struct Gateway {
     /// gRPC routes by fully-qualified service name.
     pub(super) grpc_routes: HashMap<String, GrpcRoute>,
     pub(super) nats: async_nats::Client,
+    /// The client's lost connections: a request waiting for a reply when
+    /// its connection is lost gets 503 at once, not a 504 at its timeout.
+    pub(super) disconnects: nats_conn::Disconnects,
     pub(super) metrics: Metrics,
     /// `max_in_flight`, shared by HTTP requests and gRPC calls. A request
     /// takes one for its NATS leg only, once its body is read (a gRPC
@@ -103,7 +106,7 @@ pub async fn run_until(
     nopts.nkey_seed_file = cfg.nkey_seed_file.clone();
     nopts.creds_file = cfg.creds_file.clone();
     nopts.tls_ca_file = cfg.tls_ca_file.clone();
-    let nats = nats_conn::connect(&nopts).await?;
+    let (nats, disconnects) = nats_conn::connect_counting_disconnects(&nopts).await?;
 
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let gw = Arc::new(Gateway {
@@ -117,6 +120,7 @@ pub async fn run_until(
         metrics: Metrics::new(),
         stopping: stopping_rx,
         nats,
+        disconnects,
         cfg,
     });
     let http_addr = http.local_addr().ok();
@@ -656,16 +660,26 @@ impl Gateway {
             wire::TIMEOUT_HEADER,
             wire::timeout_value(route.timeout).as_str(),
         );
-        let outcome = self
-            .nats
-            .send_request(
+        // Lost while the body was read, or while waiting for the reply
+        // (which then never comes): 503 now, not 504 at the timeout.
+        let seen = self.disconnects.seen();
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(fail(Failure::Disconnected));
+        }
+        let outcome = tokio::select! {
+            biased;
+            outcome = self.nats.send_request(
                 route.service.clone(),
                 async_nats::Request::new()
                     .payload(payload.into())
                     .headers(headers)
                     .timeout(Some(route.timeout)),
-            )
-            .await;
+            ) => outcome,
+            () = self.disconnects.since(seen) => {
+                self.metrics.nats(&route.service, "error");
+                return Err(fail(Failure::Disconnected));
+            }
+        };
         let reply = match outcome {
             Ok(msg) => msg,
             Err(e) => {
