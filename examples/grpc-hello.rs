@@ -101,12 +101,8 @@ impl Greeter for Hello {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Plain text off a terminal, journald under systemd (narun node).
+    narun::logging::init("info");
     let args = Args::parse();
     let mut opts = narun::consumer::Options::new(&args.service);
     opts.nats_url = args.nats_url;

@@ -96,11 +96,8 @@ async fn hello(host: &str, req: Request) -> Response {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // Plain text off a terminal, journald under systemd (narun node).
+    narun::logging::init("info");
     let args = Args::parse();
     let host: &'static str = Box::leak(hostname().into_boxed_str());
     let app = Router::new().fallback(move |req: Request| hello(host, req));

@@ -5,7 +5,7 @@
 # `narun dev`: NATS, a node agent running apps as systemd units (a private
 # systemd where systemd is not PID 1), the gateway on 127.0.0.1:8080 (gRPC
 # on :50051) and the hello and grpc-hello apps deployed and routed. It prints the curl line that works; Ctrl-C
-# stops everything and leaves nothing behind.
+# stops everything and leaves nothing behind (a second Ctrl-C stops it at once).
 #   --smoke   exit once the demo answered (used by CI)
 # Needs root (apps run as system units): sudo bash scripts/demo.sh
 set -euo pipefail

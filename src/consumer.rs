@@ -28,6 +28,9 @@
 //! and server-streaming methods, errors as gRPC code numbers, a panicking
 //! handler answered with INTERNAL. Both share one serving loop
 //! (concurrency limit, graceful drain).
+//!
+//! The library logs with `tracing`; [`crate::logging::init`] is the default
+//! setup (plain text off a terminal, journald's fields under systemd).
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -10,6 +10,8 @@
 //!   bounded reads that enforce them.
 //! - [`consumer`] (feature `consumer`): serve any `tower::Service` (an axum
 //!   `Router`, ...) as a NATS Micro service.
+//! - [`logging`] (feature `consumer`): the logging setup of the daemons and
+//!   of consumer apps (plain text off a terminal, journald under systemd).
 //! - [`gateway`] (feature `gateway`): the HTTP and gRPC front door.
 //! - [`sd`] (feature `gateway`): the service manager's notify socket and
 //!   socket activation.
@@ -18,6 +20,8 @@
 //! - [`store`] (feature `store`): the NATS data model (bucket, stream and
 //!   subject names and settings, JSON formats, secret crypto, binaries).
 //! - [`cli`] (feature `cli`): the `narun` management commands.
+//! - [`bridge`] (feature `cli`): proxy mode, any HTTP server as an app
+//!   (`narun bridge`, run by nodes inside the app's unit).
 
 #![deny(unsafe_code)]
 
@@ -27,6 +31,9 @@ pub mod wire;
 
 #[cfg(feature = "consumer")]
 pub mod consumer;
+
+#[cfg(feature = "consumer")]
+pub mod logging;
 
 #[cfg(feature = "gateway")]
 pub mod gateway;
@@ -54,6 +61,9 @@ pub mod store;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+#[cfg(feature = "cli")]
+pub mod bridge;
 
 /// The version string reported by every narun component.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -18,7 +19,9 @@ const EX_CONFIG: u8 = 78;
     after_help = narun::cli::EXIT_CODES_HELP
 )]
 struct Cli {
-    /// Log format: `text` for terminals, `json` for log shippers.
+    /// Log format: `text` for people (colours only on a terminal and
+    /// without NO_COLOR; under systemd, journald's native fields) or `json`
+    /// for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NARUN_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -53,8 +56,47 @@ enum Command {
     /// and the hello demo, until Ctrl-C (as root: system units; otherwise
     /// your systemd user manager).
     Dev(DevArgs),
+    /// Proxy mode's bridge, run by node agents inside a proxy-mode app's
+    /// unit: start the app with PORT set, wait until it listens on
+    /// 127.0.0.1, then serve its NATS Micro service by forwarding each
+    /// request to it.
+    #[command(hide = true)]
+    Bridge(BridgeArgs),
     #[command(flatten)]
     Manage(narun::cli::Command),
+}
+
+#[derive(clap::Args, Debug)]
+struct BridgeArgs {
+    /// The app's NATS Micro service name.
+    #[arg(long)]
+    service: String,
+    /// The app's port on 127.0.0.1 (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The app's command line.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn bridge(args: BridgeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("narun bridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(narun::bridge::run(narun::bridge::BridgeOptions {
+        service: args.service,
+        port: args.port,
+        command: args.command,
+        start_timeout: None,
+    }))
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,8 +145,16 @@ fn dev(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(narun::dev::run(opts)) {
+    // `run` must be polled on this (the main) thread: the children it
+    // starts die with the thread that started them (PR_SET_PDEATHSIG).
+    let result = runtime.block_on(narun::dev::run(opts));
+    // Whatever is still running (a task stuck on a dead NATS) does not
+    // hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        // 128 + SIGINT, as a shell reports a job stopped by Ctrl-C.
+        Err(narun::dev::DevError::StoppedAtOnce) => ExitCode::from(130),
         Err(e) => {
             eprintln!("narun dev: {e}");
             ExitCode::FAILURE
@@ -112,24 +162,15 @@ fn dev(args: DevArgs) -> ExitCode {
     }
 }
 
+/// Plain text off a terminal, journald under systemd (narun::logging).
+/// LOG_LEVEL (Go narun's variable) or RUST_LOG; default info (daemons) or
+/// warn (management commands, -v for more).
 fn init_logging(format: LogFormat, default: &str) {
-    // LOG_LEVEL (Go narun's variable) or RUST_LOG; default info (daemons)
-    // or warn (management commands, -v for more).
-    let filter = std::env::var("RUST_LOG")
-        .or_else(|_| std::env::var("LOG_LEVEL"))
-        .unwrap_or_else(|_| default.into())
-        .to_lowercase();
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| {
-        eprintln!("narun: invalid log level {filter:?}, using info");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let format = match format {
+        LogFormat::Text => narun::logging::Format::Text,
+        LogFormat::Json => narun::logging::Format::Json,
+    };
+    narun::logging::init_with(format, default);
 }
 
 fn main() -> ExitCode {
@@ -143,6 +184,7 @@ fn main() -> ExitCode {
         Command::Gateway { config, check } => gateway(config, check),
         Command::Node(args) => node_cmd::run(args),
         Command::Dev(args) => dev(args),
+        Command::Bridge(args) => bridge(args),
         Command::Manage(c) => narun::cli::run(c, Cli::command),
     }
 }

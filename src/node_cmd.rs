@@ -59,6 +59,10 @@ pub struct NodeArgs {
     /// narun-exec beside this binary].
     #[arg(long)]
     exec_wrapper: Option<PathBuf>,
+    /// The narun binary that runs `narun bridge` for proxy-mode apps
+    /// (`http:` in their spec) [default: /usr/bin/narun, else this binary].
+    #[arg(long)]
+    bridge_binary: Option<PathBuf>,
     /// Admin web UI address ("" disables).
     #[arg(long, default_value = "127.0.0.1:9101")]
     admin_addr: String,
@@ -155,6 +159,10 @@ pub fn run(args: NodeArgs) -> ExitCode {
             .exec_wrapper
             .clone()
             .unwrap_or_else(narun::node::agent::default_exec_wrapper),
+        bridge_binary: args
+            .bridge_binary
+            .clone()
+            .unwrap_or_else(narun::node::agent::default_bridge_binary),
         admin_addr,
         metrics_addr,
         user_manager: false,

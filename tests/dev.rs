@@ -10,12 +10,13 @@ use std::time::Duration;
 use common::*;
 
 /// `narun dev`'s announcements, read until it says it is running; on a
-/// timeout, panics with them, its log and `context()`.
+/// timeout, panics with them, its log and `context()`. Returns them and the
+/// lines that follow.
 fn until_running(
     child: &mut std::process::Child,
     log: &std::path::Path,
     context: impl Fn() -> String,
-) -> Vec<String> {
+) -> (Vec<String>, std::sync::mpsc::Receiver<String>) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     // Keeps reading after we return: narun dev must never write to a
@@ -40,13 +41,22 @@ fn until_running(
         let running = line.contains("running. Try:");
         lines.push(line);
         if running {
-            return lines;
+            return (lines, rx);
         }
     }
 }
 
+/// Root-mode `narun dev`s boot private systemds whose app units share the
+/// host's cgroup paths (`narun.slice/narun-app@hello.service`): one at a time.
+static ROOT_DEV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root_dev_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    ROOT_DEV.blocking_lock()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
+    let _one_at_a_time = ROOT_DEV.lock().await;
     let port = free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(narun_binary())
@@ -62,7 +72,7 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
         .spawn()
         .expect("start narun dev");
     let pid = child.id();
-    let lines = until_running(&mut child, log.path(), String::new);
+    let (lines, _rest) = until_running(&mut child, log.path(), String::new);
     let after = |marker: &str, end: char| {
         lines
             .iter()
@@ -211,7 +221,7 @@ async fn narun_dev_without_root_uses_the_user_manager() {
         .spawn()
         .expect("start narun dev as nobody");
     let pgid = child.id() as i32;
-    let lines = until_running(&mut child, log.path(), || {
+    let (lines, _rest) = until_running(&mut child, log.path(), || {
         format!(
             "systemd's journal:\n{}",
             sd.journal(&["--no-pager", "-n", "60", "-o", "cat"])
@@ -308,4 +318,275 @@ async fn narun_dev_without_root_uses_the_user_manager() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "gateway still listening"
     );
+}
+
+/// `narun dev` started as a shell starts a foreground job: in a process
+/// group of its own (here a session of its own, as `setsid` makes it), so
+/// "Ctrl-C" is SIGINT to the whole group, as a terminal sends it.
+struct TerminalDev {
+    child: std::process::Child,
+    pid: u32,
+    log: tempfile::NamedTempFile,
+    out: Vec<String>,
+    rest: std::sync::mpsc::Receiver<String>,
+    http_port: u16,
+    nats_port: u16,
+    systemd_pid: Option<i32>,
+}
+
+impl TerminalDev {
+    fn start() -> Self {
+        use std::os::unix::process::CommandExt;
+        let http_port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new(narun_binary());
+        cmd.args(["dev", "--http-port", &http_port.to_string()])
+            .arg("--demo-binary")
+            .arg(example_binary("hello"))
+            .args(["--grpc-port", &free_port().to_string()])
+            .arg("--demo-grpc-binary")
+            .arg(example_binary("grpc-hello"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start narun dev");
+        let pid = child.id();
+        let (out, rest) = until_running(&mut child, log.path(), String::new);
+        let after = |marker: &str, end: char| {
+            out.iter()
+                .find_map(|l| l.split(marker).nth(1))
+                .and_then(|rest| rest.split(end).next())
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        };
+        let systemd_pid = after("private systemd (pid ", ')');
+        let nats_port =
+            after("narun dev: NATS at nats://127.0.0.1:", ' ').expect("NATS port announced") as u16;
+        TerminalDev {
+            child,
+            pid,
+            log,
+            out,
+            rest,
+            http_port,
+            nats_port,
+            systemd_pid,
+        }
+    }
+
+    /// Ctrl-C: SIGINT to every process of the foreground group.
+    fn ctrl_c(&self) {
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
+
+    /// The nats-server it started (a child process).
+    fn nats_server_pid(&self) -> i32 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).unwrap();
+        tasks
+            .flatten()
+            .flat_map(|t| {
+                std::fs::read_to_string(t.path().join("children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .find(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "nats-server")
+            })
+            .expect("narun dev's nats-server")
+    }
+
+    /// The next line on stdout containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .rest
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no line {needle:?} on stdout:\n{}", self.stderr()));
+            self.out.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.log.path()).unwrap_or_default()).into_owned()
+    }
+
+    /// Its exit status, within `limit` (then it is killed and the test fails).
+    fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // What it printed after "running".
+                while let Ok(line) = self.rest.recv_timeout(Duration::from_secs(5)) {
+                    self.out.push(line);
+                }
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "narun dev did not exit within {limit:?} of Ctrl-C\nstdout:\n{}\nstderr (tail):\n{}",
+                    self.out.join("\n"),
+                    tail(&self.stderr(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Nothing of it left: no process naming its work dir (nats-server,
+    /// unshare, apps), not its systemd, no listener, no work dir.
+    fn assert_nothing_left(&self) {
+        let work = format!("/var/lib/narun-dev-{}", self.pid);
+        let left = processes_mentioning(&format!("narun-dev-{}", self.pid));
+        assert!(left.is_empty(), "processes left behind: {left:#?}");
+        if let Some(p) = self.systemd_pid {
+            assert!(!alive(p), "private systemd {p} still running");
+        }
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.nats_port)).is_err(),
+            "NATS still listening"
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_err(),
+            "gateway still listening"
+        );
+        assert!(
+            !std::path::Path::new(&work).exists(),
+            "work dir {work} left behind"
+        );
+    }
+}
+
+impl Drop for TerminalDev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A live process (not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Live processes whose command line contains `needle`: "pid: cmdline".
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            (cmdline.contains(needle) && alive(pid.parse().ok()?))
+                .then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect()
+}
+
+/// Its console is for a person: no colour escapes when not a terminal.
+fn assert_plain(text: &str) {
+    assert!(!text.contains('\u{1b}'), "escape bytes in:\n{text}");
+}
+
+/// Ctrl-C in a terminal: SIGINT reaches narun dev and the children in its
+/// process group at once. It stops within seconds, leaving nothing, and
+/// the NATS disconnect its own stop causes is no ERROR.
+#[test]
+fn ctrl_c_in_a_terminal_stops_everything() {
+    let _one_at_a_time = root_dev_lock();
+    let mut dev = TerminalDev::start();
+    dev.ctrl_c();
+    let status = dev.exit_within(Duration::from_secs(15));
+    let stderr = dev.stderr();
+    assert!(status.success(), "{status}\n{stderr}");
+    dev.assert_nothing_left();
+    assert_plain(&stderr);
+    assert!(
+        !stderr.lines().any(|l| l.contains("ERROR")),
+        "ERROR lines in:\n{stderr}"
+    );
+    let out = dev.out.join("\n");
+    assert!(out.contains("narun dev: stopped"), "{out}");
+}
+
+/// NATS died first (killed), then Ctrl-C: nothing waits on the dead NATS.
+#[test]
+fn ctrl_c_after_nats_died_stops_everything() {
+    let _one_at_a_time = root_dev_lock();
+    let mut dev = TerminalDev::start();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.nats_server_pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", dev.nats_port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "NATS still up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    dev.ctrl_c();
+    let status = dev.exit_within(Duration::from_secs(15));
+    assert!(status.success(), "{status}\n{}", dev.stderr());
+    dev.assert_nothing_left();
+    assert_plain(&dev.stderr());
+}
+
+/// A second Ctrl-C while the orderly stop waits (here on a NATS server that
+/// no longer answers: stopped with SIGSTOP) stops everything at once.
+#[test]
+fn a_second_ctrl_c_stops_at_once() {
+    let _one_at_a_time = root_dev_lock();
+    let mut dev = TerminalDev::start();
+    let nats = dev.nats_server_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nats),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    dev.ctrl_c();
+    dev.wait_line("narun dev: stopping");
+    dev.ctrl_c();
+    let status = dev.exit_within(Duration::from_secs(10));
+    let out = dev.out.join("\n");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{status}\n{out}\n{}",
+        dev.stderr()
+    );
+    assert!(out.contains("at once"), "{out}");
+    assert!(!alive(nats), "nats-server left behind");
+    dev.assert_nothing_left();
+    assert_plain(&dev.stderr());
 }

@@ -37,6 +37,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         next: false,
         notify: false,
         probe: None,
+        bridge: None,
         secret_files: None,
         manager: narun::node::units::Manager::System,
     }

@@ -19,6 +19,9 @@ _narun() {
             narun,apps)
                 cmd="narun__subcmd__apps"
                 ;;
+            narun,bridge)
+                cmd="narun__subcmd__bridge"
+                ;;
             narun,completions)
                 cmd="narun__subcmd__completions"
                 ;;
@@ -114,6 +117,9 @@ _narun() {
                 ;;
             narun__subcmd__help,apps)
                 cmd="narun__subcmd__help__subcmd__apps"
+                ;;
+            narun__subcmd__help,bridge)
+                cmd="narun__subcmd__help__subcmd__bridge"
                 ;;
             narun__subcmd__help,completions)
                 cmd="narun__subcmd__help__subcmd__completions"
@@ -263,7 +269,7 @@ _narun() {
 
     case "${cmd}" in
         narun)
-            opts="-h -V --log-format --help --version gateway node dev deploy apps images list-images files secret nodes logs completions man help"
+            opts="-h -V --log-format --help --version gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -588,6 +594,32 @@ _narun() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        narun__subcmd__bridge)
+            opts="-h --service --port --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --service)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1013,7 +1045,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__help)
-            opts="gateway node dev deploy apps images list-images files secret nodes logs completions man help"
+            opts="gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1085,6 +1117,20 @@ _narun() {
         narun__subcmd__help__subcmd__apps__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        narun__subcmd__help__subcmd__bridge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1743,7 +1789,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__node)
-            opts="-h --nats-url --nkey-file --creds --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --admin-addr --metrics-addr --status-interval --log-format --help"
+            opts="-h --nats-url --nkey-file --creds --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1794,6 +1840,10 @@ _narun() {
                     return 0
                     ;;
                 --exec-wrapper)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bridge-binary)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

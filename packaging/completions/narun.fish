@@ -24,13 +24,14 @@ function __fish_narun_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c narun -n "__fish_narun_needs_command" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_needs_command" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_needs_command" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_needs_command" -s V -l version -d 'Print version'
 complete -c narun -n "__fish_narun_needs_command" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
 complete -c narun -n "__fish_narun_needs_command" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
 complete -c narun -n "__fish_narun_needs_command" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (as root: system units; otherwise your systemd user manager)'
+complete -c narun -n "__fish_narun_needs_command" -f -a "bridge" -d 'Proxy mode\'s bridge, run by node agents inside a proxy-mode app\'s unit: start the app with PORT set, wait until it listens on 127.0.0.1, then serve its NATS Micro service by forwarding each request to it'
 complete -c narun -n "__fish_narun_needs_command" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
 complete -c narun -n "__fish_narun_needs_command" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
 complete -c narun -n "__fish_narun_needs_command" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
@@ -43,7 +44,7 @@ complete -c narun -n "__fish_narun_needs_command" -f -a "completions" -d 'Print 
 complete -c narun -n "__fish_narun_needs_command" -f -a "man" -d 'Write man pages generated from this command line definition'
 complete -c narun -n "__fish_narun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand gateway" -s c -l config -d 'Gateway configuration (the Go narun-gw `config.yaml` schema)' -r -F
-complete -c narun -n "__fish_narun_using_subcommand gateway" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand gateway" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand gateway" -l check -d 'Check the configuration and exit (0 if valid, 78 if not)'
 complete -c narun -n "__fish_narun_using_subcommand gateway" -s h -l help -d 'Print help'
@@ -59,10 +60,11 @@ complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Comm
 complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l master-key-file -d 'File holding the cluster master key (base64 of 32 bytes) used to decrypt `valueFromSecret` secrets. Never passed on the command line' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l exec-wrapper -d 'The exec wrapper (`narun-exec`) for `mode: landlock`, `nonet` and `secrets:` apps [default: /usr/libexec/narun/narun-exec, else the narun-exec beside this binary]' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l bridge-binary -d 'The narun binary that runs `narun bridge` for proxy-mode apps (`http:` in their spec) [default: /usr/bin/narun, else this binary]' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l admin-addr -d 'Admin web UI address ("" disables)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l metrics-addr -d 'Prometheus metrics address ("" disables)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l status-interval -d 'How often unit states are checked for status messages' -r
-complete -c narun -n "__fish_narun_using_subcommand node" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand node" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand node" -l allow-root-apps -d 'Allow apps that run as root (`user: root`, or a name the user database maps to uid 0 or group 0)'
 complete -c narun -n "__fish_narun_using_subcommand node" -s h -l help -d 'Print help'
@@ -71,11 +73,16 @@ complete -c narun -n "__fish_narun_using_subcommand dev" -l http-port -d 'Gatewa
 complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-binary -d 'The hello demo binary (default: examples/hello beside this binary)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand dev" -l grpc-port -d 'Gateway gRPC port on 127.0.0.1 (the next free one if taken)' -r
 complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-grpc-binary -d 'The gRPC hello.v1.Greeter demo binary (default: examples/grpc-hello beside this binary; the gRPC demo is skipped without it)' -r -F
-complete -c narun -n "__fish_narun_using_subcommand dev" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand dev" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand dev" -l no-demo -d 'Do not deploy the hello demo'
 complete -c narun -n "__fish_narun_using_subcommand dev" -l smoke -d 'Exit once the demo answered through the gateway (for scripts)'
 complete -c narun -n "__fish_narun_using_subcommand dev" -s h -l help -d 'Print help'
+complete -c narun -n "__fish_narun_using_subcommand bridge" -l service -d 'The app\'s NATS Micro service name' -r
+complete -c narun -n "__fish_narun_using_subcommand bridge" -l port -d 'The app\'s port on 127.0.0.1 (0: a free one)' -r
+complete -c narun -n "__fish_narun_using_subcommand bridge" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand bridge" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s f -l file -d 'The ServiceSpec YAML (stored as is in KV app-configs)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l name -d 'App name (without -f)' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l tag -d 'Binary tag (without -f)' -r
@@ -89,7 +96,7 @@ complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-ca -d 'PEM CA
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand deploy" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l dry-run -d 'Validate the spec and the binaries, and stop there'
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
@@ -101,7 +108,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_su
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -117,7 +124,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -128,7 +135,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -141,7 +148,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -152,7 +159,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
@@ -169,7 +176,7 @@ complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -183,7 +190,7 @@ complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -194,7 +201,7 @@ complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l force -d 'Delete even if a deployed spec still uses it'
@@ -210,7 +217,7 @@ complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-ca -d 'P
 complete -c narun -n "__fish_narun_using_subcommand list-images" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand list-images" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand list-images" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand list-images" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -221,7 +228,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_s
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -236,7 +243,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -247,7 +254,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -258,7 +265,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l force -d 'Delete even if a deployed spec mounts it'
@@ -275,7 +282,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -294,7 +301,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -305,7 +312,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -316,7 +323,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l force -d 'Delete even if a deployed spec uses it'
@@ -330,7 +337,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -346,7 +353,7 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_s
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -359,7 +366,7 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -376,33 +383,34 @@ complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-ca -d 'PEM CA b
 complete -c narun -n "__fish_narun_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand logs" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
-complete -c narun -n "__fish_narun_using_subcommand logs" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand logs" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand logs" -s f -l follow -d 'Keep following new lines (Ctrl-C to stop)'
 complete -c narun -n "__fish_narun_using_subcommand logs" -l raw -d 'Print each message\'s JSON as published'
 complete -c narun -n "__fish_narun_using_subcommand logs" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
 complete -c narun -n "__fish_narun_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c narun -n "__fish_narun_using_subcommand completions" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand completions" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_using_subcommand man" -l out-dir -d 'Write narun.1 and one page per command (narun-deploy.1, ...) here; without it, print narun.1' -r -F
-complete -c narun -n "__fish_narun_using_subcommand man" -l log-format -d 'Log format: `text` for terminals, `json` for log shippers' -r -f -a "text\t''
+complete -c narun -n "__fish_narun_using_subcommand man" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand man" -s h -l help -d 'Print help'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (as root: system units; otherwise your systemd user manager)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (as root: system units; otherwise your systemd user manager)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "bridge" -d 'Proxy mode\'s bridge, run by node agents inside a proxy-mode app\'s unit: start the app with PORT set, wait until it listens on 127.0.0.1, then serve its NATS Micro service by forwarding each request to it'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'Every app: desired vs running replicas on each node'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "rollback" -d 'Go back to an earlier spec revision (default: the one before the current): written as a new revision, rolled out like a deploy (new replicas ready before the old ones stop)'

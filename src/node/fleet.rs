@@ -269,17 +269,21 @@ pub async fn deregister(nats: &async_nats::Client, me: &Identity, snapshot: &Nod
     if nats.connection_state() != async_nats::connection::State::Connected {
         return;
     }
-    if let Ok(b) = Buckets::open(nats).await {
-        heartbeat(
-            &b,
-            me,
-            store::NODE_SHUTTING_DOWN,
-            managed_instances(snapshot),
-        )
-        .await;
-        let _ = b.node_states.delete(&me.node_id).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), nats.flush()).await;
+    let goodbye = async {
+        if let Ok(b) = Buckets::open(nats).await {
+            heartbeat(
+                &b,
+                me,
+                store::NODE_SHUTTING_DOWN,
+                managed_instances(snapshot),
+            )
+            .await;
+            let _ = b.node_states.delete(&me.node_id).await;
+        }
+        let _ = nats.flush().await;
+    };
+    // A NATS that accepts but never answers must not hold the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
 }
 
 /// Refuse to run beside another live agent with the same node id (R26).

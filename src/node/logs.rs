@@ -149,6 +149,9 @@ pub async fn forward(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Not in the agent's process group: a terminal's Ctrl-C is
+            // for the agent, which stops it in order.
+            .process_group(0)
             .spawn();
         let mut child = match child {
             Ok(c) => c,

@@ -129,6 +129,9 @@ pub struct Replica {
     /// A health check (`health.exec/tcp/http`): `narun-exec --probe` as
     /// `ExecStartPost=`, so the unit is active only once it passes.
     pub probe: Option<(PathBuf, Probe)>,
+    /// Proxy mode (`http:`): the unit's main process is `narun bridge`,
+    /// which runs the app (port in `PORT`) and serves its NATS service.
+    pub bridge: Option<Bridge>,
     /// `narun-exec`, which carries args systemd cannot store verbatim
     /// ([`args_need_wrapper`]); unused when the args are plain.
     pub exec_wrapper: Option<PathBuf>,
@@ -138,6 +141,14 @@ pub struct Replica {
     pub secret_files: Option<SecretFiles>,
     /// The system manager, or a user's.
     pub manager: Manager,
+}
+
+/// Proxy mode: the bridge binary (`narun`) and the app's port (0: the
+/// bridge picks a free one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    pub binary: PathBuf,
+    pub port: u16,
 }
 
 /// Where an app's `secrets:` files are and who hands them over.
@@ -241,15 +252,17 @@ pub fn render(r: &Replica) -> TransientUnit {
 
     p.push(("Description", s(description(&r.app, r.index, &r.hash))));
     p.push(("Slice", s(SLICE)));
-    if r.notify {
+    let notify = r.notify || r.bridge.is_some();
+    if notify {
         // READY=1 from the main process (the consumer library sends it once
-        // its endpoint is subscribed).
+        // its endpoint is subscribed; so does the bridge, once the app
+        // listens).
         p.push(("Type", s("notify")));
         p.push(("NotifyAccess", s("main")));
     } else {
         p.push(("Type", s("exec")));
     }
-    if r.notify || r.probe.is_some() {
+    if notify || r.probe.is_some() {
         // The unit is active once ready. No start timeout: the agent judges
         // `progressDeadline` itself (a rollout rolls back), and an app
         // waiting for NATS (a node booting offline) keeps waiting instead of
@@ -257,7 +270,27 @@ pub fn render(r: &Replica) -> TransientUnit {
         p.push(("TimeoutStartUSec", Prop::U64(u64::MAX)));
     }
     let binary = r.binary.to_string_lossy().into_owned();
-    let exec = exec_command(r, binary);
+    let mut exec = exec_command(r, binary);
+    if let Some(b) = &r.bridge {
+        // `narun bridge ... -- <the app's command>`: the bridge is the main
+        // process, the app its child in the same unit.
+        let bridge = b.binary.to_string_lossy().into_owned();
+        let mut argv = vec![
+            bridge.clone(),
+            "bridge".to_owned(),
+            "--service".to_owned(),
+            r.app.clone(),
+            "--port".to_owned(),
+            b.port.to_string(),
+            "--".to_owned(),
+        ];
+        argv.extend(exec.argv);
+        exec = ExecCommand {
+            path: bridge,
+            argv,
+            ignore_failure: false,
+        };
+    }
     if let Some(sf) = r.secret_files.as_ref().filter(|_| !user_manager) {
         let helper = sf.helper.to_string_lossy().into_owned();
         p.push((
@@ -357,7 +390,16 @@ pub fn render(r: &Replica) -> TransientUnit {
     }
 
     // Supervision: systemd restarts, kills and logs.
-    p.push(("KillMode", s("control-group")));
+    // Proxy mode: SIGTERM to the bridge only (it drains, then stops the
+    // app); whatever is left is killed at the stop timeout.
+    p.push((
+        "KillMode",
+        s(if r.bridge.is_some() {
+            "mixed"
+        } else {
+            "control-group"
+        }),
+    ));
     p.push(("TimeoutStopUSec", usec(r.stop_timeout)));
     p.push(("Restart", s(r.restart.policy)));
     if r.restart.policy != "always" {
@@ -371,6 +413,12 @@ pub fn render(r: &Replica) -> TransientUnit {
     p.push(("StartLimitIntervalUSec", usec(r.restart.window)));
     p.push(("StandardOutput", s("journal")));
     p.push(("StandardError", s("journal")));
+    if r.systemd_version >= 240 {
+        // No line is lost: journald's per-unit rate limit (10,000 lines per
+        // 30 s by default) would drop a burst before narun sees it. The
+        // journal's size limits still bound what it keeps.
+        p.push(("LogRateLimitIntervalUSec", Prop::U64(0)));
+    }
     p.push(("SyslogIdentifier", s(r.app.clone())));
     p.push((
         "LogExtraFields",
@@ -713,6 +761,7 @@ mod tests {
             next: false,
             notify: false,
             probe: None,
+            bridge: None,
             secret_files: None,
             manager: Manager::System,
         }
@@ -759,6 +808,7 @@ mod tests {
             ("StartLimitIntervalUSec", Prop::U64(60_000_000)),
             ("TimeoutStopUSec", Prop::U64(10_000_000)),
             ("StandardOutput", s("journal")),
+            ("LogRateLimitIntervalUSec", Prop::U64(0)),
             ("SyslogIdentifier", s("hello")),
             ("MemoryLow", Prop::U64(64 << 20)),
             ("MemoryMax", Prop::U64(128 << 20)),

@@ -551,6 +551,17 @@ pub struct Health {
     pub timeout: Option<SpecDuration>,
 }
 
+/// `http:` (proxy mode).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpProxy {
+    /// The port the app listens on, on 127.0.0.1, told in `PORT`. 0 or
+    /// absent: narun picks a free one per replica (and per generation, so
+    /// a rollout's two generations never compete for it).
+    #[serde(skip_serializing_if = "is_zero_u16")]
+    pub port: u16,
+}
+
 /// `health.http`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -771,6 +782,11 @@ pub struct ServiceSpec {
         skip_serializing_if = "is_default"
     )]
     pub health: Health,
+    /// Proxy mode (new): the app is an ordinary HTTP server; narun's
+    /// bridge serves its NATS Micro service and forwards each request to
+    /// it on 127.0.0.1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProxy>,
     /// A new replica that is not ready within this time (or exits, or
     /// restarts, before it is) fails the rollout, which is rolled back.
     /// Default 60s; 1s..=1h.
@@ -832,6 +848,7 @@ impl Default for ServiceSpec {
             restart: Restart::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             health: Health::default(),
+            http: None,
             progress_deadline: None,
             command: String::new(),
             cgroup_parent: String::new(),

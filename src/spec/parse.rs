@@ -741,6 +741,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
             "timeout",
         ],
         "health.http" => &["port", "path"],
+        "http" => &["port"],
         "jail" => &[
             "hostname",
             "ip4Addresses",
@@ -753,7 +754,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
 }
 
 /// Every top-level key.
-pub(crate) const ROOT_KEYS: [&str; 29] = [
+pub(crate) const ROOT_KEYS: [&str; 30] = [
     "name",
     "description",
     "labels",
@@ -779,6 +780,7 @@ pub(crate) const ROOT_KEYS: [&str; 29] = [
     "restart",
     "stopTimeout",
     "health",
+    "http",
     "progressDeadline",
     "command",
     "cgroupParent",

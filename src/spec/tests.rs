@@ -806,6 +806,7 @@ fn known_keys_match_the_types() {
         timeout: Some(SpecDuration::from_secs(1)),
     };
     full.progress_deadline = Some(SpecDuration::from_secs(30));
+    full.http = Some(crate::spec::HttpProxy { port: 8080 });
     let v = serde_norway::to_value(&full).unwrap();
     fn walk(v: &serde_norway::Value, parent: &str) {
         match v {
@@ -840,11 +841,50 @@ fn known_keys_match_the_types() {
     full.network_namespace_path.clear();
     full.health.tcp = None; // one health check at a time
     full.health.http = None;
+    full.http = None; // a pinned port with several replicas
     let back = parse_detailed(&serde_norway::to_string(&full).unwrap(), Strictness::Strict)
         .unwrap()
         .spec;
     assert_eq!(back.restart, full.restart);
     assert_eq!(back.node_selector, full.node_selector);
+}
+
+#[test]
+fn proxy_mode_ports() {
+    let s = parse(&format!("{BASE}http: {{}}\n")).unwrap();
+    assert_eq!(s.http, Some(crate::spec::HttpProxy { port: 0 }));
+    let s = parse(&format!("{BASE}http: {{port: 8080}}\n")).unwrap();
+    assert_eq!(s.http.unwrap().port, 8080);
+    for (yaml, path, frag) in [
+        (
+            "name: web\ntag: v1\nnodes: [{name: n1, replicas: 2}]\nhttp: {port: 8080}\n",
+            "http.port",
+            "only one replica",
+        ),
+        (
+            "name: web\ntag: v1\nnodes: [{name: n1}]\nhttp: {port: 70000}\n",
+            "http.port",
+            "",
+        ),
+        (
+            "name: web\ntag: v1\nnodes: [{name: n1}]\nhttp: {}\nhealth: {notify: false}\n",
+            "health.notify",
+            "proxy mode",
+        ),
+        (
+            "name: web\ntag: v1\nnodes: [{name: n1}]\nhttp: {host: x}\n",
+            "http.host",
+            "",
+        ),
+    ] {
+        let e = errors(yaml);
+        assert!(
+            e.iter().any(|i| i.path == path && i.message.contains(frag)),
+            "{yaml}: {e:#?}"
+        );
+    }
+    // Two replicas with picked ports are fine.
+    parse("name: web\ntag: v1\nnodes: [{name: n1, replicas: 2}]\nhttp: {}\n").unwrap();
 }
 
 #[test]

@@ -520,6 +520,29 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         }
     }
 
+    if let Some(http) = &spec.http {
+        if http.port != 0 {
+            let many = spec.nodes.iter().any(|n| n.replicas > 1)
+                || spec.node_selector.as_ref().is_some_and(|s| s.replicas > 1);
+            if many {
+                err(
+                    out,
+                    "http.port",
+                    format!(
+                        "port {} is pinned, so a node can run only one replica: leave it out (each replica gets its own port in PORT) or use replicas: 1",
+                        http.port
+                    ),
+                );
+            }
+        }
+        if spec.health.notify == Some(false) {
+            err(
+                out,
+                "health.notify",
+                "proxy mode (http:) is always ready by notification: narun's bridge sends READY=1 once the app listens and its service is subscribed",
+            );
+        }
+    }
     let h = &spec.health;
     let checks = [!h.exec.is_empty(), h.tcp.is_some(), h.http.is_some()];
     if checks.iter().filter(|c| **c).count() > 1 {

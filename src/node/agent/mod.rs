@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub master_key_file: Option<PathBuf>,
     /// The landlock exec wrapper for `mode: landlock`.
     pub exec_wrapper: PathBuf,
+    /// The `narun` binary that runs `narun bridge` for proxy-mode apps
+    /// (`http:`); app users must be able to execute it.
+    pub bridge_binary: PathBuf,
     /// Admin web UI listener (`None`: off).
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Prometheus `/metrics` and `/discovery` listener (`None`: off).
@@ -92,6 +95,16 @@ pub fn default_exec_wrapper() -> PathBuf {
         .map(|exe| exe.with_file_name("narun-exec"))
         .filter(|p| p.is_file())
         .unwrap_or(installed)
+}
+
+/// The `narun` binary for `narun bridge`: the installed one, else this
+/// one.
+pub fn default_bridge_binary() -> PathBuf {
+    let installed = PathBuf::from("/usr/bin/narun");
+    if installed.is_file() {
+        return installed;
+    }
+    std::env::current_exe().unwrap_or(installed)
 }
 
 /// Go names for this machine's OS and arch.
@@ -724,7 +737,8 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                     self.readiness.insert(
                         name.clone(),
                         Readiness {
-                            notify: spec.health.notify.unwrap_or(bin.notify),
+                            // The bridge of proxy mode sends READY=1.
+                            notify: spec.health.notify.unwrap_or(bin.notify) || spec.http.is_some(),
                             check: spec.health.has_check(),
                             stable: spec.stable_period(),
                             deadline: spec.progress_deadline(),

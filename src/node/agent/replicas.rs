@@ -119,6 +119,10 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                     next: false,
                     notify: spec.health.notify.unwrap_or(bin.notify),
                     probe: probe.clone(),
+                    bridge: spec.http.as_ref().map(|h| units::Bridge {
+                        binary: self.cfg.bridge_binary.clone(),
+                        port: h.port,
+                    }),
                     files: prepared.files.clone(),
                     landlock: landlock.clone(),
                     exec_wrapper: exec_wrapper.clone(),

@@ -61,6 +61,7 @@ impl Node {
             runtime_dir: dir.path().join("run"),
             master_key_file: None,
             exec_wrapper: dir.path().join("no-narun-exec"),
+            bridge_binary: dir.path().join("no-narun"),
             admin_addr: None,
             metrics_addr: None,
             user_manager: false,
