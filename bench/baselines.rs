@@ -2,6 +2,8 @@
 //! are compared with. One binary, one subcommand per role:
 //!
 //! - `plain`: a hyper HTTP/1 server answering what the `hello` consumer answers;
+//! - `hello-http`: a hyper HTTP/1 server doing the `hello` consumer's work
+//!   (route, JSON, reply) on 127.0.0.1:$PORT: the app behind `narun bridge`;
 //! - `mini-gateway`: hyper + one async-nats client; the raw HTTP body goes
 //!   out as a NATS request and the reply payload comes back as the body;
 //! - `raw-responder`: a plain NATS subscriber answering `mini-gateway`;
@@ -47,6 +49,14 @@ enum Command {
     Plain {
         #[arg(long)]
         addr: SocketAddr,
+    },
+    /// Hyper server doing the hello consumer's work per request (path and
+    /// method check, JSON parse, reply built from them): the proxy-mode app
+    /// run by `narun bridge`.
+    HelloHttp {
+        /// Default: 127.0.0.1:$PORT (what `narun bridge` sets).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
     },
     /// Minimal HTTP → NATS gateway: body out as a NATS request, reply back as the body.
     MiniGateway {
@@ -152,6 +162,19 @@ fn fixed_body(host: &str) -> Bytes {
 async fn main() -> Result<(), BoxError> {
     match Cli::parse().command {
         Command::Plain { addr } => plain(addr).await,
+        Command::HelloHttp { addr } => {
+            let addr = match addr {
+                Some(a) => a,
+                None => {
+                    let port: u16 = std::env::var("PORT")
+                        .map_err(|_| "hello-http: --addr or PORT is required")?
+                        .parse()
+                        .map_err(|e| format!("hello-http: PORT: {e}"))?;
+                    SocketAddr::from(([127, 0, 0, 1], port))
+                }
+            };
+            hello_http(addr).await
+        }
         Command::MiniGateway {
             addr,
             nats_url,
@@ -217,6 +240,32 @@ async fn plain(addr: SocketAddr) -> Result<(), BoxError> {
     }
 }
 
+// ------------------------------------------------ (f) hello-http (bridged)
+
+async fn hello_http(addr: SocketAddr) -> Result<(), BoxError> {
+    let host: &'static str = Box::leak(hostname().into_boxed_str());
+    let listener = TcpListener::bind(addr).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await?.to_bytes();
+                let (status, headers, body) =
+                    hello_answer(host, &parts.method, parts.uri.path(), &body);
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                *resp.status_mut() = status;
+                *resp.headers_mut() = headers;
+                Ok::<_, hyper::Error>(resp)
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
 // --------------------------------------------------------- (c) mini gateway
 
 async fn mini_gateway(addr: SocketAddr, nats_url: &str, subject: String) -> Result<(), BoxError> {
@@ -274,39 +323,49 @@ async fn raw_responder(nats_url: &str, subject: String) -> Result<(), BoxError> 
 
 // ---------------------------------------------------------- (e2) raw service
 
+/// What `examples/hello` answers to `method path` with `body`: status,
+/// headers, body.
+fn hello_answer(
+    host: &str,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> (StatusCode, HeaderMap, String) {
+    let mut headers = HeaderMap::new();
+    let (status, body) =
+        if !path.starts_with("/hello/") || !(method == Method::POST || method == Method::PUT) {
+            (StatusCode::NOT_FOUND, "404 page not found\n".to_owned())
+        } else {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let name = serde_json::from_slice::<HelloRequest>(body)
+                .ok()
+                .and_then(|r| r.name)
+                .filter(|n| !n.is_empty());
+            match name {
+                Some(name) => {
+                    if let Ok(v) = HeaderValue::from_str(host) {
+                        headers.insert("x-narun-processed-by", v);
+                    }
+                    (StatusCode::OK, hello_json(host, &name, method, path))
+                }
+                None => (
+                    StatusCode::BAD_REQUEST,
+                    "{\"error\":\"Invalid JSON payload: 'name' field is required.\"}\n".to_owned(),
+                ),
+            }
+        };
+    (status, headers, body)
+}
+
 /// The hello consumer's answer, without tower/axum/narun::consumer:
 /// Ok(BHTTP response) or Err((code, description)) for a Micro error.
 fn raw_hello(host: &str, payload: &[u8]) -> Result<Vec<u8>, (usize, String)> {
     let req = narun::wire::decode_request(payload)
         .map_err(|_| (400, "Failed to decode BHTTP request".to_owned()))?;
-    let path = req.uri().path();
-    let mut headers = HeaderMap::new();
-    let (status, body) = if !path.starts_with("/hello/")
-        || !(req.method() == Method::POST || req.method() == Method::PUT)
-    {
-        (StatusCode::NOT_FOUND, "404 page not found\n".to_owned())
-    } else {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let name = serde_json::from_slice::<HelloRequest>(req.body())
-            .ok()
-            .and_then(|r| r.name)
-            .filter(|n| !n.is_empty());
-        match name {
-            Some(name) => {
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    headers.insert("x-narun-processed-by", v);
-                }
-                (StatusCode::OK, hello_json(host, &name, req.method(), path))
-            }
-            None => (
-                StatusCode::BAD_REQUEST,
-                "{\"error\":\"Invalid JSON payload: 'name' field is required.\"}\n".to_owned(),
-            ),
-        }
-    };
+    let (status, headers, body) = hello_answer(host, req.method(), req.uri().path(), req.body());
     narun::wire::encode_response(status, &headers, body.as_bytes())
         .map_err(|_| (500, "Failed to encode response".to_owned()))
 }

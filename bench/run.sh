@@ -5,7 +5,9 @@
 #
 # Measures with wrk (16 and 64 connections, POST /hello/ {"name":"NATS User"}):
 #   (a) plain hyper server, (b) nginx -> (a), (c) minimal hyper+async-nats
-#   gateway -> raw NATS responder, (d) narun gateway -> NATS -> hello consumer;
+#   gateway -> raw NATS responder, (d) narun gateway -> NATS -> hello consumer,
+#   (f) narun gateway -> NATS -> narun bridge -> hyper server doing hello's work
+#   (proxy mode);
 # and with bench-baselines nats-load (BHTTP straight over NATS):
 #   (e1) hello consumer (narun::consumer), (e2) raw async-nats Micro service.
 # Prints a table and ratios against the targets, and writes them to
@@ -207,13 +209,15 @@ AUX=()
 per_req() {
     awk -v d="$1" -v t="$CLK_TCK" -v n="$2" -v f="$3" 'BEGIN {printf "%.1f", (n > 0 ? d / t * 1e6 / (n * f) : 0)}'
 }
-declare -A AUX0
+declare -A AUX0 AUXCPU
 aux_before() { local e; for e in "${AUX[@]}"; do AUX0[$e]=$(cpu_ticks "${e#*:}"); done; }
 aux_after() { # aux_after KEY REQUESTS SCALE
-    local e d="" t
+    local e d="" t v
     for e in "${AUX[@]}"; do
         t=$(cpu_ticks "${e#*:}")
-        d+="${e%%:*} $(per_req $((t - ${AUX0[$e]})) "$2" "$3")us  "
+        v=$(per_req $((t - ${AUX0[$e]})) "$2" "$3")
+        AUXCPU[$1:${e%%:*}]=$v
+        d+="${e%%:*} ${v}us  "
     done
     DETAIL[$1]=$d
 }
@@ -413,6 +417,36 @@ HELLO_HWM_D=$(kib "$HELLO_PID" VmHWM)
 NATS_HWM_D=$(kib "$NATS_PID" VmHWM)
 stop "$GW_PID"
 
+# (f) proxy mode: narun gateway -> NATS -> narun bridge -> hyper server
+# (bench-baselines hello-http: hello's work, over HTTP/1.1 on 127.0.0.1).
+# The bridge runs as the node agent would start it, minus systemd.
+APP_PORT=$(free_port)
+start bridge env NATS_URL="$NATS_URL" "$NARUN" bridge --service hello_bridge --port "$APP_PORT" \
+    -- "$BASE" hello-http
+BRIDGE_PID=$LAST_PID
+for _ in $(seq 300); do # until the app listens (a failing bridge shows its log)
+    alive "$BRIDGE_PID" bridge
+    (exec 3<>"/dev/tcp/127.0.0.1/$APP_PORT") 2>/dev/null && break
+    sleep 0.05
+done
+FGW_PORT=$(free_port)
+sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$FGW_PORT/" -e 's/service: "hello"/service: "hello_bridge"/' \
+    "$WORK/gateway.yaml" >"$WORK/gateway-bridge.yaml"
+start gateway-bridge "$NARUN" gateway --config "$WORK/gateway-bridge.yaml"
+FGW_PID=$LAST_PID
+wait_http "http://127.0.0.1:$FGW_PORT/hello/" "$FGW_PID" gateway-bridge
+alive "$BRIDGE_PID" bridge
+APP_PID=$(pgrep -P "$BRIDGE_PID" | head -n1)
+[[ -n $APP_PID ]] || die "bridge: no app process under pid $BRIDGE_PID"
+PIDS+=("$APP_PID") # counted as ours (not "other"), and stopped on exit
+AUX=("nats-server:$NATS_PID" "bridge:$BRIDGE_PID" "app:$APP_PID")
+for c in "${CONNS[@]}"; do measure "f$c" "$c" "http://127.0.0.1:$FGW_PORT/hello/" "$FGW_PID"; done
+BRIDGE_HWM_F=$(kib "$BRIDGE_PID" VmHWM)
+APP_HWM_F=$(kib "$APP_PID" VmHWM)
+stop "$FGW_PID"
+stop "$BRIDGE_PID" # drains, then stops the app
+stop "$APP_PID"
+
 # (e1) hello consumer (still running) and (e2) raw Micro service, over NATS only.
 AUX=("nats-server:$NATS_PID")
 for c in "${CONNS[@]}"; do measure_nats "e1_$c" "$c" hello "$HELLO_PID"; done
@@ -436,11 +470,22 @@ label() {
         b*) echo "(b) nginx -> hyper" ;;
         c*) echo "(c) minimal gw + raw sub" ;;
         d*) echo "(d) narun gw + hello" ;;
+        f*) echo "(f) narun gw + bridge" ;;
         e1*) echo "(e1) consumer lib (NATS)" ;;
         e2*) echo "(e2) raw Micro svc (NATS)" ;;
     esac
 }
 conns_of() { echo "${1##*[a-z_]}"; }
+# proxy_row LABEL CONNS KEY SERVICE_CPU: one line of the proxy-mode table;
+# sets ROW_TOT (gateway + service) and ROW_ALL (+ nats-server).
+proxy_row() {
+    local tot all
+    tot=$(awk -v a="${CPU[$3]}" -v b="$4" 'BEGIN {printf "%.1f", a + b}')
+    all=$(awk -v a="$tot" -v b="${AUXCPU[$3:nats-server]}" 'BEGIN {printf "%.1f", a + b}')
+    printf '  %-22s %5s %8.0f %8s %8s %7sus %7sus %7sus %7sus %7sus\n' "$1" "$2" "${RPS[$3]}" \
+        "$(ms "${P50[$3]}")" "$(ms "${P99[$3]}")" "${CPU[$3]}" "$4" "$tot" "${AUXCPU[$3:nats-server]}" "$all"
+    ROW_TOT=$tot ROW_ALL=$all
+}
 
 SUMMARY=$WORK/summary.txt
 {
@@ -462,7 +507,8 @@ SUMMARY=$WORK/summary.txt
         echo "! = above ${OTHER_LIMIT}%: that measurement was disturbed by other load; rerun on an idle machine."
     fi
     echo "RSS and cpu/req are those of the process(es) under test: (a) plain, (b) nginx master+worker,"
-    echo "(c) minimal gateway, (d) narun gateway, (e1) hello consumer, (e2) raw service. (e) conns = requests in flight."
+    echo "(c) minimal gateway, (d) and (f) narun gateway, (e1) hello consumer, (e2) raw service."
+    echo "(e) conns = requests in flight."
     echo "Peak RSS (VmHWM) is cumulative over the process' life (16c then 64c)."
     echo "cpu/req of the other processes on the path:"
     for key in "${ROWS[@]}"; do
@@ -471,6 +517,22 @@ SUMMARY=$WORK/summary.txt
         fi
     done
     echo "During (d): hello consumer peak RSS $(mib "$HELLO_HWM_D"), nats-server peak RSS $(mib "$NATS_HWM_D")."
+    echo "During (f): bridge peak RSS $(mib "$BRIDGE_HWM_F"), hello-http app peak RSS $(mib "$APP_HWM_F")."
+    echo
+    echo "proxy mode (f: gateway -> bridge -> hyper app) vs consumer library (d: gateway -> hello), cpu/req of"
+    echo "the gateway, the service side (d: hello; f: bridge + app), both (gw+svc), nats-server, and all of them:"
+    printf '  %-22s %5s %8s %8s %8s %9s %9s %9s %9s %9s\n' path conns "req/s" p50 p99 gateway service "gw+svc" nats all
+    for c in "${CONNS[@]}"; do
+        d_svc=${AUXCPU[d$c:hello]}
+        f_svc=$(awk -v a="${AUXCPU[f$c:bridge]}" -v b="${AUXCPU[f$c:app]}" 'BEGIN {printf "%.1f", a + b}')
+        proxy_row "(d) consumer library" "$c" "d$c" "$d_svc"; d_tot=$ROW_TOT d_all=$ROW_ALL
+        proxy_row "(f) bridge + hyper" "$c" "f$c" "$f_svc"; f_tot=$ROW_TOT f_all=$ROW_ALL
+        printf '  %-22s %5s %7sx %7sx %7sx %8sx %8sx %8sx %8sx %8sx\n' "ratio f/d" "$c" "$(ratio "${RPS[f$c]}" "${RPS[d$c]}")" \
+            "$(ratio "${P50[f$c]}" "${P50[d$c]}")" "$(ratio "${P99[f$c]}" "${P99[d$c]}")" \
+            "$(ratio "${CPU[f$c]}" "${CPU[d$c]}")" "$(ratio "$f_svc" "$d_svc")" "$(ratio "$f_tot" "$d_tot")" \
+            "$(ratio "${AUXCPU[f$c:nats-server]}" "${AUXCPU[d$c:nats-server]}")" "$(ratio "$f_all" "$d_all")"
+    done
+    echo "  (f) service side = bridge ${AUXCPU[f64:bridge]}us + app ${AUXCPU[f64:app]}us per request at 64c"
     echo
     r=$(ratio "${RPS[d64]}" "${RPS[c64]}")
     echo "ratios:"
@@ -484,6 +546,7 @@ SUMMARY=$WORK/summary.txt
     r=$(ratio "${RPS[e1_64]}" "${RPS[e2_64]}")
     echo "  consumer/raw req/s 64c    = ${r}x (target >= 0.9x: $(verdict "$r" '>=' 0.9))"
     echo "  nginx/hyper direct 64c    = $(ratio "${RPS[b64]}" "${RPS[a64]}")x (reference)"
+    echo "  bridge/consumer req/s 64c = $(ratio "${RPS[f64]}" "${RPS[d64]}")x (proxy mode (f) vs (d); no target)"
     echo
     echo "total time $((SECONDS - T0))s"
 } >"$SUMMARY"

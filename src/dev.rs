@@ -401,7 +401,7 @@ impl Dev {
             runtime_dir,
             master_key_file: None,
             exec_wrapper: crate::node::agent::default_exec_wrapper(),
-            bridge_binary: crate::node::agent::default_bridge_binary(),
+            bridge_binary: bridge_binary(&work, user_mode),
             admin_addr: None,
             metrics_addr: None,
             user_manager: user_mode,
@@ -419,7 +419,7 @@ impl Dev {
         let grpc_port = free_port(opts.grpc_port);
         let metrics_port = free_port(9090);
         let yaml = format!(
-            "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{http_port}\"\ngrpc_addr: \"127.0.0.1:{grpc_port}\"\nmetrics_addr: \"127.0.0.1:{metrics_port}\"\nrequest_timeout_seconds: 15\nroutes:\n  - path: \"/hello/\"\n    methods: [\"POST\", \"PUT\"]\n    service: \"hello\"\n  - grpc: \"hello.v1.Greeter\"\n    service: \"grpc-hello\"\n"
+            "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{http_port}\"\ngrpc_addr: \"127.0.0.1:{grpc_port}\"\nmetrics_addr: \"127.0.0.1:{metrics_port}\"\nrequest_timeout_seconds: 15\nroutes:\n  - path: \"/hello/\"\n    methods: [\"POST\", \"PUT\"]\n    service: \"hello\"\n  - grpc: \"hello.v1.Greeter\"\n    service: \"grpc-hello\"\n  - path: \"/plain/\"\n    methods: [\"GET\", \"POST\"]\n    service: \"plain-http\"\n"
         );
         let gw_cfg = crate::gateway::config::parse(Path::new("narun-dev"), &yaml)
             .map_err(|e| setup(e.to_string()))?;
@@ -444,6 +444,7 @@ impl Dev {
         let grpcurl = format!(
             "grpcurl -plaintext -import-path proto -proto hello.proto -d '{{\"name\":\"NATS User\"}}' 127.0.0.1:{grpc_port} hello.v1.Greeter/SayHello   (from the repository)"
         );
+        let plain = format!("curl -sS http://127.0.0.1:{http_port}/plain/");
         let grpc_demo = find_demo(&opts.demo_grpc_binary, "grpc-hello").filter(|_| opts.demo);
         if opts.demo {
             let hello = demo_binary(opts)?;
@@ -461,6 +462,16 @@ impl Dev {
                     "narun dev: the gRPC demo is skipped: build it with `cargo build --example grpc-hello` or pass --demo-grpc-binary"
                 ),
             }
+            match find_demo(&None, "plain-http") {
+                Some(bin) => {
+                    self.deployed.push("plain-http");
+                    deploy_demo(&client, "plain-http", &bin).await?;
+                    say!("narun dev: plain-http (an HTTP server without the narun library, proxy mode) is deployed and routed:\n$ {plain}");
+                }
+                None => say!(
+                    "narun dev: the proxy-mode demo is skipped: build it with `cargo build --example plain-http`"
+                ),
+            }
         }
         if !opts.smoke {
             let grpc_line = if grpc_demo.is_some() {
@@ -468,7 +479,7 @@ impl Dev {
             } else {
                 String::new()
             };
-            say!("narun dev: running. Try:\n  {curl}\n{grpc_line}  narun apps list --nats-url {nats_url}\nCtrl-C stops everything.");
+            say!("narun dev: running. Try:\n  {curl}\n{grpc_line}  {plain}\n  narun apps list --nats-url {nats_url}\nCtrl-C stops everything.");
         }
         Ok(())
     }
@@ -833,6 +844,28 @@ fn find_demo(given: &Option<PathBuf>, name: &str) -> Option<PathBuf> {
     .find(|c| c.is_file())
 }
 
+/// The `narun` binary that runs proxy mode's bridge in app units: the
+/// installed one, else this one, linked (or copied) into the work dir when
+/// apps run as dynamic users (they cannot reach a build tree under a
+/// private home).
+fn bridge_binary(work: &Path, user_mode: bool) -> PathBuf {
+    let default = crate::node::agent::default_bridge_binary();
+    if user_mode || default.starts_with("/usr") {
+        return default;
+    }
+    let local = work.join("narun");
+    let placed = std::fs::hard_link(&default, &local)
+        .or_else(|_| std::fs::copy(&default, &local).map(|_| ()))
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755))
+        });
+    match placed {
+        Ok(()) => local,
+        Err(_) => default,
+    }
+}
+
 /// The hello demo binary: given, or built beside this binary by cargo.
 fn demo_binary(opts: &DevOptions) -> Result<PathBuf, DevError> {
     find_demo(&opts.demo_binary, "hello").ok_or_else(|| {
@@ -992,9 +1025,13 @@ async fn deploy_demo(
     let kv = store::ensure_kv(&js, store::APP_CONFIGS)
         .await
         .map_err(|e| setup(e.to_string()))?;
-    let spec = format!(
-        "name: {app}\ntag: dev\nargs: [\"--service\", \"{app}\"]\nnodes:\n  - name: dev\n    replicas: 1\n"
-    );
+    // The proxy-mode demo is an ordinary HTTP server: `http:`, no args.
+    let how = if app == "plain-http" {
+        "http: {}\n".to_owned()
+    } else {
+        format!("args: [\"--service\", \"{app}\"]\n")
+    };
+    let spec = format!("name: {app}\ntag: dev\n{how}nodes:\n  - name: dev\n    replicas: 1\n");
     kv.put(app, Bytes::from(spec))
         .await
         .map_err(|e| setup(format!("cannot write the demo spec: {e}")))?;

@@ -99,6 +99,25 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["message"], "Hello, again! (processed by POST)");
+    // The proxy-mode demo: a plain HTTP server behind narun bridge.
+    assert!(
+        all.contains("plain-http (an HTTP server without the narun library"),
+        "{all}"
+    );
+    let r = http(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "GET",
+        "/plain/",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("hello from plain-http"),
+        "{}",
+        r.text()
+    );
     // The grpcurl line it printed names a working gRPC route.
     assert!(all.contains("hello.v1.Greeter/SayHello"), "{all}");
     let grpc_port = grpc_port.expect("gRPC port announced");

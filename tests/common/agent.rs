@@ -94,6 +94,13 @@ impl Agent {
         agent
     }
 
+    /// The last lines of the agent's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let all = self.proc.stderr();
+        let v: Vec<&str> = all.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
     pub fn wait_notify(&self, needle: &str) {
         let mut buf = [0u8; 4096];
         self.notify
@@ -106,6 +113,19 @@ impl Agent {
             if String::from_utf8_lossy(&buf[..n]).contains(needle) {
                 return;
             }
+        }
+    }
+}
+
+/// A failing test shows what the agent said (its log goes with its temp
+/// dir otherwise).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent log (last 150 lines) ---\n{}\n--- end of agent log ---",
+                self.log_tail(150)
+            );
         }
     }
 }
