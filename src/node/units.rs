@@ -402,10 +402,12 @@ pub fn render(r: &Replica) -> TransientUnit {
     ));
     p.push(("TimeoutStopUSec", usec(r.stop_timeout)));
     p.push(("Restart", s(r.restart.policy)));
-    if r.restart.policy != "always" {
-        // A clean exit is final (the policy says so): the unit stays
-        // loaded, `active (exited)`, so the agent sees it ran instead of
-        // finding no unit and starting the replica again.
+    if r.restart.policy == "no" {
+        // `restart: never`: one run. The unit stays loaded after it exits
+        // (`active (exited)`), so the agent sees it ran instead of finding
+        // no unit and starting the replica again. (Not for `on-failure`:
+        // a long-running app that exits 0 unexpectedly is started again by
+        // the agent rather than left dead behind an active unit.)
         p.push(("RemainAfterExit", Prop::Bool(true)));
     }
     p.push(("RestartUSec", usec(r.restart.delay)));
@@ -802,7 +804,6 @@ mod tests {
             ("Slice", s("narun.slice")),
             ("KillMode", s("control-group")),
             ("Restart", s("on-failure")),
-            ("RemainAfterExit", Prop::Bool(true)),
             ("RestartUSec", Prop::U64(1_000_000)),
             ("StartLimitBurst", Prop::U32(5)),
             ("StartLimitIntervalUSec", Prop::U64(60_000_000)),
@@ -826,6 +827,14 @@ mod tests {
         for (k, v) in expect {
             assert_eq!(u.get(k), Some(v), "{k}");
         }
+        assert_eq!(u.get("RemainAfterExit"), None, "on-failure: no");
+        let mut never = replica();
+        never.restart.policy = "no";
+        assert_eq!(
+            render(&never).get("RemainAfterExit"),
+            Some(&Prop::Bool(true)),
+            "never: one run"
+        );
         assert_eq!(
             u.get("ExecStart"),
             Some(&Prop::Exec(vec![ExecCommand {
