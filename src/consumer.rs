@@ -103,6 +103,10 @@ pub enum Error {
     Nats(#[from] nats_conn::NatsConfigError),
     #[error("cannot register the Micro service: {0}")]
     Service(String),
+    /// The request stream ended while no stop was asked for (the NATS
+    /// client closed): a supervisor should restart the process.
+    #[error("the NATS subscription ended without a stop being asked for")]
+    SubscriptionEnded,
 }
 
 /// Check a Micro service name (`[A-Za-z0-9_-]+`).
@@ -345,6 +349,9 @@ where
     // and machines with replicas (one queue group).
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
     tokio::pin!(shutdown);
+    // The request stream ended without a stop being asked for (the client
+    // closed): the process must fail, so its supervisor restarts it.
+    let mut lost = false;
     loop {
         tokio::select! {
             biased;
@@ -352,7 +359,10 @@ where
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             // Back-pressure: take a request from NATS only when a slot is free.
             r = endpoint.next(), if in_flight.len() < opts.concurrency => {
-                let Some(request) = r else { break };
+                let Some(request) = r else {
+                    lost = true;
+                    break;
+                };
                 in_flight.push(run(&handler, &client, request));
             }
         }
@@ -382,6 +392,10 @@ where
         tracing::warn!(service = %opts.service_name, "drain timeout: abandoning in-flight requests");
     }
     let _ = tokio::time::timeout(quick, client.flush()).await;
+    if lost {
+        tracing::error!(service = %opts.service_name, "the NATS subscription ended: exiting so the service is restarted");
+        return Err(Error::SubscriptionEnded);
+    }
     Ok(())
 }
 

@@ -207,3 +207,30 @@ async fn too_much_grpc_metadata_gets_a_prompt_error_and_serving_goes_on() {
     let hello = HelloReply::decode(reply.payload).expect("a HelloReply");
     assert_eq!(hello.message, "Hello, NATS!");
 }
+
+/// A consumer whose NATS client closes under it (not a stop it was asked
+/// for) returns an error, so the process fails and its supervisor
+/// (systemd's `Restart=on-failure`) starts it again, instead of exiting 0
+/// as if stopped on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_client_closes_fails_instead_of_exiting_cleanly() {
+    let nats = NatsServer::start();
+    let c = client(&nats).await;
+    let router = Router::new().route("/", get(|| async { "hi" }));
+    let serving = tokio::spawn(narun::consumer::serve_on(
+        c.clone(),
+        narun::consumer::Options::new("lost"),
+        router,
+        std::future::pending::<()>(),
+    ));
+    wait_service(&nats.url(), "lost").await;
+    c.drain().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("serving ends once its client is closed")
+        .unwrap();
+    assert!(
+        matches!(result, Err(narun::consumer::Error::SubscriptionEnded)),
+        "{result:?}"
+    );
+}
