@@ -124,7 +124,8 @@ async fn lines_written_while_the_agent_or_nats_is_down_arrive_once_in_order() {
     // The agent stopped (SIGTERM), then started again.
     agent.proc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(agent.proc.wait_exit(Duration::from_secs(30)).success());
-    let stopped_at = printed_past(&sd, &unit, first, 40).await;
+    // 10 s of lines (the app prints one every 20 ms).
+    let stopped_at = printed_past(&sd, &unit, first, 500).await;
     drop(agent);
     let agent = Agent::start(&nats, &sd, "n1", &data.0);
 
@@ -153,7 +154,7 @@ async fn lines_written_while_the_agent_or_nats_is_down_arrive_once_in_order() {
     // nats-server down, then back on the same port and store.
     let before_outage = printed_past(&sd, &unit, stopped_at, 20).await;
     nats.stop();
-    let during = printed_past(&sd, &unit, before_outage, 40).await;
+    let during = printed_past(&sd, &unit, before_outage, 500).await;
     nats.restart();
     printed_past(&sd, &unit, during, 20).await;
 

@@ -187,6 +187,44 @@ async fn an_ordinary_http_server_serves_through_the_gateway() {
     assert!(ok > 0);
     eprintln!("replacement under load: {ok} requests, 0 failed");
 
+    // Python's own http.server, as is, on a pinned port: its directory
+    // listing and its 404 page pass through.
+    let listing = "px-listing";
+    cleanup_state(listing);
+    let port = free_port();
+    let spec2 = write_spec(
+        work.path(),
+        "listing.yaml",
+        &format!(
+            "name: {listing}\ntag: v1\nargs: [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\nhttp: {{port: {port}}}\nnodes:\n  - name: n1\n    replicas: 1\n"
+        ),
+    );
+    let (code, out, err) = narun_cli(
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            spec2.to_str().unwrap(),
+            "/usr/bin/python3",
+            "--wait=60s",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let gw2 = GatewayProc::start(
+        &nats.url(),
+        &format!("  - path: \"/\"\n    methods: [\"GET\"]\n    service: \"{listing}\""),
+        "",
+    );
+    let r = http(gw2.http, "GET", "/", &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Directory listing for /"), "{}", r.text());
+    let r = http(gw2.http, "GET", "/no-such-file", &[], Bytes::new()).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("File not found"), "{}", r.text());
+    let (code, _, err) = narun_cli(&nats, &["apps", "delete", listing, "-y"]);
+    assert_eq!(code, 0, "{err}");
+    cleanup_state(listing);
+
     // Stopped: 503, quickly.
     let (code, _, err) = narun_cli(&nats, &["apps", "delete", app, "-y"]);
     assert_eq!(code, 0, "{err}");

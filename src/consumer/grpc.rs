@@ -179,14 +179,7 @@ where
 {
     let call = AssertUnwindSafe(svc.oneshot(req)).catch_unwind();
     let resp = match until(deadline, call).await {
-        None => {
-            return out
-                .finish(
-                    Status::new(code::DEADLINE_EXCEEDED, "Deadline exceeded"),
-                    VecDeque::new(),
-                )
-                .await
-        }
+        None => return out.deadline_passed(VecDeque::new()).await,
         Some(Err(_)) => {
             tracing::error!("gRPC handler panicked");
             return out
@@ -237,14 +230,7 @@ where
                 let frame = AssertUnwindSafe(body.frame()).catch_unwind().map(step);
                 match out.wait(frame).await? {
                     Some(next) => next,
-                    None => {
-                        return out
-                            .finish(
-                                Status::new(code::DEADLINE_EXCEEDED, "Deadline exceeded"),
-                                queue,
-                            )
-                            .await
-                    }
+                    None => return out.deadline_passed(queue).await,
                 }
             }
         };
@@ -351,6 +337,27 @@ struct Responder {
 impl Responder {
     fn streaming(&self) -> bool {
         self.control.is_some()
+    }
+
+    /// The gateway's deadline passed. Before anything was streamed, the
+    /// gateway answers its own timeout at this same moment: the request is
+    /// abandoned without a reply (counted in `$SRV.STATS`), as the HTTP
+    /// path does, instead of racing that answer. A stream already started
+    /// ends with DEADLINE_EXCEEDED.
+    async fn deadline_passed(&mut self, queue: VecDeque<Bytes>) -> Result<(), Stop> {
+        if !self.streaming() {
+            tracing::debug!("deadline passed: gRPC request abandoned");
+            self.request.abandon(service::error::Error {
+                status: "Deadline exceeded before the response was ready".into(),
+                code: 504,
+            });
+            return Ok(());
+        }
+        self.finish(
+            Status::new(code::DEADLINE_EXCEEDED, "Deadline exceeded"),
+            queue,
+        )
+        .await
     }
 
     /// Reply with an error and no metadata (before the service ran).
