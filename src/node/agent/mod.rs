@@ -798,7 +798,16 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         if actions.is_empty() {
             return;
         }
-        tracing::info!(actions = actions.len(), "applying reconcile plan");
+        // What, by name: a plan that repeats shows in the log.
+        let what: Vec<String> = actions
+            .iter()
+            .map(|a| match a {
+                Action::Start(u) => format!("start {}", u.name),
+                Action::Stop(n) => format!("stop {n}"),
+                Action::RollBack { unit, reason, .. } => format!("roll back {unit}: {reason}"),
+            })
+            .collect();
+        tracing::info!(actions = ?what, "applying reconcile plan");
         // Stops one at a time; starts concurrently, since systemd's sandbox
         // set-up, not the agent, is the per-unit cost.
         let (starts, others): (Vec<Action>, Vec<Action>) = actions
