@@ -31,11 +31,9 @@ pub struct BridgeOptions {
     pub service: String,
     /// The app's port on 127.0.0.1; 0: pick a free one.
     pub port: u16,
-    /// The app's command line.
+    /// The app's command line. It has as long as it takes to listen: the
+    /// node agent judges `progressDeadline`.
     pub command: Vec<String>,
-    /// How long the app has to start listening (`None`: as long as it
-    /// takes; the node agent judges `progressDeadline`).
-    pub start_timeout: Option<Duration>,
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110
@@ -232,15 +230,6 @@ pub async fn run(opts: BridgeOptions) -> ExitCode {
             };
         }
         _ = listening => {}
-        _ = async {
-            match opts.start_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        } => {
-            let _ = app.start_kill();
-            return fail(format!("the app did not listen on 127.0.0.1:{port} within {:?}", opts.start_timeout.unwrap_or_default()));
-        }
     }
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))

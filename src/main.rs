@@ -95,7 +95,6 @@ fn bridge(args: BridgeArgs) -> ExitCode {
         service: args.service,
         port: args.port,
         command: args.command,
-        start_timeout: None,
     }))
 }
 

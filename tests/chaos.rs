@@ -221,12 +221,6 @@ async fn worker(
     }
 }
 
-fn write_spec(dir: &Path, name: &str, yaml: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 /// The `hello` example as app `app`, `replicas` on node-1.
 fn hello_spec(dir: &Path, app: &str, tag: &str, replicas: u32) -> PathBuf {
     write_spec(

@@ -11,12 +11,6 @@ use common::agent::Agent;
 use common::systemd::{cleanup_state, PrivateSystemd, VarLibDir};
 use common::*;
 
-fn write_spec(dir: &std::path::Path, name: &str, yaml: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, yaml).unwrap();
-    p
-}
-
 /// `narun logs APP` (what is retained), as text.
 fn logs(nats: &NatsServer, app: &str) -> String {
     let (code, out, err) = narun_cli(nats, &["logs", app]);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,12 +37,6 @@ class H(http.server.BaseHTTPRequestHandler):
 print("listening on", os.environ["PORT"], flush=True)
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-fn write_spec(dir: &Path, name: &str, yaml: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, yaml).unwrap();
-    p
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordinary_http_server_serves_through_the_gateway() {

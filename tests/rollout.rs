@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -150,12 +150,6 @@ async fn worker(
             }
         }
     }
-}
-
-fn write_spec(dir: &Path, name: &str, yaml: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, yaml).unwrap();
-    path
 }
 
 /// `narun deploy -f SPEC BINARY --wait=60s`: exit code, stdout, stderr and

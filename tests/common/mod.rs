@@ -561,3 +561,10 @@ impl GatewayProc {
         }
     }
 }
+
+/// Write a spec file `name` in `dir` (for `narun deploy -f`); its path.
+pub fn write_spec(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
