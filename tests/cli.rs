@@ -1442,6 +1442,11 @@ async fn logs_are_retained_and_followed() {
         .ok();
     assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
     assert!(out.stdout.contains("first"));
+    // --replica N is --instance <app>-N.
+    let by_index = narun_async(&url, &["logs", "hello", "--replica", "0"])
+        .await
+        .ok();
+    assert_eq!(by_index.stdout, out.stdout, "{by_index:?}");
     let out = narun_async(&url, &["logs", "--raw"]).await.ok();
     let raw: Vec<LogEntry> = out
         .stdout
