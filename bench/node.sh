@@ -15,7 +15,7 @@
 #   3. kill -9 of an app's main process -> active again with a new MainPID;
 #   4. cold start of 200 apps, empty data dir and warm data dir.
 # Apps are copies of /bin/sleep. Needs root (it boots systemd as PID 1 of a
-# private PID + mount namespace, tests/support/private-systemd.sh). Prints
+# private PID + mount namespace, src/private-systemd.sh). Prints
 # one table with the targets; exits 0 whatever the numbers, non-zero if
 # something failed to run. Everything it started is removed on exit.
 # --rollout: bench/rollout_bench.py instead (about 2 minutes): deploy ->
@@ -148,16 +148,16 @@ fi
 
 if [[ -n $ROLLOUT ]]; then
     "$VENV/bin/python" -u bench/rollout_bench.py \
-        --narun "$NARUN" --hello "$HELLO" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
+        --narun "$NARUN" --hello "$HELLO" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
         --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"
     exit
 fi
 if [[ -n $LOGS ]]; then
     "$VENV/bin/python" -u bench/logs_bench.py \
-        --narun "$NARUN" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
+        --narun "$NARUN" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
         --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"
     exit
 fi
 "$VENV/bin/python" -u bench/node_bench.py \
-    --narun "$NARUN" --base "$BASE" --script "$ROOT/tests/support/private-systemd.sh" \
+    --narun "$NARUN" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
     --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"

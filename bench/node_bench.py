@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measurements of `narun node`, driven by bench/node.sh (run that, not this).
 
-Boots a private systemd (tests/support/private-systemd.sh as PID 1 of a
+Boots a private systemd (src/private-systemd.sh as PID 1 of a
 private PID + mount namespace), a nats-server, and the release `narun node`
 against them; deploys copies of /bin/sleep as apps through the KV bucket
 `app-configs` and the object store `app-binaries` (nats-py, the only
@@ -988,7 +988,7 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--narun", required=True)
     p.add_argument("--base", required=True, help="a fresh directory under /var/lib")
-    p.add_argument("--script", required=True, help="tests/support/private-systemd.sh")
+    p.add_argument("--script", required=True, help="src/private-systemd.sh")
     p.add_argument("--version", default="narun")
     p.add_argument("--apps", type=int, default=50)
     p.add_argument("--cold-apps", type=int, default=200)

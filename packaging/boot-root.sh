@@ -4,7 +4,7 @@
 # the host's /sys and /dev, and a private /run. Used by install-test.sh:
 #   setsid unshare --pid --fork --kill-child --mount --net boot-root.sh ROOT
 # Everything it runs stays in those namespaces, except what systemd writes
-# to the host's cgroup tree (as in tests/support/private-systemd.sh).
+# to the host's cgroup tree (as in src/private-systemd.sh).
 set -eu
 R=$1
 mount --make-rprivate /

@@ -8,7 +8,7 @@
 #     DNS, so apt inside it can only install what is there), cached in
 #     ~/.cache/narun/install-test/base and copied for each run.
 #  2. Its systemd boots as PID 1 of private PID, mount and network namespaces
-#     (packaging/boot-root.sh; as tests/support/private-systemd.sh, but in
+#     (packaging/boot-root.sh; as src/private-systemd.sh, but in
 #     the new root and with its own loopback network, so ports 8080, 8081,
 #     9090 and 4222 never clash with the host's). A nats-server >= 2.10 runs
 #     in that network namespace on 127.0.0.1:4222, which is the default of

@@ -54,7 +54,7 @@ use crate::store::{self, InstanceState, StatusUpdate};
 use crate::systemd::{Systemd, UnitManager};
 
 /// The private-systemd boot script (same as the tests use).
-const PRIVATE_SYSTEMD: &str = include_str!("../tests/support/private-systemd.sh");
+const PRIVATE_SYSTEMD: &str = include_str!("private-systemd.sh");
 
 /// Stopping: how long the gateway (draining) and the agent (deregistering)
 /// may take together.
@@ -181,8 +181,15 @@ fn pid1_is_systemd() -> bool {
         .unwrap_or(false)
 }
 
-/// Remove the empty cgroups a private systemd left, only where the host's
-/// PID 1 is not systemd (nothing of a real host is touched).
+/// The cgroup subtree of this `narun dev`'s private systemd (`NARUN_CGROUP`
+/// of its boot script): its own, so several never share a unit's cgroup.
+fn private_cgroup() -> String {
+    format!("narun-dev-{}", std::process::id())
+}
+
+/// Remove the empty cgroups the private systemd left (its own subtree),
+/// only where the host's PID 1 is not systemd (nothing of a real host is
+/// touched).
 fn cleanup_private_cgroups() {
     fn rm(dir: &Path) {
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -197,13 +204,14 @@ fn cleanup_private_cgroups() {
     if pid1_is_systemd() {
         return;
     }
-    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+    let root = Path::new("/sys/fs/cgroup");
+    let name = private_cgroup();
+    rm(&root.join(&name));
+    let Ok(hierarchies) = std::fs::read_dir(root) else {
         return;
     };
-    for c in controllers.flatten() {
-        for name in ["narun.slice", "system.slice", "init.scope"] {
-            rm(&c.path().join(name));
-        }
+    for h in hierarchies.flatten() {
+        rm(&h.path().join(&name));
     }
 }
 
@@ -549,7 +557,8 @@ impl Dev {
         let mut cmd = Command::new("unshare");
         cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"])
             .arg("/bin/bash")
-            .arg(&script);
+            .arg(&script)
+            .env("NARUN_CGROUP", private_cgroup());
         // unshare passes a SIGKILL on to systemd (--kill-child), which ends
         // its namespace, apps included.
         let unshare = spawn_tied(&mut cmd, "unshare (util-linux)")?;

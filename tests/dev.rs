@@ -46,8 +46,9 @@ fn until_running(
     }
 }
 
-/// Root-mode `narun dev`s boot private systemds whose app units share the
-/// host's cgroup paths (`narun.slice/narun-app@hello.service`): one at a time.
+/// Root-mode `narun dev`s deploy the same demo apps, whose state
+/// directories (`/var/lib/private/narun-app/hello`) are the host's: one at a
+/// time.
 static ROOT_DEV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn root_dev_lock() -> tokio::sync::MutexGuard<'static, ()> {
@@ -199,6 +200,8 @@ async fn narun_dev_without_root_uses_the_user_manager() {
         (narun_binary(), "narun"),
         (narun_binary().with_file_name("narun-exec"), "narun-exec"),
         (example_binary("hello"), "hello"),
+        // Found beside narun, as the packages install it.
+        (example_binary("plain-http"), "narun-plain-http"),
     ] {
         std::fs::copy(&from, bin.0.join(to)).unwrap();
     }
@@ -259,6 +262,26 @@ async fn narun_dev_without_root_uses_the_user_manager() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["message"], "Hello, user! (processed by POST)");
+    // Proxy mode in the user manager: the bridge and the plain HTTP server
+    // run as nobody, in its user namespace.
+    assert!(
+        all.contains("plain-http (an HTTP server without the narun library"),
+        "{all}"
+    );
+    let r = http(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "GET",
+        "/plain/",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("hello from plain-http"),
+        "{}",
+        r.text()
+    );
 
     // The unit is nobody's, in its user manager, in a user namespace.
     let show = as_nobody("systemctl")

@@ -235,3 +235,109 @@ async fn an_ordinary_http_server_serves_through_the_gateway() {
     eprintln!("stopped app: 503 after {:?}", t.elapsed());
     cleanup_state(app);
 }
+
+/// The app checks its own sandbox on `GET /`: a file outside its landlock
+/// rules, a TCP port outside `nonet.localPorts`, a listen on a port that
+/// is not its `PORT`.
+const SANDBOXED: &str = r#"
+import http.server, os, socket, sys
+def attempt(f):
+    try:
+        f()
+        return "allowed"
+    except OSError:
+        return "denied"
+def read_passwd():
+    open("/etc/passwd").read()
+def connect_other():
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+def listen_other():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.close()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("passwd-%s connect-%s listen-%s uid-%d" % (
+            attempt(read_passwd), attempt(connect_other), attempt(listen_other), os.getuid())).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Proxy mode inside the sandboxes: `mode: landlock` (the app under
+/// narun-exec's filesystem rules) and `nonet.localPorts` (loopback only;
+/// TCP connects to the listed ports only, listens on the app's own port
+/// only). The bridge reaches NATS on loopback; the app binds the port the
+/// bridge gave it, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_app_serves_inside_landlock_and_nonet() {
+    let app = "px-sandboxed";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let nats_port = nats.url().rsplit(':').next().unwrap().to_owned();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-proxy");
+    let narun = data.0.join("narun");
+    std::fs::copy(narun_binary(), &narun).unwrap();
+    let _agent = Agent::start_with(
+        &nats,
+        &sd,
+        "n1",
+        &data.0,
+        &["--bridge-binary", narun.to_str().unwrap()],
+    );
+    let gw = GatewayProc::start(
+        &nats.url(),
+        &format!("  - path: \"/\"\n    methods: [\"GET\"]\n    service: \"{app}\""),
+        "",
+    );
+    // A listener the app may not reach: not in localPorts.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let work = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        work.path(),
+        "sandboxed.yaml",
+        &format!(
+            "name: {app}\ntag: v1\nargs: [\"-c\", {}, \"{other_port}\"]\nhttp: {{}}\n\
+             mode: landlock\nlandlock: {{shared: true}}\n\
+             nonet:\n  localPorts:\n    - port: {nats_port}\n\
+             nodes:\n  - name: n1\n    replicas: 1\n",
+            serde_json::to_string(SANDBOXED).unwrap()
+        ),
+    );
+    let (code, out, err) = narun_cli(
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            spec.to_str().unwrap(),
+            "/usr/bin/python3",
+            "--wait=60s",
+        ],
+    );
+    let unit = format!("narun-app@{app}.service");
+    let journal = || sd.journal(&["-u", &unit, "-o", "cat", "--no-pager"]);
+    assert_eq!(code, 0, "{out}\n{err}\n{}", journal());
+    let exec = sd.show(&unit, "ExecStart");
+    assert!(
+        exec.contains("bridge") && exec.contains("narun-exec") && exec.contains("--policy"),
+        "{exec}"
+    );
+    assert!(!sd.show(&unit, "IPAddressDeny").is_empty(), "loopback only");
+
+    let r = http(gw.http, "GET", "/", &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), journal());
+    let text = r.text();
+    for seen in ["passwd-denied", "connect-denied", "listen-denied"] {
+        assert!(text.contains(seen), "{seen}: {text}");
+    }
+    assert!(!text.contains("uid-0"), "runs as root: {text}");
+    drop(other);
+    let (code, _, err) = narun_cli(&nats, &["apps", "delete", app, "-y"]);
+    assert_eq!(code, 0, "{err}");
+    cleanup_state(app);
+}

@@ -92,12 +92,17 @@ async fn transient_units_run_sandboxed_with_limits_and_stop() {
     let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(uid >= 61184, "dynamic uid, got {uid}");
     // Limits are enforced by the kernel (cgroup files).
-    let mem = cgroup_file("memory", name, &["memory.max", "memory.limit_in_bytes"]);
+    let mem = cgroup_file(
+        &sd,
+        "memory",
+        name,
+        &["memory.max", "memory.limit_in_bytes"],
+    );
     assert_eq!(mem.trim(), (64u64 << 20).to_string());
-    let pids = cgroup_file("pids", name, &["pids.max"]);
+    let pids = cgroup_file(&sd, "pids", name, &["pids.max"]);
     assert_eq!(pids.trim(), "16");
     // 0.5 cores: 50 ms per 100 ms period (v1) or "50000 100000" (v2).
-    let cpu = cgroup_file("cpu", name, &["cpu.max", "cpu.cfs_quota_us"]);
+    let cpu = cgroup_file(&sd, "cpu", name, &["cpu.max", "cpu.cfs_quota_us"]);
     assert!(
         cpu.trim() == "50000" || cpu.trim() == "50000 100000",
         "{cpu}"
@@ -141,10 +146,14 @@ async fn a_missing_binary_fails_the_start_job_with_a_clear_error() {
     drop(sd);
 }
 
-fn cgroup_file(controller: &str, unit: &str, files: &[&str]) -> String {
+/// A cgroup file of `unit`, where its systemd put it (`ControlGroup`: the
+/// path under the hierarchy's root, in the private systemd's own subtree).
+fn cgroup_file(sd: &PrivateSystemd, controller: &str, unit: &str, files: &[&str]) -> String {
+    let path = sd.show(unit, "ControlGroup");
+    assert!(path.contains("/narun.slice/"), "ControlGroup={path}");
     for base in [
-        format!("/sys/fs/cgroup/narun.slice/{unit}"),
-        format!("/sys/fs/cgroup/{controller}/narun.slice/{unit}"),
+        format!("/sys/fs/cgroup{path}"),
+        format!("/sys/fs/cgroup/{controller}{path}"),
     ] {
         for f in files {
             if let Ok(v) = std::fs::read_to_string(format!("{base}/{f}")) {

@@ -74,6 +74,11 @@ pub struct Policy {
     pub connect_tcp: Option<Vec<u16>>,
     /// TCP ports the app may bind (its `metrics.port`); `None`: any.
     pub bind_tcp: Option<Vec<u16>>,
+    /// Proxy mode: the app may also bind the TCP port named by this
+    /// environment variable (`PORT`, which `narun bridge` sets for each
+    /// generation). Only with `bind_tcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_port_env: Option<String>,
     /// Run unconfined (with a warning) where the kernel has no Landlock,
     /// instead of refusing to start.
     pub best_effort: bool,
@@ -87,8 +92,32 @@ impl Default for Policy {
             paths: Vec::new(),
             connect_tcp: None,
             bind_tcp: None,
+            bind_port_env: None,
             best_effort: false,
         }
+    }
+}
+
+impl Policy {
+    /// The policy with `bind_port_env` resolved through `lookup` (the
+    /// environment): its port joins `bind_tcp`. A missing or invalid value
+    /// is an error, not a silently narrower or wider policy.
+    pub fn resolve_env(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Policy, String> {
+        let Some(var) = self.bind_port_env.take() else {
+            return Ok(self);
+        };
+        let Some(bind) = self.bind_tcp.as_mut() else {
+            return Ok(self);
+        };
+        let value = lookup(&var).ok_or_else(|| format!("{var} is not set (bind_port_env)"))?;
+        match value.trim().parse::<u16>() {
+            Ok(port) if port > 0 => bind.push(port),
+            _ => return Err(format!("{var}={value:?} is not a TCP port (bind_port_env)")),
+        }
+        Ok(self)
     }
 }
 
@@ -413,7 +442,9 @@ pub fn main(args: Vec<String>) -> i32 {
         Err(e) => return fail(EXIT_SETUP, &e),
     };
     if let Some(policy_path) = policy {
-        let policy = match read_policy(&policy_path) {
+        let policy = match read_policy(&policy_path)
+            .and_then(|p| p.resolve_env(|v| std::env::var(v).ok()))
+        {
             Ok(p) => p,
             Err(e) => return fail(EXIT_SETUP, &e),
         };
@@ -469,6 +500,34 @@ mod tests {
             "Truncate needs ABI 3"
         );
         assert!(rights("rz", false, abi).is_err());
+    }
+
+    #[test]
+    fn the_bridge_port_joins_the_bind_rules() {
+        let proxy = Policy {
+            bind_tcp: Some(vec![9464]),
+            bind_port_env: Some("PORT".into()),
+            ..Policy::default()
+        };
+        let env = |v: Option<&'static str>| {
+            move |k: &str| (k == "PORT").then_some(v).flatten().map(String::from)
+        };
+        let p = proxy.clone().resolve_env(env(Some("8123"))).unwrap();
+        assert_eq!(p.bind_tcp, Some(vec![9464, 8123]));
+        assert_eq!(p.bind_port_env, None);
+        for bad in [None, Some(""), Some("0"), Some("70000"), Some("80; 22")] {
+            let e = proxy.clone().resolve_env(env(bad)).unwrap_err();
+            assert!(e.contains("PORT"), "{e}");
+        }
+        // Binds unrestricted: nothing to add.
+        let any = Policy {
+            bind_port_env: Some("PORT".into()),
+            ..Policy::default()
+        };
+        assert_eq!(any.resolve_env(env(None)).unwrap().bind_tcp, None);
+        // Old policy files (no such key) still load.
+        let old: Policy = serde_json::from_str(r#"{"bind_tcp":[1]}"#).unwrap();
+        assert_eq!(old.bind_port_env, None);
     }
 
     #[test]

@@ -620,8 +620,8 @@ fn user_name(r: &Replica) -> String {
 /// The landlock policy of an app, if it needs `narun-exec`: `mode:
 /// landlock` (filesystem rules, plus the TCP ports of `nonet.localPorts`),
 /// or any mode with `nonet.localPorts` (TCP connect limited to those ports,
-/// binds to the metrics port; best effort, since the loopback restriction
-/// is systemd's). `binary` and `files` are the host paths the app needs.
+/// binds to the metrics port and, in proxy mode, the app's `PORT`; best
+/// effort, since the loopback restriction is systemd's). `binary` and `files` are the host paths the app needs.
 pub fn landlock_policy(
     spec: &ServiceSpec,
     binary: &std::path::Path,
@@ -646,6 +646,8 @@ pub fn landlock_policy(
     } else {
         (None, None)
     };
+    // Proxy mode: the app listens on the port the bridge gives it in PORT.
+    let bind_port_env = (ports && spec.http.is_some()).then(|| "PORT".to_owned());
     match spec.mode {
         spec::Mode::Landlock => {
             let l = &spec.landlock;
@@ -689,6 +691,7 @@ pub fn landlock_policy(
                 paths,
                 connect_tcp,
                 bind_tcp,
+                bind_port_env,
                 best_effort: l.best_effort,
             })
         }
@@ -696,6 +699,7 @@ pub fn landlock_policy(
             filesystem: false,
             connect_tcp,
             bind_tcp,
+            bind_port_env,
             best_effort: true,
             ..Policy::default()
         }),
@@ -1216,9 +1220,37 @@ mod tests {
         .unwrap();
         assert!(p.filesystem && !p.best_effort);
         assert_eq!(
-            (p.connect_tcp, p.bind_tcp),
-            (Some(vec![4222]), Some(vec![]))
+            (p.connect_tcp, p.bind_tcp, p.bind_port_env),
+            (Some(vec![4222]), Some(vec![]), None)
         );
+        // Proxy mode: the app may also bind the port the bridge gives it.
+        for mode in ["exec", "landlock"] {
+            let p = landlock_policy(
+                &spec(&format!(
+                    "mode: {mode}
+http: {{}}
+{ports}"
+                )),
+                bin,
+                &[],
+                &sys,
+                dir,
+            )
+            .unwrap();
+            assert_eq!(p.bind_port_env.as_deref(), Some("PORT"), "{mode}");
+        }
+        let p = landlock_policy(
+            &spec(
+                "mode: landlock
+http: {}
+",
+            ),
+            bin,
+            &[],
+            &sys,
+            dir,
+        );
+        assert_eq!(p.unwrap().bind_port_env, None, "binds are not restricted");
     }
 
     #[test]

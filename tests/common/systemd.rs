@@ -12,6 +12,8 @@ pub struct PrivateSystemd {
     unshare: Child,
     /// PID of systemd as seen from the test's namespace.
     pub pid: i32,
+    /// Its own cgroup subtree (`NARUN_CGROUP` of the boot script).
+    cgroup: String,
 }
 
 fn require_root() {
@@ -39,7 +41,13 @@ impl PrivateSystemd {
     /// Boot and wait until `systemctl is-system-running` says running.
     pub fn boot() -> Self {
         require_root();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/private-systemd.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/private-systemd.sh");
+        static BOOTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let cgroup = format!(
+            "narun-test-{}-{}",
+            std::process::id(),
+            BOOTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let unshare = Command::new("setsid")
             .args([
                 "unshare",
@@ -50,6 +58,7 @@ impl PrivateSystemd {
                 "--mount-proc",
             ])
             .arg(&script)
+            .env("NARUN_CGROUP", &cgroup)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -69,7 +78,11 @@ impl PrivateSystemd {
             assert!(Instant::now() < deadline, "private systemd did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let sd = PrivateSystemd { unshare, pid };
+        let sd = PrivateSystemd {
+            unshare,
+            pid,
+            cgroup,
+        };
         // systemctl needs systemd's private socket, which appears early in
         // the boot; then `--wait` blocks until the boot is finished.
         let private = format!("/proc/{pid}/root/run/systemd/private");
@@ -146,29 +159,27 @@ impl Drop for PrivateSystemd {
         }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
-        cleanup_cgroups();
+        remove_cgroup(&self.cgroup);
     }
 }
 
-/// Remove the (now empty) cgroups a private systemd left behind. Only where
-/// the host's PID 1 is not systemd, so nothing of a real host is touched.
-fn cleanup_cgroups() {
-    let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
-    if pid1.trim() == "systemd" {
-        return;
+/// Remove a private systemd's cgroup subtree (`/<name>` in every hierarchy),
+/// once the killed processes have left it.
+fn remove_cgroup(name: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join(name)];
+    if let Ok(hierarchies) = std::fs::read_dir(root) {
+        dirs.extend(hierarchies.flatten().map(|h| h.path().join(name)));
     }
-    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for c in controllers.flatten() {
-        let Ok(entries) = std::fs::read_dir(c.path()) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name == "narun.slice" || name == "system.slice" || name == "init.scope" {
-                remove_depth_first(&e.path());
+    dirs.retain(|d| d.is_dir());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for d in dirs {
+        loop {
+            remove_depth_first(&d);
+            if !d.exists() || Instant::now() > deadline {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

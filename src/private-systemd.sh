@@ -4,7 +4,32 @@
 #   setsid unshare --pid --fork --kill-child --mount --mount-proc private-systemd.sh
 # Its D-Bus system bus is then reachable from outside at
 #   /proc/<systemd pid>/root/run/dbus/system_bus_socket
+#
+# NARUN_CGROUP=<name>: the cgroup subtree this systemd owns, /<name> in every
+# hierarchy under /sys/fs/cgroup (the caller removes it after the kill).
+# systemd as PID 1 takes the cgroup it starts in as its root, so two private
+# systemds never share a unit's cgroup: with one tree, a unit of the same
+# name in both shares /narun.slice/<unit>, and a stopped unit is never
+# collected while the other's processes live there.
 set -eu
+if [ -n "${NARUN_CGROUP:-}" ]; then
+  case "$NARUN_CGROUP" in
+    */*|.*|"") echo "private-systemd: bad NARUN_CGROUP" >&2; exit 2 ;;
+  esac
+  # cgroup v2 alone: one tree at /sys/fs/cgroup; else one per hierarchy.
+  roots=/sys/fs/cgroup/*
+  [ -e /sys/fs/cgroup/cgroup.procs ] && roots=/sys/fs/cgroup
+  for h in $roots; do
+    [ -d "$h" ] && [ ! -L "$h" ] && [ -e "$h/cgroup.procs" ] || continue
+    mkdir -p "$h/$NARUN_CGROUP"
+    # A new cpuset cgroup (v1) has no CPUs or memory nodes until given some.
+    if [ -e "$h/cpuset.cpus" ]; then
+      cat "$h/cpuset.cpus" > "$h/$NARUN_CGROUP/cpuset.cpus"
+      cat "$h/cpuset.mems" > "$h/$NARUN_CGROUP/cpuset.mems"
+    fi
+    echo $$ > "$h/$NARUN_CGROUP/cgroup.procs"
+  done
+fi
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/systemd/system /run/lock
