@@ -570,12 +570,14 @@ async fn gateway_started_before_nats_serves_503_then_becomes_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
     let nats = NatsServer::start();
-    let gate = Arc::new(Notify::new());
-    let g = gate.clone();
+    // A gate that stays open once opened: the handler may start waiting
+    // after the release (the gateway counts the request in flight before
+    // the consumer gets it).
+    let (gate, released) = tokio::sync::watch::channel(false);
     let router = Router::new().fallback(any(move || {
-        let g = g.clone();
+        let mut released = released.clone();
         async move {
-            g.notified().await;
+            let _ = released.wait_for(|open| *open).await;
             "finished"
         }
     }));
@@ -600,7 +602,7 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
     })
     .await;
     assert!(gw.proc.is_running(), "still draining");
-    gate.notify_waiters();
+    gate.send_replace(true);
     let r = in_flight.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "finished"));
     let status = gw.proc.wait_exit(Duration::from_secs(10));
