@@ -12,15 +12,8 @@
 //! with the same message id (its cursor), which JetStream drops as a
 //! duplicate. One publisher per node keeps each replica's order. A slow or
 //! absent NATS never blocks an app's writes: only the journal reader waits.
-//!
-//! Order across a lost connection: lines written into the old connection
-//! can be lost while later ones, still queued in the client, reach the
-//! server over the new one and are stored first. Their acknowledgements
-//! tell which: those stored after an unacknowledged line are deleted from
-//! the stream and sent again after it, under a new message id (JetStream
-//! remembers deleted ids for its duplicate window).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -146,7 +139,6 @@ pub async fn forward(
     // Unacknowledged lines are sent again (deduplicated by their cursor):
     // no need to wait long for an acknowledgement lost in an outage.
     js.set_timeout(Duration::from_secs(3));
-    let mut ids = MessageIds::default();
     loop {
         crate::nats::wait_connected(&nats).await;
         let cursor = read_cursor(&cursor_file);
@@ -181,152 +173,15 @@ pub async fn forward(
                 }
             });
         }
-        match pump(&js, &node_id, stdout, &cursor_file, &mut ids).await {
+        match pump(&js, &node_id, stdout, &cursor_file).await {
             Ok(()) => tracing::warn!("journal follower ended; starting it again"),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e.reason,
-                    "log lines not acknowledged by NATS; sending again from the last acknowledged one"
-                );
-                if !e.stored_after_loss.is_empty() {
-                    unstore(&js, &e.stored_after_loss, &mut ids).await;
-                }
-            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "log lines not acknowledged by NATS; sending again from the last acknowledged one"
+            ),
         }
         let _ = child.kill().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Why a pump stopped before journalctl ended.
-#[derive(Debug)]
-struct PumpError {
-    reason: String,
-    /// Lines stored after one that was not acknowledged, by (cursor,
-    /// stream sequence): stored out of order if that one was lost.
-    stored_after_loss: Vec<(String, u64)>,
-}
-
-impl PumpError {
-    fn new(reason: String) -> Self {
-        PumpError {
-            reason,
-            stored_after_loss: Vec::new(),
-        }
-    }
-}
-
-/// Message ids of lines deleted from the stream to be sent again: their
-/// cursor with a suffix, as the plain cursor is a duplicate to JetStream.
-#[derive(Debug, Default)]
-struct MessageIds {
-    renamed: HashMap<String, u64>,
-    round: u64,
-}
-
-impl MessageIds {
-    fn id(&self, cursor: &str) -> String {
-        match self.renamed.get(cursor) {
-            Some(round) => format!("{cursor}#{round}"),
-            None => cursor.to_owned(),
-        }
-    }
-
-    /// Acknowledged under its current id: the next publish of the line
-    /// (after a later failure) is a duplicate again.
-    fn acknowledged(&mut self, cursor: &str) {
-        self.renamed.remove(cursor);
-    }
-
-    fn rename(&mut self, cursors: impl IntoIterator<Item = String>) {
-        self.round += 1;
-        for c in cursors {
-            self.renamed.insert(c, self.round);
-        }
-    }
-}
-
-/// The lines stored after the first one whose acknowledgement failed:
-/// `acks` is each line's cursor and what became of its publish, in the
-/// order sent.
-fn stored_after_loss(acks: Vec<(String, AckOutcome)>) -> Vec<(String, u64)> {
-    let mut lost = false;
-    let mut out = Vec::new();
-    for (cursor, outcome) in acks {
-        match outcome {
-            AckOutcome::Failed => lost = true,
-            AckOutcome::Stored(seq) if lost => out.push((cursor, seq)),
-            AckOutcome::Stored(_) | AckOutcome::Nothing => {}
-        }
-    }
-    out
-}
-
-/// What became of one line's publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AckOutcome {
-    /// Not an app line of this node: nothing published.
-    Nothing,
-    Stored(u64),
-    /// Not acknowledged (lost, or stored with its acknowledgement lost).
-    Failed,
-}
-
-/// The outcome of every line still in flight, awaited together (each
-/// acknowledgement has its own timeout), in the order sent.
-async fn settle(
-    in_flight: &mut VecDeque<(String, Option<PublishAckFuture>)>,
-) -> Vec<(String, AckOutcome)> {
-    futures_util::future::join_all(in_flight.drain(..).map(|(cursor, ack)| async move {
-        let outcome = match ack {
-            None => AckOutcome::Nothing,
-            Some(ack) => match ack.await {
-                Ok(a) => AckOutcome::Stored(a.sequence),
-                Err(_) => AckOutcome::Failed,
-            },
-        };
-        (cursor, outcome)
-    }))
-    .await
-}
-
-/// Delete lines stored out of order, to be sent again in order under new
-/// message ids. Best effort: a stream that refuses deletes keeps them
-/// where they are (said).
-async fn unstore(
-    js: &async_nats::jetstream::Context,
-    stored: &[(String, u64)],
-    ids: &mut MessageIds,
-) {
-    let mut deleted = Vec::new();
-    let mut failure = None;
-    match js.get_stream(store::LOGS_STREAM).await {
-        Ok(stream) => {
-            for (cursor, seq) in stored {
-                match stream.delete_message(*seq).await {
-                    Ok(_) => deleted.push(cursor.clone()),
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-        }
-        Err(e) => failure = Some(e.to_string()),
-    }
-    if let Some(e) = failure {
-        tracing::warn!(
-            error = %e,
-            lines = stored.len() - deleted.len(),
-            "log lines stored after a lost one cannot be deleted: they stay out of order in the stream"
-        );
-    }
-    if !deleted.is_empty() {
-        tracing::info!(
-            lines = deleted.len(),
-            "log lines stored after a lost one were deleted, to be sent again in order"
-        );
-        ids.rename(deleted);
     }
 }
 
@@ -404,8 +259,7 @@ async fn pump<R: AsyncRead + Unpin>(
     node_id: &str,
     stdout: R,
     cursor_file: &Path,
-    ids: &mut MessageIds,
-) -> Result<(), PumpError> {
+) -> Result<(), String> {
     let mut records = Records::new(stdout, MAX_RECORD);
     // In order: each record's cursor and its publish (if any).
     let mut in_flight: VecDeque<(String, Option<PublishAckFuture>)> = VecDeque::new();
@@ -418,8 +272,8 @@ async fn pump<R: AsyncRead + Unpin>(
             done = in_flight.pop_front().map(|(c, _)| c);
         }
         if in_flight.len() >= MAX_IN_FLIGHT {
-            if let Err(e) = await_front(&mut in_flight, &mut done, ids).await {
-                break Err(e.settle(&mut in_flight).await);
+            if let Err(e) = await_front(&mut in_flight, &mut done).await {
+                break Err(e);
             }
             continue;
         }
@@ -439,10 +293,10 @@ async fn pump<R: AsyncRead + Unpin>(
                 Err(_) => {
                     let mut failed = None;
                     while !in_flight.is_empty() && failed.is_none() {
-                        failed = await_front(&mut in_flight, &mut done, ids).await.err();
+                        failed = await_front(&mut in_flight, &mut done).await.err();
                     }
                     if let Some(e) = failed {
-                        break Err(e.settle(&mut in_flight).await);
+                        break Err(e);
                     }
                     if let Some(c) = &done {
                         save_cursor(cursor_file, c);
@@ -460,7 +314,7 @@ async fn pump<R: AsyncRead + Unpin>(
                 continue;
             }
             Ok(None) => break Ok(()),
-            Err(e) => break Err(PumpError::new(format!("reading journalctl: {e}"))),
+            Err(e) => break Err(format!("reading journalctl: {e}")),
         };
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&record) else {
             continue;
@@ -476,21 +330,13 @@ async fn pump<R: AsyncRead + Unpin>(
                 };
                 let msg = PublishMessage::build()
                     .payload(json.into())
-                    .message_id(ids.id(&cursor));
+                    .message_id(&cursor);
                 match js
                     .send_publish(store::logs_subject(&app, node_id), msg)
                     .await
                 {
                     Ok(ack) => Some(ack),
-                    Err(e) => {
-                        // Earlier lines may still be stored; later ones
-                        // were never sent.
-                        let acks = settle(&mut in_flight).await;
-                        break Err(PumpError {
-                            reason: format!("publish: {e}"),
-                            stored_after_loss: stored_after_loss(acks),
-                        });
-                    }
+                    Err(e) => break Err(format!("publish: {e}")),
                 }
             }
             None => None,
@@ -504,44 +350,18 @@ async fn pump<R: AsyncRead + Unpin>(
     result
 }
 
-/// The front publish was not acknowledged.
-struct FrontFailed {
-    cursor: String,
-    reason: String,
-}
-
-impl FrontFailed {
-    /// The pump's error, once the rest in flight is settled.
-    async fn settle(
-        self,
-        in_flight: &mut VecDeque<(String, Option<PublishAckFuture>)>,
-    ) -> PumpError {
-        let mut acks = vec![(self.cursor, AckOutcome::Failed)];
-        acks.extend(settle(in_flight).await);
-        PumpError {
-            reason: self.reason,
-            stored_after_loss: stored_after_loss(acks),
-        }
-    }
-}
-
 /// Wait for the front publish's acknowledgement.
 async fn await_front(
     in_flight: &mut VecDeque<(String, Option<PublishAckFuture>)>,
     done: &mut Option<String>,
-    ids: &mut MessageIds,
-) -> Result<(), FrontFailed> {
+) -> Result<(), String> {
     let Some((cursor, ack)) = in_flight.pop_front() else {
         return Ok(());
     };
     if let Some(ack) = ack {
         if let Err(e) = ack.await {
-            return Err(FrontFailed {
-                cursor,
-                reason: format!("acknowledgement: {e}"),
-            });
+            return Err(format!("acknowledgement: {e}"));
         }
-        ids.acknowledged(&cursor);
     }
     *done = Some(cursor);
     Ok(())
@@ -550,46 +370,6 @@ async fn await_front(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_stored_after_a_lost_one_are_found_and_renamed() {
-        use AckOutcome::*;
-        let acks = |v: &[(&str, AckOutcome)]| -> Vec<(String, AckOutcome)> {
-            v.iter().map(|(c, o)| (c.to_string(), *o)).collect()
-        };
-        // All acknowledged, or failures only at the end: nothing to undo.
-        assert!(
-            stored_after_loss(acks(&[("a", Stored(1)), ("b", Nothing), ("c", Stored(2))]))
-                .is_empty()
-        );
-        assert!(
-            stored_after_loss(acks(&[("a", Stored(1)), ("b", Failed), ("c", Failed)])).is_empty()
-        );
-        // Lost in the old connection, stored through the new one.
-        assert_eq!(
-            stored_after_loss(acks(&[
-                ("a", Stored(1)),
-                ("b", Failed),
-                ("c", Nothing),
-                ("d", Stored(7)),
-                ("e", Failed),
-                ("f", Stored(9)),
-            ])),
-            [("d".to_owned(), 7), ("f".to_owned(), 9)]
-        );
-        let mut ids = MessageIds::default();
-        assert_eq!(ids.id("d"), "d");
-        ids.rename(["d".to_owned(), "f".to_owned()]);
-        assert_eq!(
-            (ids.id("d"), ids.id("f"), ids.id("b")),
-            ("d#1".into(), "f#1".into(), "b".into())
-        );
-        // Deleted again in a later round: a new id again.
-        ids.rename(["d".to_owned()]);
-        assert_eq!(ids.id("d"), "d#2");
-        ids.acknowledged("d");
-        assert_eq!(ids.id("d"), "d");
-    }
 
     #[tokio::test]
     async fn records_are_bounded_and_survive_a_cancelled_read() {
