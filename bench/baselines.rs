@@ -67,12 +67,16 @@ enum Command {
         #[arg(long)]
         subject: String,
     },
-    /// Raw NATS subscriber replying the hello response body (for mini-gateway).
+    /// Raw NATS subscriber replying the hello response body (for
+    /// mini-gateway), or with `--bhttp` the whole hello response as fixed
+    /// BHTTP bytes, decoding nothing (for narun gateway: the fair pair).
     RawResponder {
         #[arg(long)]
         nats_url: String,
         #[arg(long)]
         subject: String,
+        #[arg(long)]
+        bhttp: bool,
     },
     /// The hello consumer's work on a bare NATS Micro endpoint (no narun::consumer).
     RawService {
@@ -180,7 +184,11 @@ async fn main() -> Result<(), BoxError> {
             nats_url,
             subject,
         } => mini_gateway(addr, &nats_url, subject).await,
-        Command::RawResponder { nats_url, subject } => raw_responder(&nats_url, subject).await,
+        Command::RawResponder {
+            nats_url,
+            subject,
+            bhttp,
+        } => raw_responder(&nats_url, subject, bhttp).await,
         Command::RawService { nats_url, service } => raw_service(&nats_url, &service).await,
         Command::NatsLoad {
             nats_url,
@@ -308,9 +316,19 @@ async fn mini_gateway(addr: SocketAddr, nats_url: &str, subject: String) -> Resu
 
 // -------------------------------------------------------- (c') raw responder
 
-async fn raw_responder(nats_url: &str, subject: String) -> Result<(), BoxError> {
+async fn raw_responder(nats_url: &str, subject: String, bhttp: bool) -> Result<(), BoxError> {
     let client = async_nats::connect(nats_url).await?;
     let body = fixed_body(&hostname());
+    let body: Bytes = if bhttp {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        narun::wire::encode_response(StatusCode::OK, &headers, &body)?.into()
+    } else {
+        body
+    };
     let mut sub = client.queue_subscribe(subject, "q".into()).await?;
     client.flush().await?;
     while let Some(msg) = sub.next().await {

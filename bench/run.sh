@@ -5,7 +5,9 @@
 #
 # Measures with wrk (16 and 64 connections, POST /hello/ {"name":"NATS User"}):
 #   (a) plain hyper server, (b) nginx -> (a), (c) minimal hyper+async-nats
-#   gateway -> raw NATS responder, (d) narun gateway -> NATS -> hello consumer,
+#   gateway -> raw NATS responder, (g) narun gateway -> the same responder
+#   answering fixed BHTTP bytes (the fair pair of (c)), (d) narun gateway ->
+#   NATS -> hello consumer,
 #   (f) narun gateway -> NATS -> narun bridge -> hyper server doing hello's work
 #   (proxy mode);
 # and with bench-baselines nats-load (BHTTP straight over NATS):
@@ -392,6 +394,30 @@ for c in "${CONNS[@]}"; do measure "c$c" "$c" "http://127.0.0.1:$MINI_PORT/hello
 stop "$MINI_PID"
 stop "$RESPONDER_PID"
 
+# (g) the fair pair of (c): narun gateway -> raw responder answering fixed
+# BHTTP bytes (nothing decoded): the gateway's own cost against (c)'s.
+start responder "$BASE" raw-responder --nats-url "$NATS_URL" --subject rawbhttp --bhttp
+RESPONDER_PID=$LAST_PID
+GGW_PORT=$(free_port)
+cat >"$WORK/gateway-g.yaml" <<EOF
+nats_url: "$NATS_URL"
+server_addr: "127.0.0.1:$GGW_PORT"
+metrics_addr: ""
+request_timeout_seconds: 15
+max_in_flight: 4096
+routes:
+  - path: "/hello/"
+    methods: ["POST"]
+    service: "rawbhttp"
+EOF
+start gateway "$NARUN" gateway --config "$WORK/gateway-g.yaml"
+GGW_PID=$LAST_PID
+wait_http "http://127.0.0.1:$GGW_PORT/hello/" "$GGW_PID" gateway
+AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
+for c in "${CONNS[@]}"; do measure "g$c" "$c" "http://127.0.0.1:$GGW_PORT/hello/" "$GGW_PID"; done
+stop "$GGW_PID"
+stop "$RESPONDER_PID"
+
 # (d) narun gateway -> NATS -> hello consumer.
 start hello "$HELLO" --service hello --nats-url "$NATS_URL"
 HELLO_PID=$LAST_PID
@@ -470,6 +496,7 @@ label() {
         b*) echo "(b) nginx -> hyper" ;;
         c*) echo "(c) minimal gw + raw sub" ;;
         d*) echo "(d) narun gw + hello" ;;
+        g*) echo "(g) narun gw + raw BHTTP" ;;
         f*) echo "(f) narun gw + bridge" ;;
         e1*) echo "(e1) consumer lib (NATS)" ;;
         e2*) echo "(e2) raw Micro svc (NATS)" ;;
@@ -507,7 +534,7 @@ SUMMARY=$WORK/summary.txt
         echo "! = above ${OTHER_LIMIT}%: that measurement was disturbed by other load; rerun on an idle machine."
     fi
     echo "RSS and cpu/req are those of the process(es) under test: (a) plain, (b) nginx master+worker,"
-    echo "(c) minimal gateway, (d) and (f) narun gateway, (e1) hello consumer, (e2) raw service."
+    echo "(c) minimal gateway, (d), (f) and (g) narun gateway, (e1) hello consumer, (e2) raw service."
     echo "(e) conns = requests in flight."
     echo "Peak RSS (VmHWM) is cumulative over the process' life (16c then 64c)."
     echo "cpu/req of the other processes on the path:"
@@ -534,17 +561,20 @@ SUMMARY=$WORK/summary.txt
     done
     echo "  (f) service side = bridge ${AUXCPU[f64:bridge]}us + app ${AUXCPU[f64:app]}us per request at 64c"
     echo
-    r=$(ratio "${RPS[d64]}" "${RPS[c64]}")
-    echo "ratios:"
-    echo "  narun/minimal req/s 16c   = $(ratio "${RPS[d16]}" "${RPS[c16]}")x"
-    echo "  narun/minimal req/s 64c   = ${r}x (target >= 1.0x: $(verdict "$r" '>=' 1.0))"
-    r=$(ratio "${P99[d64]}" "${P99[c64]}")
-    echo "  narun/minimal p99 64c     = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
-    r=$(awk -v k="${HWM[d64]}" 'BEGIN {printf "%.1f", k / 1024}')
-    echo "  narun gateway peak RSS    = ${r} MiB (target <= 10 MiB: $(verdict "$r" '<=' 10))"
+    echo "ratios (the fair pair: (g) narun gateway vs (c) minimal gateway, both before a raw responder):"
+    echo "  fair pair req/s 16c       = $(ratio "${RPS[g16]}" "${RPS[c16]}")x"
+    r=$(ratio "${RPS[g64]}" "${RPS[c64]}")
+    echo "  fair pair req/s 64c       = ${r}x (target >= 1.0x: $(verdict "$r" '>=' 1.0))"
+    r=$(ratio "${CPU[g64]}" "${CPU[c64]}")
+    echo "  fair pair gw cpu/req 64c  = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
+    r=$(ratio "${P99[g64]}" "${P99[c64]}")
+    echo "  fair pair p99 64c         = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
+    r=$(awk -v k="${HWM[g64]}" 'BEGIN {printf "%.1f", k / 1024}')
+    echo "  narun gateway peak RSS    = ${r} MiB under (g) (target <= 10 MiB: $(verdict "$r" '<=' 10))"
+    echo "  full path (d)/(c) req/s   = $(ratio "${RPS[d16]}" "${RPS[c16]}")x 16c, $(ratio "${RPS[d64]}" "${RPS[c64]}")x 64c; p99 64c $(ratio "${P99[d64]}" "${P99[c64]}")x (reported)"
     echo "  consumer/raw req/s 16c    = $(ratio "${RPS[e1_16]}" "${RPS[e2_16]}")x"
     r=$(ratio "${RPS[e1_64]}" "${RPS[e2_64]}")
-    echo "  consumer/raw req/s 64c    = ${r}x (target >= 0.9x: $(verdict "$r" '>=' 0.9))"
+    echo "  consumer/raw req/s 64c    = ${r}x (target >= 0.95x: $(verdict "$r" '>=' 0.95))"
     echo "  nginx/hyper direct 64c    = $(ratio "${RPS[b64]}" "${RPS[a64]}")x (reference)"
     echo "  bridge/consumer req/s 64c = $(ratio "${RPS[f64]}" "${RPS[d64]}")x (proxy mode (f) vs (d); no target)"
     echo
