@@ -175,10 +175,12 @@ async fn deploy_scale_crash_adopt_delete() {
     )
     .await;
     st.until("replica 2 running", running("nt-hello-2")).await;
-    assert_eq!(
-        sd.show("narun-app@nt-hello:1.service", "ActiveState"),
-        "active"
-    );
+    // Replica 1 too (its status may come after replica 2's).
+    eventually(Duration::from_secs(30), "replica 1 active", || {
+        let state = sd.show("narun-app@nt-hello:1.service", "ActiveState");
+        async move { state == "active" }
+    })
+    .await;
     assert_eq!(sd.show(unit, "MainPID"), pid0, "scaling restarts nothing");
 
     // A change for another node restarts nothing here (R4).
