@@ -251,10 +251,17 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut req = vec![0u8; 1024];
-            let n = s.read(&mut req).unwrap();
+            // The whole request head: it may come in several segments.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
             s.write_all(reply).unwrap();
-            req.truncate(n);
             req
         });
         (port, t)
