@@ -38,25 +38,31 @@ print("listening on", os.environ["PORT"], flush=True)
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
+/// A node for proxy-mode apps: a private systemd and an agent whose
+/// `--bridge-binary` is narun itself, copied where app users can execute it
+/// (the packages install /usr/bin/narun).
+fn proxy_node(nats: &NatsServer) -> (PrivateSystemd, VarLibDir, Agent) {
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-proxy");
+    let narun = data.0.join("narun");
+    std::fs::copy(narun_binary(), &narun).unwrap();
+    let agent = Agent::start_with(
+        nats,
+        &sd,
+        "n1",
+        &data.0,
+        &["--bridge-binary", narun.to_str().unwrap()],
+    );
+    (sd, data, agent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordinary_http_server_serves_through_the_gateway() {
     let app = "px-web";
     cleanup_state(app);
     // Bodies of a few MiB: NATS's default max payload is 1 MiB.
     let nats = NatsServer::start_with_config("max_payload: 8MB\n");
-    let sd = PrivateSystemd::boot();
-    let data = VarLibDir::new("narun-proxy");
-    // narun itself where app users can execute it (the packages install
-    // /usr/bin/narun), for `narun bridge`.
-    let narun = data.0.join("narun");
-    std::fs::copy(narun_binary(), &narun).unwrap();
-    let _agent = Agent::start_with(
-        &nats,
-        &sd,
-        "n1",
-        &data.0,
-        &["--bridge-binary", narun.to_str().unwrap()],
-    );
+    let (sd, _data, _agent) = proxy_node(&nats);
     let gw = GatewayProc::start(
         &nats.url(),
         &format!("  - path: \"/\"\n    methods: [\"GET\", \"POST\"]\n    service: \"{app}\"\n    timeout: \"2s\""),
@@ -278,17 +284,7 @@ async fn a_proxy_app_serves_inside_landlock_and_nonet() {
     cleanup_state(app);
     let nats = NatsServer::start();
     let nats_port = nats.url().rsplit(':').next().unwrap().to_owned();
-    let sd = PrivateSystemd::boot();
-    let data = VarLibDir::new("narun-proxy");
-    let narun = data.0.join("narun");
-    std::fs::copy(narun_binary(), &narun).unwrap();
-    let _agent = Agent::start_with(
-        &nats,
-        &sd,
-        "n1",
-        &data.0,
-        &["--bridge-binary", narun.to_str().unwrap()],
-    );
+    let (sd, _data, _agent) = proxy_node(&nats);
     let gw = GatewayProc::start(
         &nats.url(),
         &format!("  - path: \"/\"\n    methods: [\"GET\"]\n    service: \"{app}\""),
