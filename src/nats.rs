@@ -2,9 +2,10 @@
 //!
 //! Every narun component connects the same way: a list of server URLs,
 //! optional nkey seed file, creds file or TLS CA, reconnects forever with a
-//! capped exponential backoff, and connection events logged. The first
-//! connect is retried in the background too, so a component started before
-//! NATS does not exit: it serves errors until NATS is there.
+//! capped exponential backoff (except [`connect_once`]'s), and connection
+//! events logged. The first connect is retried in the background too, so a
+//! component started before NATS does not exit: it serves errors until NATS
+//! is there.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -227,6 +228,18 @@ pub async fn connect_counting_disconnects(
 pub async fn connect_now(opts: &NatsOptions) -> Result<Client, NatsConfigError> {
     let addrs = server_addrs(&opts.urls)?;
     let co = base_options(opts).await?;
+    Ok(co.connect(addrs).await?)
+}
+
+/// Build a client whose connection, once lost, is not established again
+/// (one attempt per server, like [`connect_now`]): every call after the
+/// loss fails, and nothing queued for the lost connection is sent later on
+/// another one. For a publisher whose order must hold across outages (the
+/// log forwarder): it builds a new client and sends again from what was
+/// acknowledged.
+pub async fn connect_once(opts: &NatsOptions) -> Result<Client, NatsConfigError> {
+    let addrs = server_addrs(&opts.urls)?;
+    let co = base_options(opts).await?.no_reconnect();
     Ok(co.connect(addrs).await?)
 }
 

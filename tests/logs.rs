@@ -7,6 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 use common::agent::Agent;
 use common::systemd::{cleanup_state, PrivateSystemd, VarLibDir};
 use common::*;
@@ -48,6 +50,70 @@ async fn printed_past(sd: &PrivateSystemd, unit: &str, from: u64, more: u64) -> 
     last
 }
 
+/// The log forwarder's connection ([`narun::nats::connect_once`]) is not
+/// established again once lost: what was queued for it is dropped rather
+/// than sent, after the restart, ahead of lines that were lost with the
+/// connection and that the forwarder sends again (the reorder this test
+/// file's outage test caught under CPU load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_connection_once_lost_fails_instead_of_queueing() {
+    let mut nats = NatsServer::start();
+    let opts = narun::nats::NatsOptions::new(&nats.url(), "test-once");
+    let once = narun::nats::connect_once(&opts)
+        .await
+        .expect("first connection");
+    let watcher = narun::nats::connect_now(&opts).await.unwrap();
+    let mut sub = watcher.subscribe("once.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    once.publish("once.a", "a".into()).await.unwrap();
+    once.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("a delivered")
+        .unwrap();
+    assert_eq!(got.payload.as_ref(), b"a");
+
+    nats.stop();
+    // A reconnecting client queues these (and blocks once its queue is
+    // full); this one fails them once it has seen the connection go.
+    eventually(Duration::from_secs(30), "publishing fails", || {
+        let once = once.clone();
+        async move {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), once.publish("once.b", "b".into()))
+                    .await,
+                Ok(Err(_))
+            )
+        }
+    })
+    .await;
+    // With the server down, a new one cannot be built (no retry forever).
+    let err = narun::nats::connect_once(&opts).await.unwrap_err();
+    assert!(err.to_string().contains("cannot reach NATS"), "{err}");
+
+    nats.restart();
+    narun::nats::wait_connected(&watcher).await;
+    assert_ne!(
+        once.connection_state(),
+        async_nats::connection::State::Connected
+    );
+    // A new client carries on; nothing the old one queued arrives first.
+    let again = narun::nats::connect_once(&opts)
+        .await
+        .expect("new connection");
+    again.publish("once.c", "c".into()).await.unwrap();
+    again.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("c delivered")
+        .unwrap();
+    assert_eq!(
+        got.payload.as_ref(),
+        b"c",
+        "a message queued for the lost connection arrived"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_printed_by_an_app_that_exits_at_once_is_in_narun_logs() {
     let app = "lg-once";
@@ -83,6 +149,64 @@ async fn a_line_printed_by_an_app_that_exits_at_once_is_in_narun_logs() {
     assert_eq!(v["message"], "the only line");
     assert_eq!(v["priority"], 6, "{json}");
     cleanup_state(app);
+}
+
+/// The agent restarted after an app went quiet: every line the app wrote
+/// meanwhile arrives. (`journalctl --follow` from a saved position prints
+/// ten entries, then waits for a new one to print the rest, unless told
+/// `--no-tail`; a quiet app writes no new one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_written_while_the_agent_was_down_by_an_app_now_quiet_all_arrive() {
+    let app = "lg-quiet";
+    cleanup_state(app);
+    let nats = NatsServer::start();
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-logs-quiet");
+    let mut agent = Agent::start(&nats, &sd, "n1", &data.0);
+    let work = tempfile::tempdir().unwrap();
+    let unit = format!("narun-app@{app}.service");
+    // One line; once the test says so, 40 more at once; then quiet.
+    let spec = write_spec(
+        work.path(),
+        "quiet.yaml",
+        &format!(
+            "name: {app}\ntag: v1\nargs: [\"-c\", \"echo line 1; while [ ! -e /run/lg-quiet-go ]; do sleep 0.05; done; i=1; while [ $i -lt 41 ]; do i=$((i+1)); echo line $i; done; exec sleep 100000\"]\nnodes:\n  - name: n1\n    replicas: 1\n"
+        ),
+    );
+    let (code, out, err) = narun_cli(&nats, &["deploy", "-f", spec.to_str().unwrap(), "/bin/sh"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    eventually(
+        Duration::from_secs(30),
+        "line 1 forwarded, position saved",
+        || {
+            let n = numbers(&logs(&nats, app));
+            let saved = data.0.join("journal.cursor").exists();
+            async move { n == [1] && saved }
+        },
+    )
+    .await;
+    agent.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(agent.proc.wait_exit(Duration::from_secs(30)).success());
+    drop(agent);
+    let out = sd.nsenter("touch", &["/run/lg-quiet-go"]);
+    assert!(out.status.success(), "{out:?}");
+    printed_past(&sd, &unit, 1, 40).await;
+    // journald notifies followers 250 ms after its last write; a follower
+    // started before that wakes on it and prints the rest anyway. This
+    // pause only makes the test sharp: on a slow machine it can make it
+    // miss the bug, never fail without one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _agent = Agent::start(&nats, &sd, "n1", &data.0);
+    eventually(
+        Duration::from_secs(60),
+        "all 41 lines in narun logs",
+        || {
+            let n = numbers(&logs(&nats, app));
+            async move { n.last() == Some(&41) }
+        },
+    )
+    .await;
+    assert_eq!(numbers(&logs(&nats, app)), (1..=41).collect::<Vec<u64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

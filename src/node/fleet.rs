@@ -151,14 +151,13 @@ pub struct Identity {
 
 /// The NATS side of a running agent, as one future (dropping it stops
 /// everything it started): wait for NATS, check no other agent uses this
-/// node id ([`Event::Fatal`] if one does), then forward logs (from the
-/// journal position saved in `cursor_file`), heartbeat and
-/// feed spec, secret, file and binary changes to the loop.
+/// node id ([`Event::Fatal`] if one does), then forward logs (if `logs`
+/// says how), heartbeat and feed spec, secret, file and binary changes to
+/// the loop.
 pub async fn serve(
     nats: async_nats::Client,
     me: Identity,
-    journalctl: Vec<String>,
-    cursor_file: std::path::PathBuf,
+    logs: Option<super::logs::Forwarder>,
     events: mpsc::UnboundedSender<Event>,
     snapshot: watch::Receiver<NodeSnapshot>,
 ) {
@@ -177,17 +176,10 @@ pub async fn serve(
         return;
     }
     let logs = async {
-        if journalctl.is_empty() {
-            std::future::pending::<()>().await;
+        match logs {
+            Some(f) => f.run().await,
+            None => std::future::pending::<()>().await,
         }
-        super::logs::forward(
-            nats.clone(),
-            me.node_id.clone(),
-            journalctl.clone(),
-            cursor_file.clone(),
-            me.started,
-        )
-        .await;
     };
     let specs = async {
         loop {

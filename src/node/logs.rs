@@ -10,8 +10,10 @@
 //! are read from the journal afterwards (journald is the buffer, bounded by
 //! its own retention); a line published but not acknowledged is sent again
 //! with the same message id (its cursor), which JetStream drops as a
-//! duplicate. One publisher per node keeps each replica's order. A slow or
-//! absent NATS never blocks an app's writes: only the journal reader waits.
+//! duplicate. One publisher per node, on one connection at a time (see
+//! [`Forwarder::run`]), keeps each replica's order, across outages too. A
+//! slow or absent NATS never blocks an app's writes: only the journal
+//! reader waits.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -82,12 +84,17 @@ fn entry_from_record(v: &serde_json::Value, node_id: &str) -> Option<(String, Lo
 }
 
 /// Where reading starts: after the saved cursor, else at `since` (the
-/// agent's start: lines of apps it started before following are read).
+/// first start of an agent on this data dir, see [`first_start`]).
 pub fn start_args(cursor: Option<&str>, since: time::OffsetDateTime) -> Vec<String> {
     let mut args: Vec<String> = [
         "--follow",
         "--output=json",
         "--no-pager",
+        // Every entry after the start point: without it `--follow` prints
+        // only ten of them, then waits for a new entry to print the rest
+        // (systemd/systemd#4739), so lines past the tenth written while
+        // the agent or NATS was down would wait for the next journal entry.
+        "--no-tail",
         // No journal match (`NARUN_NODE=<id>`): systemd 252's journalctl
         // started before any entry has the matched value misses the
         // entries that get it later (seen about one start in two in
@@ -113,6 +120,25 @@ pub fn read_cursor(path: &Path) -> Option<String> {
     (!c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic())).then(|| c.to_owned())
 }
 
+/// Where reading starts while no line was ever acknowledged: the first
+/// start of an agent on this data dir, kept in `path` (unix seconds), so
+/// that an agent stopped before its first acknowledgement and started again
+/// still reads the lines written since its first start.
+pub fn first_start(path: &Path, now: time::OffsetDateTime) -> time::OffsetDateTime {
+    let saved = crate::limits::read_capped(path, 64, "the log forwarder's first start")
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
+    match saved {
+        Some(t) if t <= now => t,
+        _ => {
+            save_cursor(path, &now.unix_timestamp().to_string());
+            now
+        }
+    }
+}
+
 fn save_cursor(path: &Path, cursor: &str) {
     let tmp = path.with_extension("tmp");
     let r = std::fs::write(&tmp, cursor).and_then(|_| std::fs::rename(&tmp, path));
@@ -121,27 +147,75 @@ fn save_cursor(path: &Path, cursor: &str) {
     }
 }
 
-/// Follow the journal with `journalctl` (the command may be prefixed, e.g.
-/// `nsenter -t PID -m -p journalctl` for a private systemd) and publish app
-/// lines, forever: a follower that ends, or a line NATS does not
-/// acknowledge, starts again from the last acknowledged position.
-pub async fn forward(
-    nats: async_nats::Client,
-    node_id: String,
-    journalctl: Vec<String>,
-    cursor_file: PathBuf,
-    since: time::OffsetDateTime,
-) {
-    let Some((program, prefix_args)) = journalctl.split_first() else {
-        return;
-    };
-    let mut js = async_nats::jetstream::new(nats.clone());
-    // Unacknowledged lines are sent again (deduplicated by their cursor):
-    // no need to wait long for an acknowledgement lost in an outage.
-    js.set_timeout(Duration::from_secs(3));
-    loop {
-        crate::nats::wait_connected(&nats).await;
-        let cursor = read_cursor(&cursor_file);
+/// How the agent forwards app logs.
+pub struct Forwarder {
+    pub nats: crate::nats::NatsOptions,
+    pub node_id: String,
+    /// The `journalctl` command; it may be prefixed, e.g.
+    /// `nsenter -t PID -m -p journalctl` for a private systemd.
+    pub journalctl: Vec<String>,
+    /// Where the journal position of the last acknowledged line is kept.
+    pub cursor_file: PathBuf,
+    /// When the agent started: where reading starts the first time (see
+    /// [`first_start`]).
+    pub since: time::OffsetDateTime,
+}
+
+impl Forwarder {
+    /// Follow the journal and publish app lines, forever: a follower that
+    /// ends, or a line NATS does not acknowledge, starts again from the
+    /// last acknowledged position.
+    ///
+    /// Order holds across an outage because the publishing connection is
+    /// never re-established ([`crate::nats::connect_once`]): lines written
+    /// to a connection that died may be lost, and with a reconnecting
+    /// client the lines queued behind them would be stored first, on the
+    /// next connection, before the lost ones are sent again. A lost
+    /// connection ends its client and everything queued for it; a new
+    /// client sends again from the last acknowledged line.
+    pub async fn run(self) {
+        let Some((program, prefix_args)) = self.journalctl.split_first() else {
+            return;
+        };
+        let since = first_start(&self.cursor_file.with_extension("since"), self.since);
+        let mut failures = 0usize;
+        loop {
+            let client = match crate::nats::connect_once(&self.nats).await {
+                Ok(c) => c,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "cannot connect to forward app logs; retrying");
+                    }
+                    tokio::time::sleep(crate::nats::reconnect_delay(failures + 1)).await;
+                    continue;
+                }
+            };
+            failures = 0;
+            let mut js = async_nats::jetstream::new(client.clone());
+            // Unacknowledged lines are sent again (deduplicated by their
+            // cursor): no need to wait long for a lost acknowledgement.
+            js.set_timeout(Duration::from_secs(3));
+            // Rounds on this connection, while it lasts: on one connection
+            // the server stores lines in the order they were sent, so a
+            // line sent again after an unacknowledged one keeps the order.
+            while client.connection_state() == async_nats::connection::State::Connected {
+                self.round(program, prefix_args, &js, since).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// One journalctl run from the saved position, until it ends or a line
+    /// is not acknowledged.
+    async fn round(
+        &self,
+        program: &str,
+        prefix_args: &[String],
+        js: &async_nats::jetstream::Context,
+        since: time::OffsetDateTime,
+    ) {
+        let cursor = read_cursor(&self.cursor_file);
         let child = tokio::process::Command::new(program)
             .args(prefix_args)
             .args(start_args(cursor.as_deref(), since))
@@ -158,7 +232,7 @@ pub async fn forward(
             Err(e) => {
                 tracing::error!(error = %e, program = %program, "cannot follow the journal; app logs are not forwarded");
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                continue;
+                return;
             }
         };
         let Some(stdout) = child.stdout.take() else {
@@ -173,7 +247,7 @@ pub async fn forward(
                 }
             });
         }
-        match pump(&js, &node_id, stdout, &cursor_file).await {
+        match pump(js, &self.node_id, stdout, &self.cursor_file).await {
             Ok(()) => tracing::warn!("journal follower ended; starting it again"),
             Err(e) => tracing::warn!(
                 error = %e,
@@ -181,7 +255,6 @@ pub async fn forward(
             ),
         }
         let _ = child.kill().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -266,15 +339,21 @@ async fn pump<R: AsyncRead + Unpin>(
     let mut done: Option<String> = None;
     let mut saved_at = Instant::now();
     let mut skipped = 0u64;
+    let mut confirmed = false;
     let result = loop {
         // Acknowledged (or nothing to acknowledge) at the front: done.
         while in_flight.front().is_some_and(|(_, ack)| ack.is_none()) {
             done = in_flight.pop_front().map(|(c, _)| c);
         }
-        if in_flight.len() >= MAX_IN_FLIGHT {
+        // One line at a time until NATS has acknowledged one (a server
+        // just started may not store the first ones and then store later
+        // ones: they would be out of order); pipelined after that.
+        let window = if confirmed { MAX_IN_FLIGHT } else { 1 };
+        if in_flight.len() >= window {
             if let Err(e) = await_front(&mut in_flight, &mut done).await {
                 break Err(e);
             }
+            confirmed = true;
             continue;
         }
         if done.is_some() && saved_at.elapsed() >= SAVE_EVERY {
@@ -298,6 +377,7 @@ async fn pump<R: AsyncRead + Unpin>(
                     if let Some(e) = failed {
                         break Err(e);
                     }
+                    confirmed = true;
                     if let Some(c) = &done {
                         save_cursor(cursor_file, c);
                         saved_at = Instant::now();
@@ -408,11 +488,19 @@ mod tests {
         let a = start_args(None, since);
         assert!(a.contains(&"--since=@1700000000".to_owned()), "{a:?}");
         assert!(a.contains(&"--follow".to_owned()));
+        assert!(a.contains(&"--no-tail".to_owned()), "{a:?}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c");
         assert_eq!(read_cursor(&f), None);
         save_cursor(&f, "s=abc;i=2");
         assert_eq!(read_cursor(&f).as_deref(), Some("s=abc;i=2"));
+        // The first start is kept until a position is saved.
+        let first = dir.path().join("since");
+        let t1 = time::OffsetDateTime::from_unix_timestamp(1_700_000_100).unwrap();
+        assert_eq!(first_start(&first, since), since);
+        assert_eq!(first_start(&first, t1), since);
+        std::fs::write(&first, "garbage").unwrap();
+        assert_eq!(first_start(&first, t1), t1);
         std::fs::write(&f, "bad cursor\u{7}").unwrap();
         assert_eq!(read_cursor(&f), None);
         assert_eq!(read_cursor(Path::new("/dev/zero")), None);

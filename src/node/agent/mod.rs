@@ -267,11 +267,17 @@ pub async fn run<M: UnitManager>(
     // NATS side: wait for a connection in the background, then register,
     // heartbeat and watch specs (the node is visible to the fleet while a
     // large restore is still starting units).
+    let logs = (!agent.cfg.journalctl.is_empty()).then(|| super::logs::Forwarder {
+        nats: agent.cfg.nats.clone(),
+        node_id: me.node_id.clone(),
+        journalctl: agent.cfg.journalctl.clone(),
+        cursor_file: agent.cfg.data_dir.join("journal.cursor"),
+        since: me.started,
+    });
     tasks.spawn(fleet::serve(
         nats.clone(),
         me.clone(),
-        agent.cfg.journalctl.clone(),
-        agent.cfg.data_dir.join("journal.cursor"),
+        logs,
         tx,
         agent.snapshot.subscribe(),
     ));

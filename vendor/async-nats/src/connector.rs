@@ -152,6 +152,8 @@ pub(crate) struct ConnectorOptions {
     pub(crate) reconnect_delay_callback: Arc<dyn Fn(usize) -> Duration + Send + Sync + 'static>,
     pub(crate) auth_callback: Option<CallbackArg1<Vec<u8>, Result<Auth, AuthError>>>,
     pub(crate) max_reconnects: Option<usize>,
+    // narun patch: false for `ConnectOptions::no_reconnect`.
+    pub(crate) reconnect: bool,
     pub(crate) local_address: Option<SocketAddr>,
     pub(crate) reconnect_to_server_callback: Option<ReconnectToServerCallback>,
 }
@@ -239,6 +241,11 @@ impl Connector {
         self.servers = new_servers;
         self.attempts = 0;
         Ok(())
+    }
+
+    /// narun patch: whether a lost connection is established again.
+    pub(crate) fn reconnects(&self) -> bool {
+        self.options.reconnect
     }
 
     /// Returns a snapshot of the current server pool.

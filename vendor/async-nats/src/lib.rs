@@ -1003,6 +1003,12 @@ impl ConnectionHandler {
         self.connector.events_tx.try_send(Event::Disconnected).ok();
         self.connector.state_tx.send(State::Disconnected).ok();
 
+        // narun patch: a client built with `no_reconnect` ends here; what
+        // was queued for the lost connection is dropped, not sent later.
+        if !self.connector.reconnects() {
+            return Err(ConnectError::new(ConnectErrorKind::MaxReconnects));
+        }
+
         self.handle_reconnect().await
     }
 
@@ -1086,6 +1092,7 @@ pub async fn connect_with_options<A: ToServerAddrs>(
             reconnect_delay_callback: options.reconnect_delay_callback,
             auth_callback: options.auth_callback,
             max_reconnects: options.max_reconnects,
+            reconnect: options.reconnect,
             local_address: options.local_address,
             reconnect_to_server_callback: options.reconnect_to_server_callback,
         },

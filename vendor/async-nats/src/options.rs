@@ -47,6 +47,8 @@ pub struct ConnectOptions {
     pub(crate) name: Option<String>,
     pub(crate) no_echo: bool,
     pub(crate) max_reconnects: Option<usize>,
+    // narun patch: see `no_reconnect`.
+    pub(crate) reconnect: bool,
     pub(crate) connection_timeout: Duration,
     pub(crate) auth: Auth,
     pub(crate) tls_required: bool,
@@ -101,6 +103,7 @@ impl Default for ConnectOptions {
             name: None,
             no_echo: false,
             max_reconnects: None,
+            reconnect: true,
             connection_timeout: Duration::from_secs(5),
             tls_required: false,
             tls_first: false,
@@ -919,6 +922,16 @@ impl ConnectOptions {
     pub fn max_reconnects<T: Into<Option<usize>>>(mut self, max_reconnects: T) -> ConnectOptions {
         let val: Option<usize> = max_reconnects.into();
         self.max_reconnects = if val == Some(0) { None } else { val };
+        self
+    }
+
+    /// narun patch: once the connection is lost, do not establish another
+    /// one (the first connection is made as usual). Every later operation
+    /// fails, and nothing queued for the lost connection is sent on a new
+    /// one: a publisher that must keep its order across an outage builds a
+    /// new client and publishes again from what was acknowledged.
+    pub fn no_reconnect(mut self) -> ConnectOptions {
+        self.reconnect = false;
         self
     }
 
