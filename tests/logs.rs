@@ -261,16 +261,19 @@ async fn lines_written_while_the_agent_or_nats_is_down_arrive_once_in_order() {
     let agent = Agent::start(&nats, &sd, "n1", &data.0);
 
     // A follower (`narun logs -f`) across the outage.
-    let mut follower = std::process::Command::new(narun_binary())
+    // Killed on drop, also when the test fails.
+    let stderr_path = work.path().join("follower.err");
+    let child = std::process::Command::new(narun_binary())
         .args(["logs", app, "-f", "--nats-url", &nats.url()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
+    let mut follower = Proc { child, stderr_path };
     let followed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {
-        let out = follower.stdout.take().unwrap();
+        let out = follower.child.stdout.take().unwrap();
         let followed = followed.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -329,8 +332,8 @@ async fn lines_written_while_the_agent_or_nats_is_down_arrive_once_in_order() {
         },
     )
     .await;
-    let _ = follower.kill();
-    let status = follower.wait().unwrap();
+    let _ = follower.child.kill();
+    let status = follower.child.wait().unwrap();
     reader.join().unwrap();
     let seen = numbers(&followed.lock().unwrap());
     let from = seen[0];
