@@ -338,6 +338,8 @@ async fn pump<R: AsyncRead + Unpin>(
     let mut in_flight: VecDeque<(String, Option<PublishAckFuture>)> = VecDeque::new();
     let mut done: Option<String> = None;
     let mut saved_at = Instant::now();
+    // The position last written to `cursor_file`.
+    let mut saved: Option<String> = None;
     let mut skipped = 0u64;
     let mut confirmed = false;
     let result = loop {
@@ -360,11 +362,22 @@ async fn pump<R: AsyncRead + Unpin>(
             if let Some(c) = &done {
                 save_cursor(cursor_file, c);
             }
+            saved.clone_from(&done);
             saved_at = Instant::now();
         }
         // Wait for the next record; with acks pending, resolve them first
         // once no record comes for a moment.
         let next = if in_flight.is_empty() {
+            // Nothing pending: save what was acknowledged before waiting
+            // (an app may stay quiet for long; a restart must not send its
+            // lines again once JetStream's duplicate window is over).
+            if done.is_some() && done != saved {
+                if let Some(c) = &done {
+                    save_cursor(cursor_file, c);
+                }
+                saved.clone_from(&done);
+                saved_at = Instant::now();
+            }
             records.next().await
         } else {
             match tokio::time::timeout(SAVE_EVERY, records.next()).await {
@@ -382,6 +395,7 @@ async fn pump<R: AsyncRead + Unpin>(
                         save_cursor(cursor_file, c);
                         saved_at = Instant::now();
                     }
+                    saved.clone_from(&done);
                     continue;
                 }
             }
