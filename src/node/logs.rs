@@ -133,17 +133,19 @@ pub fn first_start(path: &Path, now: time::OffsetDateTime) -> time::OffsetDateTi
     match saved {
         Some(t) if t <= now => t,
         _ => {
-            save_cursor(path, &now.unix_timestamp().to_string());
+            save_small_file(path, &now.unix_timestamp().to_string());
             now
         }
     }
 }
 
-fn save_cursor(path: &Path, cursor: &str) {
+/// Replace `path` with `text` atomically (a journal position or the first
+/// start; one writer, so one `<name>.tmp` beside them is enough).
+fn save_small_file(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    let r = std::fs::write(&tmp, cursor).and_then(|_| std::fs::rename(&tmp, path));
+    let r = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = r {
-        tracing::warn!(path = %path.display(), error = %e, "cannot save the journal position");
+        tracing::warn!(path = %path.display(), error = %e, "cannot save the log forwarder's position");
     }
 }
 
@@ -360,7 +362,7 @@ async fn pump<R: AsyncRead + Unpin>(
         }
         if done.is_some() && saved_at.elapsed() >= SAVE_EVERY {
             if let Some(c) = &done {
-                save_cursor(cursor_file, c);
+                save_small_file(cursor_file, c);
             }
             saved.clone_from(&done);
             saved_at = Instant::now();
@@ -373,7 +375,7 @@ async fn pump<R: AsyncRead + Unpin>(
             // lines again once JetStream's duplicate window is over).
             if done.is_some() && done != saved {
                 if let Some(c) = &done {
-                    save_cursor(cursor_file, c);
+                    save_small_file(cursor_file, c);
                 }
                 saved.clone_from(&done);
                 saved_at = Instant::now();
@@ -392,7 +394,7 @@ async fn pump<R: AsyncRead + Unpin>(
                     }
                     confirmed = true;
                     if let Some(c) = &done {
-                        save_cursor(cursor_file, c);
+                        save_small_file(cursor_file, c);
                         saved_at = Instant::now();
                     }
                     saved.clone_from(&done);
@@ -439,7 +441,7 @@ async fn pump<R: AsyncRead + Unpin>(
     };
     // Save what was acknowledged, whatever happened after it.
     if let Some(c) = &done {
-        save_cursor(cursor_file, c);
+        save_small_file(cursor_file, c);
     }
     result
 }
@@ -506,7 +508,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c");
         assert_eq!(read_cursor(&f), None);
-        save_cursor(&f, "s=abc;i=2");
+        save_small_file(&f, "s=abc;i=2");
         assert_eq!(read_cursor(&f).as_deref(), Some("s=abc;i=2"));
         // The first start is kept until a position is saved.
         let first = dir.path().join("since");
