@@ -380,8 +380,8 @@ fn hello_answer(
 
 /// The hello consumer's answer, without tower/axum/narun::consumer:
 /// Ok(BHTTP response) or Err((code, description)) for a Micro error.
-fn raw_hello(host: &str, payload: &[u8]) -> Result<Vec<u8>, (usize, String)> {
-    let req = narun::wire::decode_request(payload)
+fn raw_hello(host: &str, payload: Bytes) -> Result<Vec<u8>, (usize, String)> {
+    let req = narun::wire::decode_request_shared(payload)
         .map_err(|_| (400, "Failed to decode BHTTP request".to_owned()))?;
     let (status, headers, body) = hello_answer(host, req.method(), req.uri().path(), req.body());
     narun::wire::encode_response(status, &headers, body.as_bytes())
@@ -405,7 +405,7 @@ async fn raw_service(nats_url: &str, name: &str) -> Result<(), BoxError> {
         .await?;
     client.flush().await?;
     while let Some(request) = endpoint.next().await {
-        let response = raw_hello(&host, &request.message.payload)
+        let response = raw_hello(&host, request.message.payload.clone())
             .map(Bytes::from)
             .map_err(|(code, status)| async_nats::service::error::Error { status, code });
         if let Err(e) = request.respond(response).await {
@@ -569,7 +569,7 @@ mod tests {
         let req =
             narun::wire::encode_request(&Method::POST, "h", "/hello/", &h, br#"{"name":"X"}"#)
                 .unwrap();
-        let resp = narun::wire::decode_response(&raw_hello("host", &req).unwrap()).unwrap();
+        let resp = narun::wire::decode_response(&raw_hello("host", req.into()).unwrap()).unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-narun-processed-by"], "host");
         assert_eq!(

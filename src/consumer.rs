@@ -443,7 +443,7 @@ where
     let payload = request.message.payload.clone();
     let max_payload = ctx.max_payload;
     let work = async move {
-        match wire::decode_request(&payload) {
+        match wire::decode_request_shared(payload) {
             Ok(req) => call_service(svc, req.map(Full::new), max_payload).await,
             Err(e) => undecodable(&e),
         }

@@ -8,9 +8,6 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod node_cmd;
 
-/// sysexits(3) EX_CONFIG: systemd units use `RestartPreventExitStatus=78`.
-const EX_CONFIG: u8 = 78;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "narun",
@@ -189,42 +186,5 @@ fn main() -> ExitCode {
 }
 
 fn gateway(path: PathBuf, check: bool) -> ExitCode {
-    let cfg = match narun::gateway::config::load(&path) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("narun gateway: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    if check {
-        println!("{}: ok", path.display());
-        return ExitCode::SUCCESS;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = match cfg.runtime_threads(cores) {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    };
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("narun gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(narun::gateway::run(cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("narun gateway: {e}");
-            match e {
-                narun::gateway::GatewayError::Nats(_) => ExitCode::from(EX_CONFIG),
-                _ => ExitCode::FAILURE,
-            }
-        }
-    }
+    ExitCode::from(narun::gateway::main(&path, check))
 }

@@ -40,6 +40,7 @@
 //! See [`grpc`]: unary calls as in the Go narun, plus server streaming.
 
 pub mod grpc;
+mod known;
 
 use std::io::{Cursor, Read};
 
@@ -202,15 +203,29 @@ fn check_len(field: &'static str, value: &[u8], max: usize) -> Result<(), WireEr
     Ok(())
 }
 
-/// Field lines sorted by name (stable, so repeated names keep their order),
-/// names lowercase as `http::HeaderName` guarantees.
-fn sorted_fields(
-    headers: &HeaderMap,
-    exclude: fn(&HeaderName) -> bool,
-) -> Vec<(&HeaderName, &HeaderValue)> {
-    let mut fields: Vec<_> = headers.iter().filter(|(n, _)| !exclude(n)).collect();
-    fields.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-    fields
+/// Check the field lines of one message and write them as a known-length
+/// field section, sorted by name (stably: repeated names keep their order;
+/// names are lowercase, as `http::HeaderName` guarantees).
+fn put_fields(out: &mut Vec<u8>, fields: &mut [(&str, &[u8])]) -> Result<(), WireError> {
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let mut budget = FieldBudget::default();
+    let mut len = 0;
+    for (name, value) in fields.iter() {
+        check_len(
+            "field line",
+            value,
+            MAX_FIELD_LINE_LEN.saturating_sub(name.len()),
+        )?;
+        budget.take(name.as_bytes(), value)?;
+        len += known::vec_len(name.as_bytes()) + known::vec_len(value);
+    }
+    out.reserve(known::varint_len(len) + len);
+    known::put_varint(out, len);
+    for (name, value) in fields.iter() {
+        known::put_vec(out, name.as_bytes());
+        known::put_vec(out, value);
+    }
+    Ok(())
 }
 
 /// Encode a client request as a known-length BHTTP request, the way the Go
@@ -222,41 +237,60 @@ pub fn encode_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<u8>, WireError> {
+    encode_request_with(method, authority, path, headers, &[], body)
+}
+
+/// [`encode_request`] with field lines the caller sets (`set`: lowercase
+/// names), each replacing the client's lines of that name: how the gateway
+/// adds `x-request-id`, `traceparent` and `x-forwarded-*` without copying
+/// the client's headers.
+pub fn encode_request_with(
+    method: &Method,
+    authority: &str,
+    path: &str,
+    headers: &HeaderMap,
+    set: &[(&str, &[u8])],
+    body: &[u8],
+) -> Result<Vec<u8>, WireError> {
     check_len("method", method.as_str().as_bytes(), MAX_METHOD_LEN)?;
     check_len("authority", authority.as_bytes(), MAX_AUTHORITY_LEN)?;
     check_len("path", path.as_bytes(), MAX_PATH_LEN)?;
     if !path.starts_with('/') {
         return Err(WireError::Path(path.to_owned()));
     }
-    let mut msg = bhttp::Message::request(
-        method.as_str().as_bytes().to_vec(),
-        Vec::new(),
-        authority.as_bytes().to_vec(),
-        path.as_bytes().to_vec(),
+    let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + set.len() + 1);
+    for (name, value) in headers {
+        if !is_excluded_request_header(name) && !set.iter().any(|(n, _)| *n == name.as_str()) {
+            fields.push((name.as_str(), value.as_bytes()));
+        }
+    }
+    fields.extend_from_slice(set);
+    let mut length = itoa::Buffer::new();
+    if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        fields.push(("content-length", length.format(body.len()).as_bytes()));
+    }
+    let (method, authority, path) = (
+        method.as_str().as_bytes(),
+        authority.as_bytes(),
+        path.as_bytes(),
     );
-    let needs_length =
-        !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH);
-    let length = body.len().to_string();
-    let mut fields = sorted_fields(headers, is_excluded_request_header);
-    let content_length = HeaderName::from_static("content-length");
-    let length_value = HeaderValue::from_str(&length).expect("digits are a valid header value");
-    if needs_length {
-        let at = fields.partition_point(|(n, _)| n.as_str() < "content-length");
-        fields.insert(at, (&content_length, &length_value));
-    }
-    let mut budget = FieldBudget::default();
-    for (name, value) in fields {
-        check_len(
-            "field line",
-            value.as_bytes(),
-            MAX_FIELD_LINE_LEN - name.as_str().len(),
-        )?;
-        budget.take(name.as_str().as_bytes(), value.as_bytes())?;
-        msg.put_header(name.as_str(), value.as_bytes());
-    }
-    msg.write_content(body);
-    let mut out = Vec::with_capacity(body.len() + 256);
-    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out)?;
+    let mut out = Vec::with_capacity(
+        1 + known::vec_len(method)
+            + 1
+            + known::vec_len(authority)
+            + known::vec_len(path)
+            + known::varint_len(body.len())
+            + body.len()
+            + 1,
+    );
+    known::put_varint(&mut out, 0); // known-length request
+    known::put_vec(&mut out, method);
+    known::put_vec(&mut out, b""); // scheme, as the Go gateway sends it
+    known::put_vec(&mut out, authority);
+    known::put_vec(&mut out, path);
+    put_fields(&mut out, &mut fields)?;
+    known::put_vec(&mut out, body);
+    known::put_varint(&mut out, 0); // no trailers
     Ok(out)
 }
 
@@ -270,24 +304,20 @@ pub fn encode_response(
     if !(200..=599).contains(&code) {
         return Err(WireError::Status(code));
     }
-    let status = bhttp::StatusCode::try_from(code)?;
-    let mut msg = bhttp::Message::response(status);
-    let length = body.len().to_string();
-    let mut fields: Vec<(&str, &[u8])> = sorted_fields(headers, is_excluded_response_header)
-        .into_iter()
-        .map(|(n, v)| (n.as_str(), v.as_bytes()))
-        .collect();
-    let at = fields.partition_point(|(n, _)| *n < "content-length");
-    fields.insert(at, ("content-length", length.as_bytes()));
-    let mut budget = FieldBudget::default();
-    for (name, value) in fields {
-        check_len("field line", value, MAX_FIELD_LINE_LEN - name.len())?;
-        budget.take(name.as_bytes(), value)?;
-        msg.put_header(name, value);
+    let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + 1);
+    for (name, value) in headers {
+        if !is_excluded_response_header(name) {
+            fields.push((name.as_str(), value.as_bytes()));
+        }
     }
-    msg.write_content(body);
-    let mut out = Vec::with_capacity(body.len() + 128);
-    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out)?;
+    let mut length = itoa::Buffer::new();
+    fields.push(("content-length", length.format(body.len()).as_bytes()));
+    let mut out = Vec::with_capacity(1 + 2 + known::varint_len(body.len()) + body.len() + 1);
+    known::put_varint(&mut out, 1); // known-length response
+    known::put_varint(&mut out, usize::from(code));
+    put_fields(&mut out, &mut fields)?;
+    known::put_vec(&mut out, body);
+    known::put_varint(&mut out, 0); // no trailers
     Ok(out)
 }
 
@@ -303,43 +333,91 @@ fn read_message(bytes: &[u8]) -> Result<bhttp::Message, WireError> {
     Ok(msg)
 }
 
-/// Convert a BHTTP field section into an `http::HeaderMap`, enforcing the Go
-/// decoder's rules (line length, pseudo-headers) and the message's
-/// [`FieldBudget`].
-fn decode_fields(
-    section: &bhttp::FieldSection,
+/// Add one decoded field line to `into`, enforcing the Go decoder's rules
+/// (line length, pseudo-headers) and the message's [`FieldBudget`].
+/// `value` makes the header value from the checked bytes (a copy, or a
+/// slice of the shared input).
+fn decode_field(
+    raw_name: &[u8],
+    raw_value: &[u8],
+    value: impl FnOnce() -> Result<HeaderValue, http::header::InvalidHeaderValue>,
     budget: &mut FieldBudget,
     into: &mut HeaderMap,
 ) -> Result<(), WireError> {
-    for field in section.iter() {
-        let raw_name = field.name();
-        check_len(
-            "field line",
-            field.value(),
-            MAX_FIELD_LINE_LEN.saturating_sub(raw_name.len()),
-        )?;
-        budget.take(raw_name, field.value())?;
-        if let Some(pseudo) = raw_name.strip_prefix(b":") {
-            let name = String::from_utf8_lossy(raw_name).into_owned();
-            if matches!(
-                pseudo,
-                b"method" | b"scheme" | b"authority" | b"path" | b"status"
-            ) {
-                return Err(WireError::PseudoHeader(name));
-            }
-            continue; // other pseudo-headers are dropped, as in Go
+    check_len(
+        "field line",
+        raw_value,
+        MAX_FIELD_LINE_LEN.saturating_sub(raw_name.len()),
+    )?;
+    budget.take(raw_name, raw_value)?;
+    if let Some(pseudo) = raw_name.strip_prefix(b":") {
+        if matches!(
+            pseudo,
+            b"method" | b"scheme" | b"authority" | b"path" | b"status"
+        ) {
+            return Err(WireError::PseudoHeader(
+                String::from_utf8_lossy(raw_name).into_owned(),
+            ));
         }
-        let name = HeaderName::from_bytes(raw_name)
-            .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
-        let value = HeaderValue::from_bytes(field.value())
-            .map_err(|_| WireError::Header(name.to_string()))?;
-        // Within the budget this cannot fail; `append` would panic.
-        into.try_append(name, value)
-            .map_err(|_| WireError::TooManyFields {
-                max: MAX_FIELD_LINES,
-            })?;
+        return Ok(()); // other pseudo-headers are dropped, as in Go
     }
+    let name = HeaderName::from_bytes(raw_name)
+        .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
+    let value = value().map_err(|_| WireError::Header(name.to_string()))?;
+    // Within the budget this cannot fail; `append` would panic.
+    into.try_append(name, value)
+        .map_err(|_| WireError::TooManyFields {
+            max: MAX_FIELD_LINES,
+        })?;
     Ok(())
+}
+
+/// The field lines of one message, decoded into a `HeaderMap`.
+struct Fields {
+    map: HeaderMap,
+    budget: FieldBudget,
+}
+
+impl Fields {
+    fn with_capacity(lines: usize) -> Self {
+        Fields {
+            map: HeaderMap::with_capacity(lines.min(64)),
+            budget: FieldBudget::default(),
+        }
+    }
+
+    /// A field section read by the bhttp crate (values copied).
+    fn crate_section(&mut self, section: &bhttp::FieldSection) -> Result<(), WireError> {
+        for field in section.iter() {
+            let v = field.value();
+            decode_field(
+                field.name(),
+                v,
+                || HeaderValue::from_bytes(v),
+                &mut self.budget,
+                &mut self.map,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A field section read by [`known::read`] (values share `bytes`).
+    fn known_section(
+        &mut self,
+        bytes: &Bytes,
+        lines: &[(std::ops::Range<usize>, std::ops::Range<usize>)],
+    ) -> Result<(), WireError> {
+        for (name, value) in lines {
+            decode_field(
+                &bytes[name.clone()],
+                &bytes[value.clone()],
+                || HeaderValue::from_maybe_shared(bytes.slice(value.clone())),
+                &mut self.budget,
+                &mut self.map,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Decode a BHTTP request (any framing) into an `http::Request`.
@@ -348,39 +426,95 @@ fn decode_fields(
 /// the `Host` header (as a server sees an HTTP/1.1 request), unless the
 /// message carried its own `host` field line, which must then agree.
 pub fn decode_request(bytes: &[u8]) -> Result<http::Request<Bytes>, WireError> {
-    let msg = read_message(bytes)?;
-    let bhttp::ControlData::Request {
-        method,
-        authority,
-        path,
-        ..
-    } = msg.control()
-    else {
-        return Err(WireError::WrongKind {
-            expected: "request",
-            got: "response",
-        });
-    };
-    check_len("method", method, MAX_METHOD_LEN)?;
-    check_len("authority", authority, MAX_AUTHORITY_LEN)?;
-    check_len("path", path, MAX_PATH_LEN)?;
-    let method = Method::from_bytes(method)
-        .map_err(|_| WireError::Method(String::from_utf8_lossy(method).into_owned()))?;
+    decode_request_shared(Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode_request`] of a shared buffer (a NATS payload): the body, path
+/// and header values of a known-length request are slices of it, not
+/// copies.
+pub fn decode_request_shared(bytes: Bytes) -> Result<http::Request<Bytes>, WireError> {
+    decode_request_from(bytes, true)
+}
+
+/// [`decode_request`] by the bhttp crate alone, for tests comparing it with
+/// the direct reader.
+#[doc(hidden)]
+pub fn decode_request_by_crate(bytes: &[u8]) -> Result<http::Request<Bytes>, WireError> {
+    decode_request_from(Bytes::copy_from_slice(bytes), false)
+}
+
+fn decode_request_from(bytes: Bytes, direct: bool) -> Result<http::Request<Bytes>, WireError> {
+    let (method, authority, path, fields, body) =
+        match direct.then(|| known::read(&bytes)).flatten() {
+            Some(known::Known {
+                control:
+                    known::Control::Request {
+                        method,
+                        authority,
+                        path,
+                    },
+                header,
+                content,
+                ..
+            }) => {
+                let mut fields = Fields::with_capacity(header.len() + 1);
+                fields.known_section(&bytes, &header)?;
+                (
+                    bytes.slice(method),
+                    bytes.slice(authority),
+                    bytes.slice(path),
+                    fields,
+                    bytes.slice(content),
+                )
+            }
+            Some(_) => {
+                return Err(WireError::WrongKind {
+                    expected: "request",
+                    got: "response",
+                })
+            }
+            None => {
+                let msg = read_message(&bytes)?;
+                let bhttp::ControlData::Request {
+                    method,
+                    authority,
+                    path,
+                    ..
+                } = msg.control()
+                else {
+                    return Err(WireError::WrongKind {
+                        expected: "request",
+                        got: "response",
+                    });
+                };
+                let mut fields = Fields::with_capacity(msg.header().len() + 1);
+                fields.crate_section(msg.header())?;
+                (
+                    Bytes::copy_from_slice(method),
+                    Bytes::copy_from_slice(authority),
+                    Bytes::copy_from_slice(path),
+                    fields,
+                    Bytes::copy_from_slice(msg.content()),
+                )
+            }
+        };
+    check_len("method", &method, MAX_METHOD_LEN)?;
+    check_len("authority", &authority, MAX_AUTHORITY_LEN)?;
+    check_len("path", &path, MAX_PATH_LEN)?;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let method = Method::from_bytes(&method).map_err(|_| WireError::Method(lossy(&method)))?;
     if !path.starts_with(b"/") {
-        return Err(WireError::Path(String::from_utf8_lossy(path).into_owned()));
+        return Err(WireError::Path(lossy(&path)));
     }
-    let uri = http::Uri::try_from(path.as_slice())
-        .map_err(|_| WireError::Path(String::from_utf8_lossy(path).into_owned()))?;
-    let mut headers = HeaderMap::new();
-    decode_fields(msg.header(), &mut FieldBudget::default(), &mut headers)?;
+    let uri =
+        http::Uri::from_maybe_shared(path.clone()).map_err(|_| WireError::Path(lossy(&path)))?;
+    let mut headers = fields.map;
     if !authority.is_empty() {
-        let host = HeaderValue::from_bytes(authority)
-            .map_err(|_| WireError::Authority(String::from_utf8_lossy(authority).into_owned()))?;
+        let host = HeaderValue::from_maybe_shared(authority.clone())
+            .map_err(|_| WireError::Authority(lossy(&authority)))?;
         match headers.get(http::header::HOST) {
             Some(existing) if existing != host => {
-                return Err(WireError::Authority(
-                    String::from_utf8_lossy(authority).into_owned(),
-                ))
+                return Err(WireError::Authority(lossy(&authority)))
             }
             Some(_) => {}
             None => {
@@ -388,7 +522,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<http::Request<Bytes>, WireError> {
             }
         }
     }
-    let mut request = http::Request::new(Bytes::copy_from_slice(msg.content()));
+    let mut request = http::Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -399,24 +533,62 @@ pub fn decode_request(bytes: &[u8]) -> Result<http::Request<Bytes>, WireError> {
 /// if any, are merged into the headers (HTTP/1.1 clients of the gateway
 /// cannot receive them otherwise).
 pub fn decode_response(bytes: &[u8]) -> Result<http::Response<Bytes>, WireError> {
-    let msg = read_message(bytes)?;
-    let bhttp::ControlData::Response(status) = msg.control() else {
-        return Err(WireError::WrongKind {
-            expected: "response",
-            got: "request",
-        });
+    decode_response_shared(Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode_response`] of a shared buffer (a NATS payload): the body and
+/// header values of a known-length response are slices of it, not copies.
+pub fn decode_response_shared(bytes: Bytes) -> Result<http::Response<Bytes>, WireError> {
+    decode_response_from(bytes, true)
+}
+
+/// [`decode_response`] by the bhttp crate alone, for tests comparing it with
+/// the direct reader.
+#[doc(hidden)]
+pub fn decode_response_by_crate(bytes: &[u8]) -> Result<http::Response<Bytes>, WireError> {
+    decode_response_from(Bytes::copy_from_slice(bytes), false)
+}
+
+fn decode_response_from(bytes: Bytes, direct: bool) -> Result<http::Response<Bytes>, WireError> {
+    let (code, fields, body) = match direct.then(|| known::read(&bytes)).flatten() {
+        Some(known::Known {
+            control: known::Control::Response(code),
+            header,
+            content,
+            trailer,
+        }) => {
+            let mut fields = Fields::with_capacity(header.len() + trailer.len());
+            fields.known_section(&bytes, &header)?;
+            fields.known_section(&bytes, &trailer)?;
+            (code, fields, bytes.slice(content))
+        }
+        Some(_) => {
+            return Err(WireError::WrongKind {
+                expected: "response",
+                got: "request",
+            })
+        }
+        None => {
+            let msg = read_message(&bytes)?;
+            let bhttp::ControlData::Response(status) = msg.control() else {
+                return Err(WireError::WrongKind {
+                    expected: "response",
+                    got: "request",
+                });
+            };
+            let code = status.code();
+            if !(200..=599).contains(&code) {
+                return Err(WireError::Status(code));
+            }
+            let mut fields = Fields::with_capacity(msg.header().len() + msg.trailer().len());
+            fields.crate_section(msg.header())?;
+            fields.crate_section(msg.trailer())?;
+            (code, fields, Bytes::copy_from_slice(msg.content()))
+        }
     };
-    let code = status.code();
-    if !(200..=599).contains(&code) {
-        return Err(WireError::Status(code));
-    }
-    let mut headers = HeaderMap::new();
-    let mut budget = FieldBudget::default();
-    decode_fields(msg.header(), &mut budget, &mut headers)?;
-    decode_fields(msg.trailer(), &mut budget, &mut headers)?;
-    let mut response = http::Response::new(Bytes::copy_from_slice(msg.content()));
+    let mut response = http::Response::new(body);
     *response.status_mut() = StatusCode::from_u16(code).map_err(|_| WireError::Status(code))?;
-    *response.headers_mut() = headers;
+    *response.headers_mut() = fields.map;
     Ok(response)
 }
 

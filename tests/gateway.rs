@@ -62,11 +62,35 @@ const HELLO_ROUTE: &str = r#"  - path: "/hello/"
     methods: ["POST", "PUT"]
     service: "hello""#;
 
+/// `narun gateway` on a multi-thread runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gw1_hello_example_through_the_gateway() {
     let nats = NatsServer::start();
-    let gw = GatewayProc::start(&nats.url(), HELLO_ROUTE, "");
-    let _hello = start_hello(&nats, "hello", gw.dir.path()).await;
+    let gw = GatewayProc::start(&nats.url(), HELLO_ROUTE, "threads: 2");
+    assert!(
+        gw.proc.stderr().contains("threads=2"),
+        "{}",
+        gw.proc.stderr()
+    );
+    hello_through(&nats, &gw).await;
+}
+
+/// `narun-gateway` (the packaged unit's binary) on a single-threaded
+/// runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gw1_hello_example_through_the_lean_gateway_on_one_thread() {
+    let nats = NatsServer::start();
+    let gw = GatewayProc::start_lean(&nats.url(), HELLO_ROUTE, "threads: 1");
+    assert!(
+        gw.proc.stderr().contains("threads=1"),
+        "{}",
+        gw.proc.stderr()
+    );
+    hello_through(&nats, &gw).await;
+}
+
+async fn hello_through(nats: &NatsServer, gw: &GatewayProc) {
+    let _hello = start_hello(nats, "hello", gw.dir.path()).await;
 
     let r = http(
         gw.http,

@@ -20,6 +20,8 @@ pub struct Body {
 }
 
 enum Kind {
+    /// One chunk, or nothing (no allocation for the common response).
+    Full(Option<Bytes>),
     Frames(VecDeque<Frame<Bytes>>),
     Channel(mpsc::Receiver<Frame<Bytes>>),
 }
@@ -27,31 +29,28 @@ enum Kind {
 impl Body {
     /// No content.
     pub fn empty() -> Self {
-        Self::frames(VecDeque::new())
+        Self::with(Kind::Full(None))
     }
 
     /// One buffered chunk (nothing if empty).
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
-        let mut frames = VecDeque::new();
-        if !bytes.is_empty() {
-            frames.push_back(Frame::data(bytes));
-        }
-        Self::frames(frames)
+        Self::with(Kind::Full((!bytes.is_empty()).then_some(bytes)))
     }
 
     /// Buffered frames (data and at most one final trailers frame).
     pub fn frames(frames: VecDeque<Frame<Bytes>>) -> Self {
-        Body {
-            kind: Kind::Frames(frames),
-            _guards: Vec::new(),
-        }
+        Self::with(Kind::Frames(frames))
     }
 
     /// Frames produced by a task; the body ends when the sender is dropped.
     pub fn channel(rx: mpsc::Receiver<Frame<Bytes>>) -> Self {
+        Self::with(Kind::Channel(rx))
+    }
+
+    fn with(kind: Kind) -> Self {
         Body {
-            kind: Kind::Channel(rx),
+            kind,
             _guards: Vec::new(),
         }
     }
@@ -72,6 +71,7 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Frames(frames) => Poll::Ready(frames.pop_front().map(Ok)),
             Kind::Channel(rx) => rx.poll_recv(cx).map(|f| f.map(Ok)),
         }
@@ -79,6 +79,7 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
             Kind::Frames(frames) => frames.is_empty(),
             Kind::Channel(_) => false,
         }
@@ -86,6 +87,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Frames(frames) if frames.iter().all(|f| f.is_data()) => {
                 let len = frames
                     .iter()

@@ -134,9 +134,11 @@ pub struct GatewayConfig {
         deserialize_with = "de_shutdown_timeout_seconds"
     )]
     pub shutdown_timeout_seconds: u64,
-    /// Runtime threads. Default 0: one per core. 1 runs a single-threaded
-    /// runtime: on a small machine shared with NATS and the apps it spends
-    /// about a third less CPU per request (bench/run.sh on 2 cores).
+    /// Runtime threads. Default 0: automatic, one on machines with up to
+    /// two cores, else one per core. 1 runs a single-threaded runtime: on a
+    /// small machine shared with NATS and the apps it spends about a
+    /// quarter less CPU per request and serves more (bench/run.sh, rows
+    /// (g) and (h) on 2 cores).
     #[serde(default, deserialize_with = "de_threads")]
     pub threads: usize,
     /// The routes; at least one is required.
@@ -217,7 +219,8 @@ impl Config {
     /// The runtime threads to use on a machine with `cores` cores.
     pub fn runtime_threads(&self, cores: usize) -> usize {
         match self.threads {
-            0 => cores.max(1),
+            0 if cores <= 2 => 1,
+            0 => cores,
             n => n,
         }
     }
@@ -1158,11 +1161,11 @@ routes:
         assert_eq!(config.nkey_seed_file, None);
         assert_eq!(config.creds_file, None);
         assert_eq!(config.tls_ca_file, None);
-        // One runtime thread per core unless set.
+        // Unless set: one runtime thread up to two cores, else one per core.
         assert_eq!(config.threads, 0);
         assert_eq!(
-            [1, 2, 4, 16].map(|c| config.runtime_threads(c)),
-            [1, 2, 4, 16]
+            [1, 2, 3, 4, 16].map(|c| config.runtime_threads(c)),
+            [1, 1, 3, 4, 16]
         );
         let one = ok(&with_http_route("threads: 1"));
         assert_eq!([2, 16].map(|c| one.runtime_threads(c)), [1, 1]);

@@ -19,3 +19,53 @@ pub mod routes;
 pub mod server;
 
 pub use server::{run, GatewayError};
+
+/// sysexits(3) EX_CONFIG: the units use `RestartPreventExitStatus=78`.
+pub const EX_CONFIG: u8 = 78;
+
+/// `narun gateway` and `narun-gateway`: load the configuration at `path`
+/// (only check it with `check`), run the gateway on the runtime its
+/// `threads` asks for until SIGTERM/SIGINT. Returns the process exit
+/// status: 0, [`EX_CONFIG`] for a bad configuration, 1 for other failures.
+pub fn main(path: &std::path::Path, check: bool) -> u8 {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("narun gateway: {e}");
+            return EX_CONFIG;
+        }
+    };
+    if check {
+        println!("{}: ok", path.display());
+        return 0;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cfg.runtime_threads(cores);
+    tracing::info!(threads, cores, "gateway runtime");
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("narun gateway: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("narun gateway: {e}");
+            match e {
+                GatewayError::Nats(_) => EX_CONFIG,
+                _ => 1,
+            }
+        }
+    }
+}

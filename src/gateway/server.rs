@@ -597,7 +597,7 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Result<Response<Body>, (Failure, Option<HeaderValue>)> {
         let _in_flight = self.metrics.in_flight();
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let request_id = request_id(&parts.headers);
         let fail = |f: Failure| (f, Some(request_id.clone()));
 
@@ -626,24 +626,26 @@ impl Gateway {
             }
         };
 
-        decorate_request(&mut parts.headers, &request_id, peer);
+        let decorations = Decorations::new(&parts.headers, peer);
         let authority = parts
             .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let payload = wire::encode_request(&parts.method, &authority, &path, &parts.headers, &body)
-            .map_err(|e| {
-                tracing::debug!(error = %e, "cannot encode request");
-                fail(Failure::Unencodable)
-            })?;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let payload = wire::encode_request_with(
+            &parts.method,
+            authority,
+            path,
+            &parts.headers,
+            &decorations.fields(&request_id),
+            &body,
+        )
+        .map_err(|e| {
+            tracing::debug!(error = %e, "cannot encode request");
+            fail(Failure::Unencodable)
+        })?;
         if payload.len() > self.nats.max_payload() {
             return Err(fail(Failure::PayloadTooLarge));
         }
@@ -702,7 +704,7 @@ impl Gateway {
         if let Some(err) = wire::service_error(reply.headers.as_ref()) {
             return Err(fail(Failure::Consumer(err)));
         }
-        let decoded = wire::decode_response(&reply.payload).map_err(|e| {
+        let decoded = wire::decode_response_shared(reply.payload).map_err(|e| {
             tracing::warn!(subject = %route.service, error = %e, "undecodable reply");
             fail(Failure::BadReply)
         })?;
@@ -755,22 +757,23 @@ pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&random_hex(16)).expect("hex is a valid header value")
+            let mut id = [0; 32];
+            random_hex(&mut id);
+            HeaderValue::from_bytes(&id).expect("hex is a valid header value")
         })
 }
 
-fn random_hex(bytes: usize) -> String {
+/// Fill `out` with random lowercase hex digits.
+fn random_hex(out: &mut [u8]) {
     use rand::RngCore;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    let buf = &mut buf[..bytes.min(32)];
-    rand::rng().fill_bytes(buf);
-    let mut out = String::with_capacity(buf.len() * 2);
-    for b in buf.iter() {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+    let mut random = [0u8; 32];
+    let random = &mut random[..out.len().div_ceil(2)];
+    rand::rng().fill_bytes(random);
+    for (i, digit) in out.iter_mut().enumerate() {
+        let b = random[i / 2];
+        *digit = HEX[usize::from(if i % 2 == 0 { b >> 4 } else { b & 0xf })];
     }
-    out
 }
 
 /// Parse a W3C `traceparent` (version 00): returns (trace-id, flags).
@@ -782,44 +785,107 @@ pub fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
             && s.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     };
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
     let ok = version == "00"
         && it.next().is_none()
         && hex(trace, 32)
-        && trace != "0".repeat(32)
+        && !zero(trace)
         && hex(parent, 16)
-        && parent != "0".repeat(16)
+        && !zero(parent)
         && hex(flags, 2);
     ok.then_some((trace, flags))
 }
 
-/// Headers the gateway adds for the consumer: request id, W3C trace context
-/// (the trace continues with the gateway as a new parent), client address.
+/// The length of a version 00 `traceparent`.
+const TRACEPARENT_LEN: usize = 55;
+
+/// The field lines the gateway sets on a request for the consumer: request
+/// id, W3C trace context (the client's trace continues with the gateway as
+/// a new parent), client address and scheme. Built on the stack: the HTTP
+/// path hands them to the BHTTP encoder as they are.
+pub(super) struct Decorations {
+    traceparent: [u8; TRACEPARENT_LEN],
+    /// The client's address as text (at most 39 bytes for IPv6).
+    ip: [u8; 48],
+    ip_len: usize,
+    /// `x-forwarded-for` when the client sent one: theirs, then ours.
+    forwarded_for: Option<Vec<u8>>,
+}
+
+impl Decorations {
+    pub(super) fn new(headers: &HeaderMap, peer: SocketAddr) -> Self {
+        let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        match headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+        {
+            Some((trace, flags)) => {
+                traceparent[3..35].copy_from_slice(trace.as_bytes());
+                traceparent[53..55].copy_from_slice(flags.as_bytes());
+            }
+            None => random_hex(&mut traceparent[3..35]),
+        }
+        random_hex(&mut traceparent[36..52]);
+
+        let mut ip = [0u8; 48];
+        let ip_len = {
+            use std::io::Write;
+            let mut w = std::io::Cursor::new(&mut ip[..]);
+            // At most 39 bytes: cannot fail.
+            let _ = write!(w, "{}", peer.ip().to_canonical());
+            usize::try_from(w.position()).unwrap_or(0)
+        };
+        let forwarded_for = headers.get("x-forwarded-for").map(|prev| {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip_len);
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(&ip[..ip_len]);
+            v
+        });
+        Decorations {
+            traceparent,
+            ip,
+            ip_len,
+            forwarded_for,
+        }
+    }
+
+    /// The field lines (lowercase names, valid values), each replacing the
+    /// client's lines of that name.
+    pub(super) fn fields<'a>(
+        &'a self,
+        request_id: &'a HeaderValue,
+    ) -> [(&'static str, &'a [u8]); 4] {
+        [
+            (REQUEST_ID, request_id.as_bytes()),
+            ("traceparent", &self.traceparent),
+            (
+                "x-forwarded-for",
+                self.forwarded_for
+                    .as_deref()
+                    .unwrap_or(&self.ip[..self.ip_len]),
+            ),
+            ("x-forwarded-proto", b"http"),
+        ]
+    }
+}
+
+/// [`Decorations`] set in `headers` (the gRPC path, which forwards
+/// headers as NATS metadata).
 pub(super) fn decorate_request(
     headers: &mut HeaderMap,
     request_id: &HeaderValue,
     peer: SocketAddr,
 ) {
-    headers.insert(REQUEST_ID, request_id.clone());
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent)
-        .map(|(t, f)| (t.to_owned(), f.to_owned()));
-    let (trace, flags) = incoming.unwrap_or_else(|| (random_hex(16), "00".to_owned()));
-    let traceparent = format!("00-{trace}-{}-{flags}", random_hex(8));
-    headers.insert(
-        "traceparent",
-        HeaderValue::from_str(&traceparent).expect("hex is a valid header value"),
-    );
-    let ip = peer.ip().to_canonical().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let decorations = Decorations::new(headers, peer);
+    for (name, value) in decorations.fields(request_id) {
+        // A client's x-forwarded-for of invalid bytes is dropped by hyper
+        // before; ours are hex, an address and ASCII.
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            headers.insert(name, v);
+        }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
 }
 
 async fn serve_metrics(listener: TcpListener, metrics: Metrics) {

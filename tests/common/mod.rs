@@ -299,8 +299,34 @@ impl GatewayProc {
         Self::spawn_with_env(nats_url, routes_yaml, extra_yaml, &[])
     }
 
+    /// [`GatewayProc::start`] of `narun-gateway`, the gateway's own binary
+    /// (what the packaged unit runs) instead of `narun gateway`.
+    pub fn start_lean(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let gw = Self::spawn_binary(
+            Command::new(env!("CARGO_BIN_EXE_narun-gateway")),
+            nats_url,
+            routes_yaml,
+            extra_yaml,
+            &[],
+        );
+        gw.wait_notify("READY=1", Duration::from_secs(20));
+        gw
+    }
+
     /// Start without waiting for READY, with extra environment variables.
     pub fn spawn_with_env(
+        nats_url: &str,
+        routes_yaml: &str,
+        extra_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = Command::new(narun_binary());
+        cmd.arg("gateway");
+        Self::spawn_binary(cmd, nats_url, routes_yaml, extra_yaml, env)
+    }
+
+    fn spawn_binary(
+        mut cmd: Command,
         nats_url: &str,
         routes_yaml: &str,
         extra_yaml: &str,
@@ -320,8 +346,8 @@ impl GatewayProc {
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let stderr_path = dir.path().join("gateway.log");
-        let child = Command::new(narun_binary())
-            .args(["gateway", "--config"])
+        let child = cmd
+            .arg("--config")
             .arg(&cfg_path)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "narun=debug,info")

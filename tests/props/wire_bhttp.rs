@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use narun::wire::{
-    decode_request, decode_response, encode_request, encode_response, WireError, MAX_AUTHORITY_LEN,
+    decode_request, decode_request_by_crate, decode_response, decode_response_by_crate,
+    encode_request, encode_request_with, encode_response, WireError, MAX_AUTHORITY_LEN,
     MAX_FIELD_LINES, MAX_FIELD_LINE_LEN, MAX_FIELD_SECTION_LEN, MAX_METHOD_LEN, MAX_PATH_LEN,
 };
 use proptest::collection::vec;
@@ -702,6 +703,165 @@ fn decoders_survive_hostile_bytes() {
             if let Ok(resp) = decode_response(&bytes) {
                 check_response(&resp, bytes.len())?;
             }
+            Ok(())
+        },
+    );
+}
+
+// === the direct reader and writer against the bhttp crate ===
+
+/// What a decoder gave, comparable: the error's text, or the message with
+/// its header lines in order.
+fn request_outcome(r: Result<http::Request<bytes::Bytes>, WireError>) -> Result<String, String> {
+    r.map(|r| {
+        format!(
+            "{} {} {:?} {:?}",
+            r.method(),
+            r.uri(),
+            r.headers(),
+            r.body()
+        )
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn response_outcome(r: Result<http::Response<bytes::Bytes>, WireError>) -> Result<String, String> {
+    r.map(|r| format!("{} {:?} {:?}", r.status(), r.headers(), r.body()))
+        .map_err(|e| e.to_string())
+}
+
+/// The direct known-length reader decodes every message exactly as the
+/// bhttp crate does (the same message, or the same error): valid messages
+/// of every framing, and mutated or arbitrary bytes.
+#[test]
+fn the_direct_reader_agrees_with_the_crate() {
+    let inputs = prop_oneof![
+        1 => valid_raw().prop_map(|raw| raw.encode()),
+        2 => hostile_bytes(),
+    ];
+    check(
+        "wire_bhttp::the_direct_reader_agrees_with_the_crate",
+        1024,
+        inputs,
+        |bytes| {
+            prop_assert_eq!(
+                request_outcome(decode_request(&bytes)),
+                request_outcome(decode_request_by_crate(&bytes))
+            );
+            prop_assert_eq!(
+                response_outcome(decode_response(&bytes)),
+                response_outcome(decode_response_by_crate(&bytes))
+            );
+            Ok(())
+        },
+    );
+}
+
+/// How narun wrote requests and responses with the bhttp crate's `Message`
+/// (before the direct writer): the reference the writer must match.
+fn crate_request(
+    method: &Method,
+    authority: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut msg = bhttp::Message::request(
+        method.as_str().as_bytes().to_vec(),
+        Vec::new(),
+        authority.as_bytes().to_vec(),
+        path.as_bytes().to_vec(),
+    );
+    let mut fields: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(n, _)| !EXCLUDED_REQUEST.contains(&n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    if !body.is_empty() || [Method::POST, Method::PUT, Method::PATCH].contains(method) {
+        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    for (n, v) in fields {
+        msg.put_header(n, v);
+    }
+    msg.write_content(body);
+    let mut out = Vec::new();
+    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+    out
+}
+
+fn crate_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut msg = bhttp::Message::response(bhttp::StatusCode::try_from(status.as_u16()).unwrap());
+    let mut fields: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(n, _)| !EXCLUDED_RESPONSE.contains(&n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    for (n, v) in fields {
+        msg.put_header(n, v);
+    }
+    msg.write_content(body);
+    let mut out = Vec::new();
+    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+    out
+}
+
+/// The direct writer writes what the bhttp crate writes, byte for byte;
+/// lines set by the caller replace the client's of the same name.
+#[test]
+fn the_direct_writer_writes_what_the_crate_writes() {
+    let set_names = select(vec![
+        "x-request-id",
+        "traceparent",
+        "x-forwarded-for",
+        "accept",
+    ]);
+    let strategy = (
+        method(),
+        "[ -~]{0,40}",
+        path(),
+        headers(),
+        body(),
+        vec((set_names, value_bytes(20)), 0..3),
+        200u16..=599,
+    );
+    check(
+        "wire_bhttp::the_direct_writer_writes_what_the_crate_writes",
+        512,
+        strategy,
+        |(method, authority, path, headers, body, set, status)| {
+            let ours = encode_request(&method, &authority, &path, &headers, &body)
+                .map_err(|e| TestCaseError::fail(format!("encode: {e}")))?;
+            prop_assert_eq!(
+                &ours,
+                &crate_request(&method, &authority, &path, &headers, &body)
+            );
+
+            let mut set_map = HeaderMap::new();
+            for (name, value) in &set {
+                set_map.insert(*name, HeaderValue::from_bytes(value).unwrap());
+            }
+            let set: Vec<(&str, &[u8])> = set_map
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                .collect();
+            let mut merged = headers.clone();
+            for (name, value) in &set_map {
+                merged.insert(name, value.clone());
+            }
+            let with = encode_request_with(&method, &authority, &path, &headers, &set, &body)
+                .map_err(|e| TestCaseError::fail(format!("encode: {e}")))?;
+            prop_assert_eq!(
+                with,
+                crate_request(&method, &authority, &path, &merged, &body)
+            );
+
+            let status = StatusCode::from_u16(status).unwrap();
+            let ours = encode_response(status, &headers, &body)
+                .map_err(|e| TestCaseError::fail(format!("encode: {e}")))?;
+            prop_assert_eq!(ours, crate_response(status, &headers, &body));
             Ok(())
         },
     );

