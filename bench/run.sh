@@ -6,7 +6,8 @@
 # Measures with wrk (16 and 64 connections, POST /hello/ {"name":"NATS User"}):
 #   (a) plain hyper server, (b) nginx -> (a), (c) minimal hyper+async-nats
 #   gateway -> raw NATS responder, (g) narun gateway -> the same responder
-#   answering fixed BHTTP bytes (the fair pair of (c)), (d) narun gateway ->
+#   answering fixed BHTTP bytes (the fair pair of (c)), (h) the same with
+#   one runtime thread per core, (d) narun gateway ->
 #   NATS -> hello consumer,
 #   (f) narun gateway -> NATS -> narun bridge -> hyper server doing hello's work
 #   (proxy mode);
@@ -87,16 +88,18 @@ fi
 # ------------------------------------------------------------------- build
 if [[ $BUILD -eq 1 ]]; then
     log "building (release): narun, examples hello and bench-baselines"
-    cargo build --release --quiet --bin narun --example hello --example bench-baselines \
+    cargo build --release --quiet --bin narun --bin narun-gateway --example hello --example bench-baselines \
         || die "cargo build failed"
 else
     log "--no-build: using the release binaries already built"
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NARUN=$TARGET_DIR/release/narun
+# The gateway as the packaged unit runs it: narun-gateway (= narun gateway).
+GATEWAY=$TARGET_DIR/release/narun-gateway
 HELLO=$TARGET_DIR/release/examples/hello
 BASE=$TARGET_DIR/release/examples/bench-baselines
-for b in "$NARUN" "$HELLO" "$BASE"; do [[ -x $b ]] || die "missing binary $b"; done
+for b in "$NARUN" "$GATEWAY" "$HELLO" "$BASE"; do [[ -x $b ]] || die "missing binary $b"; done
 
 # ------------------------------------------------------ process management
 WORK=$(mktemp -d /tmp/narun-bench.XXXXXX)
@@ -410,12 +413,21 @@ routes:
     methods: ["POST"]
     service: "rawbhttp"
 EOF
-start gateway "$NARUN" gateway --config "$WORK/gateway-g.yaml"
+start gateway "$GATEWAY" --config "$WORK/gateway-g.yaml"
 GGW_PID=$LAST_PID
 wait_http "http://127.0.0.1:$GGW_PORT/hello/" "$GGW_PID" gateway
 AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
 for c in "${CONNS[@]}"; do measure "g$c" "$c" "http://127.0.0.1:$GGW_PORT/hello/" "$GGW_PID"; done
 stop "$GGW_PID"
+# (h) (g) with one runtime thread per core (the default above two cores).
+HGW_PORT=$(free_port)
+sed -e "s/127.0.0.1:$GGW_PORT/127.0.0.1:$HGW_PORT/" "$WORK/gateway-g.yaml" >"$WORK/gateway-h.yaml"
+echo "threads: $NCPU" >>"$WORK/gateway-h.yaml"
+start gateway-h "$GATEWAY" --config "$WORK/gateway-h.yaml"
+HGW_PID=$LAST_PID
+wait_http "http://127.0.0.1:$HGW_PORT/hello/" "$HGW_PID" gateway-h
+for c in "${CONNS[@]}"; do measure "h$c" "$c" "http://127.0.0.1:$HGW_PORT/hello/" "$HGW_PID"; done
+stop "$HGW_PID"
 stop "$RESPONDER_PID"
 
 # (d) narun gateway -> NATS -> hello consumer.
@@ -433,7 +445,7 @@ routes:
     methods: ["POST"]
     service: "hello"
 EOF
-start gateway "$NARUN" gateway --config "$WORK/gateway.yaml"
+start gateway "$GATEWAY" --config "$WORK/gateway.yaml"
 GW_PID=$LAST_PID
 wait_http "http://127.0.0.1:$GW_PORT/hello/" "$GW_PID" gateway
 alive "$HELLO_PID" hello
@@ -458,7 +470,7 @@ done
 FGW_PORT=$(free_port)
 sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$FGW_PORT/" -e 's/service: "hello"/service: "hello_bridge"/' \
     "$WORK/gateway.yaml" >"$WORK/gateway-bridge.yaml"
-start gateway-bridge "$NARUN" gateway --config "$WORK/gateway-bridge.yaml"
+start gateway-bridge "$GATEWAY" --config "$WORK/gateway-bridge.yaml"
 FGW_PID=$LAST_PID
 wait_http "http://127.0.0.1:$FGW_PORT/hello/" "$FGW_PID" gateway-bridge
 alive "$BRIDGE_PID" bridge
@@ -497,6 +509,7 @@ label() {
         c*) echo "(c) minimal gw + raw sub" ;;
         d*) echo "(d) narun gw + hello" ;;
         g*) echo "(g) narun gw + raw BHTTP" ;;
+        h*) echo "(h) (g), threads per core" ;;
         f*) echo "(f) narun gw + bridge" ;;
         e1*) echo "(e1) consumer lib (NATS)" ;;
         e2*) echo "(e2) raw Micro svc (NATS)" ;;
@@ -534,7 +547,8 @@ SUMMARY=$WORK/summary.txt
         echo "! = above ${OTHER_LIMIT}%: that measurement was disturbed by other load; rerun on an idle machine."
     fi
     echo "RSS and cpu/req are those of the process(es) under test: (a) plain, (b) nginx master+worker,"
-    echo "(c) minimal gateway, (d), (f) and (g) narun gateway, (e1) hello consumer, (e2) raw service."
+    echo "(c) minimal gateway, (d), (f), (g) and (h) narun gateway (narun-gateway, default threads but (h)),"
+    echo "(e1) hello consumer, (e2) raw service."
     echo "(e) conns = requests in flight."
     echo "Peak RSS (VmHWM) is cumulative over the process' life (16c then 64c)."
     echo "cpu/req of the other processes on the path:"
@@ -571,6 +585,7 @@ SUMMARY=$WORK/summary.txt
     echo "  fair pair p99 64c         = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
     r=$(awk -v k="${HWM[g64]}" 'BEGIN {printf "%.1f", k / 1024}')
     echo "  narun gateway peak RSS    = ${r} MiB under (g) (target <= 10 MiB: $(verdict "$r" '<=' 10))"
+    echo "  (h) per-core threads/(c)  = req/s $(ratio "${RPS[h64]}" "${RPS[c64]}")x, cpu/req $(ratio "${CPU[h64]}" "${CPU[c64]}")x, p99 $(ratio "${P99[h64]}" "${P99[c64]}")x at 64c, peak RSS $(mib "${HWM[h64]}") (reported)"
     echo "  full path (d)/(c) req/s   = $(ratio "${RPS[d16]}" "${RPS[c16]}")x 16c, $(ratio "${RPS[d64]}" "${RPS[c64]}")x 64c; p99 64c $(ratio "${P99[d64]}" "${P99[c64]}")x (reported)"
     echo "  consumer/raw req/s 16c    = $(ratio "${RPS[e1_16]}" "${RPS[e2_16]}")x"
     r=$(ratio "${RPS[e1_64]}" "${RPS[e2_64]}")

@@ -247,6 +247,18 @@ fn sweep_stale(parent: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// A listener on 127.0.0.1:`preferred` (SO_REUSEADDR, as the gateway
+/// binds), else on a free port.
+fn bind_local(preferred: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let bind = |port: u16| {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+        socket.listen(1024)
+    };
+    bind(preferred).or_else(|_| bind(0))
+}
+
 fn free_port(preferred: u16) -> u16 {
     if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
         return preferred;
@@ -422,17 +434,32 @@ impl Dev {
             stopped(self.stop_tx.subscribe()),
         )));
 
-        // The gateway.
-        let http_port = free_port(opts.http_port);
-        let grpc_port = free_port(opts.grpc_port);
-        let metrics_port = free_port(9090);
+        // The gateway, on listeners bound here: the preferred ports, else
+        // any free one (never a port that another process takes between a
+        // check and the gateway's bind).
+        let listen = |preferred: u16| {
+            bind_local(preferred).map_err(|e| setup(format!("cannot listen on 127.0.0.1: {e}")))
+        };
+        let (http, grpc, metrics) = (
+            listen(opts.http_port)?,
+            listen(opts.grpc_port)?,
+            listen(9090)?,
+        );
+        let port = |l: &tokio::net::TcpListener| l.local_addr().map_or(0, |a| a.port());
+        let (http_port, grpc_port, metrics_port) = (port(&http), port(&grpc), port(&metrics));
         let yaml = format!(
             "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{http_port}\"\ngrpc_addr: \"127.0.0.1:{grpc_port}\"\nmetrics_addr: \"127.0.0.1:{metrics_port}\"\nrequest_timeout_seconds: 15\nroutes:\n  - path: \"/hello/\"\n    methods: [\"POST\", \"PUT\"]\n    service: \"hello\"\n  - grpc: \"hello.v1.Greeter\"\n    service: \"grpc-hello\"\n  - path: \"/plain/\"\n    methods: [\"GET\", \"POST\"]\n    service: \"plain-http\"\n"
         );
         let gw_cfg = crate::gateway::config::parse(Path::new("narun-dev"), &yaml)
             .map_err(|e| setup(e.to_string()))?;
-        self.gateway = Some(tokio::spawn(crate::gateway::server::run_until(
+        let listeners = crate::gateway::server::Listeners {
+            http,
+            grpc: Some(grpc),
+            metrics: Some(metrics),
+        };
+        self.gateway = Some(tokio::spawn(crate::gateway::server::serve(
             gw_cfg,
+            listeners,
             stopped(self.stop_tx.subscribe()),
         )));
         self.wait_gateway(http_port).await?;

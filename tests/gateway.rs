@@ -779,6 +779,28 @@ routes:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // narun-gateway, the unit's binary: the same options and statuses.
+    let lean = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_narun-gateway"))
+            .args(args)
+            .env_remove("NARUN_GATEWAY_CONFIG")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let config = path.to_str().unwrap();
+    assert_eq!(lean(&["--check", "--config", config]).0, Some(0));
+    assert_eq!(lean(&["--check", &format!("--config={config}")]).0, Some(0));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "nats_url: 3\nroutes: []\n").unwrap();
+    let (code, err) = lean(&["--config", bad.to_str().unwrap(), "--check"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("narun gateway:"), "{err}");
+    let (code, err) = lean(&["--bogus"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown argument \"--bogus\""), "{err}");
+    assert_eq!(lean(&["--config"]).0, Some(2), "a flag without its value");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         };
         let parsed = match flag.as_str() {
             "-c" | "--config" => value("--config").map(|v| config = PathBuf::from(v)),
-            "--check" => Ok(check = true),
+            "--check" => {
+                check = true;
+                Ok(())
+            }
             "--log-format" => value("--log-format").map(|v| format = v),
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -35,7 +35,7 @@ use super::body::Body;
 use super::config::GrpcRoute;
 use super::metrics::{Metrics, UNROUTED};
 use super::rescue::{grpc as code, rescue, Failure};
-use super::server::{decorate_request, request_id, text, Gateway, REQUEST_ID};
+use super::shared::{decorate_request, request_id, text, Gateway, REQUEST_ID};
 use crate::wire::{self, grpc as g, ServiceError};
 
 /// How long the health check waits for a consumer's `$SRV.PING` answer.
@@ -334,14 +334,10 @@ async fn forward(
         .publish_with_reply_and_headers(route.subject.clone(), inbox, headers, message)
         .await;
     if let Err(e) = published {
-        use async_nats::client::PublishErrorKind as K;
-        let failure = match e.kind() {
-            K::MaxPayloadExceeded => Failure::PayloadTooLarge,
-            _ => {
-                tracing::warn!(subject = %route.subject, error = %e, "NATS publish failed");
-                Failure::Nats
-            }
-        };
+        let failure = Failure::of_publish(e.kind());
+        if failure == Failure::Nats {
+            tracing::warn!(subject = %route.subject, error = %e, "NATS publish failed");
+        }
         gw.metrics
             .nats(&route.subject, rescue(&failure).nats_outcome);
         return fail(failure, &request_id, record);

@@ -7,6 +7,7 @@
 //! - [`rescue`]: the one failure → HTTP status / gRPC code table;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`server`]: listeners, connections, HTTP forwarding, shutdown;
+//! - [`shared`]: what HTTP and gRPC share: state, request ids, decorations;
 //! - [`grpc`]: gRPC ingress (h2c), forwarding, streaming, health;
 //! - [`body`]: the response body type.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod rescue;
 pub mod routes;
 pub mod server;
+pub mod shared;
 
 pub use server::{run, GatewayError};
 

@@ -53,6 +53,30 @@ pub enum Failure {
     Cancelled,
 }
 
+impl Failure {
+    /// The failure of a NATS request that got no reply. Which kinds are the
+    /// gateway's own fault (`Nats`) is decided here only; the caller logs
+    /// those.
+    pub fn of_request(kind: async_nats::RequestErrorKind) -> Self {
+        use async_nats::RequestErrorKind as K;
+        match kind {
+            K::TimedOut => Failure::Timeout,
+            K::NoResponders => Failure::NoResponders,
+            K::MaxPayloadExceeded => Failure::PayloadTooLarge,
+            K::InvalidSubject | K::Other => Failure::Nats,
+        }
+    }
+
+    /// The failure of a NATS publish (a gRPC call's request).
+    pub fn of_publish(kind: async_nats::client::PublishErrorKind) -> Self {
+        use async_nats::client::PublishErrorKind as K;
+        match kind {
+            K::MaxPayloadExceeded => Failure::PayloadTooLarge,
+            _ => Failure::Nats,
+        }
+    }
+}
+
 /// What the client gets for a [`Failure`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rescue {
