@@ -107,15 +107,15 @@ wait "$WRK"
     echo
     echo "## self time by symbol (top 30)"
     perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.4 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -30
+        | grep -v '^#' | grep -v '^$' | head -30 || true
     echo
     echo "## self time by shared object"
     perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -8
+        | grep -v '^#' | grep -v '^$' | head -8 || true
     echo
     echo "## inclusive time by symbol (top 40)"
     perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none --percent-limit 1 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -40
+        | grep -v '^#' | grep -v '^$' | head -40 || true
 } >"$OUT"
 log "written to $OUT"
 cat "$OUT"
