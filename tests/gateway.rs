@@ -787,7 +787,10 @@ routes:
             .env_remove("NARUN_GATEWAY_CONFIG")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let config = path.to_str().unwrap();
     assert_eq!(lean(&["--check", "--config", config]).0, Some(0));
