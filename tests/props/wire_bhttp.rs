@@ -766,38 +766,39 @@ fn crate_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut msg = bhttp::Message::request(
+    let msg = bhttp::Message::request(
         method.as_str().as_bytes().to_vec(),
         Vec::new(),
         authority.as_bytes().to_vec(),
         path.as_bytes().to_vec(),
     );
-    let mut fields: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .filter(|(n, _)| !EXCLUDED_REQUEST.contains(&n.as_str()))
-        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    if !body.is_empty() || [Method::POST, Method::PUT, Method::PATCH].contains(method) {
-        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
-    }
-    fields.sort_by(|a, b| a.0.cmp(&b.0));
-    for (n, v) in fields {
-        msg.put_header(n, v);
-    }
-    msg.write_content(body);
-    let mut out = Vec::new();
-    msg.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
-    out
+    let length = !body.is_empty() || [Method::POST, Method::PUT, Method::PATCH].contains(method);
+    crate_write(msg, headers, EXCLUDED_REQUEST, length, body)
 }
 
 fn crate_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
-    let mut msg = bhttp::Message::response(bhttp::StatusCode::try_from(status.as_u16()).unwrap());
+    let msg = bhttp::Message::response(bhttp::StatusCode::try_from(status.as_u16()).unwrap());
+    crate_write(msg, headers, EXCLUDED_RESPONSE, true, body)
+}
+
+/// `msg` with the field lines of `headers` but `excluded`, plus a
+/// `content-length` if `length`, sorted by name, and `body`, written as a
+/// known-length message.
+fn crate_write(
+    mut msg: bhttp::Message,
+    headers: &HeaderMap,
+    excluded: &[&str],
+    length: bool,
+    body: &[u8],
+) -> Vec<u8> {
     let mut fields: Vec<(String, Vec<u8>)> = headers
         .iter()
-        .filter(|(n, _)| !EXCLUDED_RESPONSE.contains(&n.as_str()))
+        .filter(|(n, _)| !excluded.contains(&n.as_str()))
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
-    fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    if length {
+        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
     fields.sort_by(|a, b| a.0.cmp(&b.0));
     for (n, v) in fields {
         msg.put_header(n, v);
