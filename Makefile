@@ -52,11 +52,11 @@ BUILD_STD_FLAG_riscv64 := -Zbuild-std=std,panic_unwind
 # (ring) and relink.
 CLEAN_ENV := env -u CFLAGS -u CXXFLAGS -u CPPFLAGS -u LDFLAGS -u RUSTFLAGS -u SOURCE_DATE_EPOCH
 
-# The programs: narun (CLI and daemons), narun-gateway (`narun gateway` as
-# a binary of its own, which the gateway unit runs: it maps only the
-# gateway's code) and narun-exec (the landlock exec wrapper the node agent
-# puts in front of `mode: landlock` apps).
-BINS := --bin narun --bin narun-gateway --bin narun-exec
+# The programs: narun (CLI and daemons), narun-gateway and narun-node
+# (`narun gateway` and `narun node` as binaries of their own, which the
+# units run: each maps only its own code) and narun-exec (the landlock exec
+# wrapper the node agent puts in front of `mode: landlock` apps).
+BINS := --bin narun --bin narun-gateway --bin narun-node --bin narun-exec
 ifeq ($(ARCH),$(NATIVE_ARCH))
 OUT := $(CARGO_TARGET_DIR)/release
 BUILD_CMD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) \
@@ -72,6 +72,7 @@ endif
 BIN := $(OUT)/narun
 EXEC_BIN := $(OUT)/narun-exec
 GATEWAY_BIN := $(OUT)/narun-gateway
+NODE_BIN := $(OUT)/narun-node
 
 # Install layout (FHS; the defaults suit rpm/Fedora, debian/rules overrides
 # UNITDIR for bookworm's /lib/systemd/system).
@@ -108,10 +109,11 @@ exec-bin-path:
 
 # narun-exec goes where the node agent's --exec-wrapper default points.
 install:
-	@for b in $(BIN) $(GATEWAY_BIN) $(EXEC_BIN); do test -x $$b || { echo "make install: $$b is missing; run 'make build ARCH=$(ARCH)' first" >&2; exit 1; }; done
+	@for b in $(BIN) $(GATEWAY_BIN) $(NODE_BIN) $(EXEC_BIN); do test -x $$b || { echo "make install: $$b is missing; run 'make build ARCH=$(ARCH)' first" >&2; exit 1; }; done
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/narun
 	install -D -m 0755 $(EXEC_BIN) $(DESTDIR)$(LIBEXECDIR)/narun/narun-exec
 	install -D -m 0755 $(GATEWAY_BIN) $(DESTDIR)$(LIBEXECDIR)/narun/narun-gateway
+	install -D -m 0755 $(NODE_BIN) $(DESTDIR)$(LIBEXECDIR)/narun/narun-node
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	install -m 0644 $(UNITS) $(DESTDIR)$(UNITDIR)/
 	install -D -m 0644 units/80-narun.preset $(DESTDIR)$(PRESETDIR)/80-narun.preset

@@ -86,11 +86,14 @@ fi
 if [[ -n ${NARUN_BIN:-} ]]; then
     NARUN=$NARUN_BIN        # a given binary: no build
 else
-    log "cargo build --release --bin narun"
-    cargo build --release --quiet --bin narun || die "cargo build failed"
+    log "cargo build --release --bin narun --bin narun-node"
+    cargo build --release --quiet --bin narun --bin narun-node || die "cargo build failed"
     NARUN=${CARGO_TARGET_DIR:-$ROOT/target}/release/narun
 fi
 [[ -x $NARUN ]] || die "missing $NARUN"
+# The agent as the packaged unit runs it: narun-node beside narun, if there.
+AGENT=$(dirname "$NARUN")/narun-node
+[[ -x $AGENT ]] || AGENT=
 if [[ -n $ROLLOUT ]]; then
     log "cargo build --release --example hello"
     cargo build --release --quiet --example hello || die "cargo build failed"
@@ -159,5 +162,5 @@ if [[ -n $LOGS ]]; then
     exit
 fi
 "$VENV/bin/python" -u bench/node_bench.py \
-    --narun "$NARUN" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
+    --narun "$NARUN" --agent "$AGENT" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
     --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"

@@ -328,7 +328,7 @@ class Agent:
             self.t_spawn = time.monotonic()
             self.p = subprocess.Popen(
                 [
-                    a.narun, "node",
+                    *([a.agent] if a.agent else [a.narun, "node"]),
                     "--nats-url", url,
                     "--node-id", NODE,
                     "--data-dir", data_dir,
@@ -987,6 +987,7 @@ def report(a, res, wall):
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--narun", required=True)
+    p.add_argument("--agent", default="", help="narun-node, the agent's own binary (default: NARUN node)")
     p.add_argument("--base", required=True, help="a fresh directory under /var/lib")
     p.add_argument("--script", required=True, help="src/private-systemd.sh")
     p.add_argument("--version", default="narun")

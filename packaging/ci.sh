@@ -33,6 +33,7 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   printf '#!/bin/sh\n' > "$root/usr/bin/narun" && chmod 0755 "$root/usr/bin/narun"
   cp "$root/usr/bin/narun" "$root/usr/libexec/narun/narun-exec"
   cp "$root/usr/bin/narun" "$root/usr/libexec/narun/narun-gateway"
+  cp "$root/usr/bin/narun" "$root/usr/libexec/narun/narun-node"
   ln -s /lib/systemd/system "$root/usr/lib/systemd/system"
   mkdir -p "$root/etc/systemd/system"
   cp units/*.service units/*.socket units/*.slice "$root/etc/systemd/system/"

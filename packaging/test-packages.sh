@@ -30,6 +30,7 @@ expected() {
 -rwxr-xr-x /usr/bin/narun
 -rwxr-xr-x /usr/libexec/narun/narun-exec
 -rwxr-xr-x /usr/libexec/narun/narun-gateway
+-rwxr-xr-x /usr/libexec/narun/narun-node
 -rw-r--r-- $unitdir/narun-gateway.service
 -rw-r--r-- $unitdir/narun-gateway.socket
 -rw-r--r-- $unitdir/narun-gateway-grpc.socket
@@ -89,6 +90,7 @@ for arch in "${archs[@]}"; do
     check_binary "$tmp/x/usr/bin/narun" "$arch"
     check_binary "$tmp/x/usr/libexec/narun/narun-exec" "$arch"
     check_binary "$tmp/x/usr/libexec/narun/narun-gateway" "$arch"
+    check_binary "$tmp/x/usr/libexec/narun/narun-node" "$arch"
     # lintian: errors fail, warnings are shown.
     if lintian --fail-on error "$deb" > "$tmp/lintian" 2>&1; then
       ok "lintian: no errors ($(grep -c '^W:' "$tmp/lintian" || true) warnings, $(grep -c '^I:' "$tmp/lintian" || true) info)"
@@ -114,10 +116,11 @@ for arch in "${archs[@]}"; do
     rpm -qp --scripts "$rpmf" 2>/dev/null > "$tmp/scripts"
     grep -q "preset narun-gateway.socket narun-gateway-grpc.socket narun-node.service" "$tmp/scripts" && ok "%post presets (enables) the sockets and the agent" || fail "%post lacks systemctl preset"
     grep -q "useradd -r -g narun" "$tmp/scripts" && ok "%pre creates the narun user" || fail "%pre lacks the narun user"
-    rm -rf "$tmp/x" && mkdir -p "$tmp/x" && (cd "$tmp/x" && rpm2cpio "$OLDPWD/$rpmf" | cpio -idm --quiet ./usr/bin/narun ./usr/libexec/narun/narun-exec ./usr/libexec/narun/narun-gateway)
+    rm -rf "$tmp/x" && mkdir -p "$tmp/x" && (cd "$tmp/x" && rpm2cpio "$OLDPWD/$rpmf" | cpio -idm --quiet ./usr/bin/narun ./usr/libexec/narun/narun-exec ./usr/libexec/narun/narun-gateway ./usr/libexec/narun/narun-node)
     check_binary "$tmp/x/usr/bin/narun" "$arch"
     check_binary "$tmp/x/usr/libexec/narun/narun-exec" "$arch"
     check_binary "$tmp/x/usr/libexec/narun/narun-gateway" "$arch"
+    check_binary "$tmp/x/usr/libexec/narun/narun-node" "$arch"
     if command -v rpmlint >/dev/null 2>&1; then
       if rpmlint -r packaging/rpmlintrc "$rpmf" > "$tmp/rpmlint" 2>&1; then
         ok "rpmlint: $(tail -n 1 "$tmp/rpmlint")"

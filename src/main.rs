@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-mod node_cmd;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "narun",
@@ -48,7 +46,7 @@ enum Command {
         check: bool,
     },
     /// Run the node agent: apps from NATS as transient systemd units.
-    Node(node_cmd::NodeArgs),
+    Node(narun::node::cmd::NodeArgs),
     /// The whole system on this machine: NATS, a node agent, the gateway
     /// and the hello demo, until Ctrl-C (as root: system units; otherwise
     /// your systemd user manager).
@@ -178,7 +176,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, default_log);
     match cli.command {
         Command::Gateway { config, check } => gateway(config, check),
-        Command::Node(args) => node_cmd::run(args),
+        Command::Node(args) => narun::node::cmd::run(args),
         Command::Dev(args) => dev(args),
         Command::Bridge(args) => bridge(args),
         Command::Manage(c) => narun::cli::run(c, Cli::command),

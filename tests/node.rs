@@ -437,23 +437,39 @@ async fn missing_binary_fails_with_a_reason_and_nats_outage_is_survived() {
     cleanup_state(nats_app);
 }
 
+/// `narun node` and `narun-node` (the packaged unit's binary) alike.
 #[test]
 fn an_unusable_data_dir_is_refused_before_anything_starts() {
-    let out = Command::new(narun_binary())
-        .args(["node", "--node-id", "n1", "--data-dir", "/tmp/narun-data"])
-        .args(["--systemd-bus", "unix:path=/nonexistent"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("/tmp/narun-data"), "{stderr}");
-    assert!(stderr.contains("private /tmp"), "{stderr}");
-    let out = Command::new(narun_binary())
-        .args(["node", "--node-id", "bad id!", "--data-dir", "/var/lib/x"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id"));
+    let node = |args: &[&str]| {
+        [
+            Command::new(narun_binary())
+                .arg("node")
+                .args(args)
+                .output()
+                .unwrap(),
+            Command::new(env!("CARGO_BIN_EXE_narun-node"))
+                .args(args)
+                .output()
+                .unwrap(),
+        ]
+    };
+    for out in node(&[
+        "--node-id",
+        "n1",
+        "--data-dir",
+        "/tmp/narun-data",
+        "--systemd-bus",
+        "unix:path=/nonexistent",
+    ]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{stderr}");
+        assert!(stderr.contains("/tmp/narun-data"), "{stderr}");
+        assert!(stderr.contains("private /tmp"), "{stderr}");
+    }
+    for out in node(&["--node-id", "bad id!", "--data-dir", "/var/lib/x"]) {
+        assert_eq!(out.status.code(), Some(78));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@
 
 pub mod agent;
 pub mod binaries;
+#[cfg(feature = "cli")]
+pub mod cmd;
 pub mod fleet;
 pub mod identity;
 pub mod reconcile;

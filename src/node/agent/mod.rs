@@ -97,14 +97,18 @@ pub fn default_exec_wrapper() -> PathBuf {
         .unwrap_or(installed)
 }
 
-/// The `narun` binary for `narun bridge`: the installed one, else this
-/// one.
+/// The `narun` binary for `narun bridge`: the installed one, else the
+/// `narun` beside this binary (this one, or `narun-node`'s sibling).
 pub fn default_bridge_binary() -> PathBuf {
     let installed = PathBuf::from("/usr/bin/narun");
     if installed.is_file() {
         return installed;
     }
-    std::env::current_exe().unwrap_or(installed)
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("narun"))
+        .filter(|p| p.is_file())
+        .unwrap_or(installed)
 }
 
 /// Go names for this machine's OS and arch.

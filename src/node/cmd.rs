@@ -1,4 +1,4 @@
-//! `narun node`: flags and process plumbing of the node agent.
+//! `narun node` and `narun-node`: flags and process plumbing of the node agent.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,7 +98,7 @@ fn hostname() -> String {
 
 pub fn run(args: NodeArgs) -> ExitCode {
     let node_id = args.node_id.clone().unwrap_or_else(hostname);
-    if !narun::spec::valid_node_id(&node_id) {
+    if !crate::spec::valid_node_id(&node_id) {
         eprintln!("narun node: invalid --node-id {node_id:?}: use letters, digits, '-' and '_'");
         return ExitCode::from(EX_CONFIG);
     }
@@ -132,7 +132,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let mut nats = narun::nats::NatsOptions::new(&args.nats_url, format!("node-runner-{node_id}"));
+    let mut nats = crate::nats::NatsOptions::new(&args.nats_url, format!("node-runner-{node_id}"));
     nats.nkey_seed_file = args.nkey_file.clone();
     nats.creds_file = args.creds.clone();
     let app_nats_url = args
@@ -140,7 +140,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         .clone()
         .or_else(|| nats.urls.first().cloned())
         .unwrap_or_default();
-    let cfg = narun::node::NodeConfig {
+    let cfg = crate::node::NodeConfig {
         node_id,
         data_dir: args.data_dir.clone(),
         labels,
@@ -158,11 +158,11 @@ pub fn run(args: NodeArgs) -> ExitCode {
         exec_wrapper: args
             .exec_wrapper
             .clone()
-            .unwrap_or_else(narun::node::agent::default_exec_wrapper),
+            .unwrap_or_else(crate::node::agent::default_exec_wrapper),
         bridge_binary: args
             .bridge_binary
             .clone()
-            .unwrap_or_else(narun::node::agent::default_bridge_binary),
+            .unwrap_or_else(crate::node::agent::default_bridge_binary),
         admin_addr,
         metrics_addr,
         user_manager: false,
@@ -178,25 +178,25 @@ pub fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = narun::node::agent::prepare_data_dir(&cfg.data_dir, false) {
+    if let Err(e) = crate::node::agent::prepare_data_dir(&cfg.data_dir, false) {
         eprintln!("narun node: {e}");
         return ExitCode::from(EX_CONFIG);
     }
     let result = runtime.block_on(async {
         let systemd = match &args.systemd_bus {
-            Some(addr) => narun::systemd::Systemd::connect_address(addr).await,
-            None => narun::systemd::Systemd::connect().await,
+            Some(addr) => crate::systemd::Systemd::connect_address(addr).await,
+            None => crate::systemd::Systemd::connect().await,
         };
         let systemd = match systemd {
             Ok(s) => s,
             Err(e) => return Err((EX_UNAVAILABLE, e.to_string())),
         };
-        narun::node::run(cfg, systemd, narun::consumer::shutdown_signal())
+        crate::node::run(cfg, systemd, crate::consumer::shutdown_signal())
             .await
             .map_err(|e| {
                 let code = match e {
-                    narun::node::NodeError::DataDir { .. } => EX_CONFIG,
-                    narun::node::NodeError::DuplicateNode { .. } => EX_CONFIG,
+                    crate::node::NodeError::DataDir { .. } => EX_CONFIG,
+                    crate::node::NodeError::DuplicateNode { .. } => EX_CONFIG,
                     _ => 1,
                 };
                 (code, e.to_string())
