@@ -60,7 +60,7 @@ complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Comm
 complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l master-key-file -d 'File holding the cluster master key (base64 of 32 bytes) used to decrypt `valueFromSecret` secrets. Never passed on the command line' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l exec-wrapper -d 'The exec wrapper (`narun-exec`) for `mode: landlock`, `nonet` and `secrets:` apps [default: /usr/libexec/narun/narun-exec, else the narun-exec beside this binary]' -r -F
-complete -c narun -n "__fish_narun_using_subcommand node" -l bridge-binary -d 'The narun binary that runs `narun bridge` for proxy-mode apps (`http:` in their spec) [default: /usr/bin/narun, else this binary]' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l bridge-binary -d 'The narun binary that runs `narun bridge` for proxy-mode apps (`http:` in their spec) [default: /usr/bin/narun, else the narun beside this binary]' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l admin-addr -d 'Admin web UI address ("" disables)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l metrics-addr -d 'Prometheus metrics address ("" disables)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l status-interval -d 'How often unit states are checked for status messages' -r

@@ -60,7 +60,8 @@ pub struct NodeArgs {
     #[arg(long)]
     exec_wrapper: Option<PathBuf>,
     /// The narun binary that runs `narun bridge` for proxy-mode apps
-    /// (`http:` in their spec) [default: /usr/bin/narun, else this binary].
+    /// (`http:` in their spec) [default: /usr/bin/narun, else the narun beside
+    /// this binary].
     #[arg(long)]
     bridge_binary: Option<PathBuf>,
     /// Admin web UI address ("" disables).
