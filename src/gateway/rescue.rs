@@ -265,6 +265,26 @@ fn consumer_grpc_code(code: u32) -> u16 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn nats_errors_map_to_failures() {
+        use async_nats::client::PublishErrorKind as P;
+        use async_nats::RequestErrorKind as R;
+        for (kind, want) in [
+            (R::TimedOut, Failure::Timeout),
+            (R::NoResponders, Failure::NoResponders),
+            (R::MaxPayloadExceeded, Failure::PayloadTooLarge),
+            (R::InvalidSubject, Failure::Nats),
+            (R::Other, Failure::Nats),
+        ] {
+            assert_eq!(Failure::of_request(kind), want, "{kind:?}");
+        }
+        assert_eq!(
+            Failure::of_publish(P::MaxPayloadExceeded),
+            Failure::PayloadTooLarge
+        );
+        assert_eq!(Failure::of_publish(P::Send), Failure::Nats);
+    }
+
     fn consumer(code: u32) -> Failure {
         Failure::Consumer(ServiceError {
             code,

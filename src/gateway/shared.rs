@@ -180,8 +180,8 @@ pub(super) fn decorate_request(
 ) {
     let decorations = Decorations::new(headers, peer);
     for (name, value) in decorations.fields(request_id) {
-        // A client's x-forwarded-for of invalid bytes is dropped by hyper
-        // before; ours are hex, an address and ASCII.
+        // Always valid: the client's x-forwarded-for was a header value
+        // already; the rest is hex digits, an address and ASCII.
         if let Ok(v) = HeaderValue::from_bytes(value) {
             headers.insert(name, v);
         }
@@ -191,6 +191,32 @@ pub(super) fn decorate_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decorations_start_a_trace_and_name_the_client_when_the_request_has_none() {
+        let id = HeaderValue::from_static("req-2");
+        let peer: SocketAddr = "[::ffff:10.1.2.3]:40000".parse().unwrap();
+        let d = Decorations::new(&HeaderMap::new(), peer);
+        let fields = d.fields(&id);
+        let get = |name: &str| {
+            let (_, v) = fields.iter().find(|(n, _)| *n == name).unwrap();
+            std::str::from_utf8(v).unwrap().to_owned()
+        };
+        let tp = get("traceparent");
+        assert_eq!(tp.len(), TRACEPARENT_LEN);
+        let (trace, flags) = parse_traceparent(&tp).expect("a valid traceparent");
+        assert_eq!(flags, "00");
+        // A new trace each time, not a constant.
+        let again = Decorations::new(&HeaderMap::new(), peer);
+        assert_ne!(again.fields(&id)[1].1, fields[1].1);
+        assert_ne!(trace, "0".repeat(32));
+        // IPv4-mapped IPv6 peers are named as IPv4.
+        assert_eq!(get("x-forwarded-for"), "10.1.2.3");
+        assert_eq!(get("x-forwarded-proto"), "http");
+        assert_eq!(get(REQUEST_ID), "req-2");
+        let v6 = Decorations::new(&HeaderMap::new(), "[2001:db8::1]:1".parse().unwrap());
+        assert_eq!(v6.fields(&id)[2].1, b"2001:db8::1");
+    }
 
     #[test]
     fn traceparent_is_validated() {
