@@ -668,12 +668,10 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
             "logs.> leaks"
         );
     }
-    let app_pid: i32 = sd.show(unit, "MainPID").parse().unwrap();
-    let app_ns_children = sd.nsenter("pgrep", &["-s", &app_pid.to_string()]);
-    let app_pids: Vec<String> = String::from_utf8_lossy(&app_ns_children.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    // Every process that holds the secret in its environment is one of the
+    // app's own: its cgroup is the unit's. (The probe keeps spawning `cat`
+    // and `sleep`, so a list of pids taken before the scan would race it.)
+    let mut holders = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.bytes().all(|b| b.is_ascii_digit()) {
@@ -683,20 +681,18 @@ async fn secrets_reach_the_app_only_and_files_are_read_only() {
             continue;
         };
         if String::from_utf8_lossy(&env).contains("s3cr3t") {
-            // Only the app itself (seen from the host by its host pid).
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let nspid = status
-                .lines()
-                .find(|l| l.starts_with("NSpid:"))
-                .unwrap_or("");
+            let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+                continue; // gone between the two reads
+            };
             assert!(
-                app_pids
-                    .iter()
-                    .any(|p| nspid.split_whitespace().last() == Some(p.as_str())),
-                "pid {name} ({nspid}) has the secret in its environment"
+                cgroup.trim_end().ends_with(&format!("/{unit}")),
+                "pid {name} (cgroup {}) has the secret in its environment",
+                cgroup.trim_end()
             );
+            holders += 1;
         }
     }
+    assert!(holders > 0, "the scan found not even the app");
     // The secret file is root-only, in a root-only directory; the data dir
     // (spec cache, binaries) holds no plaintext.
     let env_file = data.0.join("run/secrets").join(format!("{unit}.env"));
