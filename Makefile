@@ -45,7 +45,7 @@ TRIPLE_ENV := $(shell echo $(TRIPLE) | tr 'a-z-' 'A-Z_')
 TRIPLE_CC  := $(shell echo $(TRIPLE) | tr '-' '_')
 # riscv64: bookworm ships no riscv64 std, so build it from rust-web-src.
 BUILD_STD_riscv64 := RUSTC_BOOTSTRAP=1
-BUILD_STD_FLAG_riscv64 := -Zbuild-std=std,panic_unwind
+BUILD_STD_FLAG_riscv64 := -Zbuild-std=std,panic_unwind,panic_abort
 
 # The same binary whoever builds it: dpkg-buildpackage and rpmbuild export C
 # flags and SOURCE_DATE_EPOCH, which would otherwise rebuild the C parts
@@ -56,23 +56,28 @@ CLEAN_ENV := env -u CFLAGS -u CXXFLAGS -u CPPFLAGS -u LDFLAGS -u RUSTFLAGS -u SO
 # (`narun gateway` and `narun node` as binaries of their own, which the
 # units run: each maps only its own code) and narun-exec (the landlock exec
 # wrapper the node agent puts in front of `mode: landlock` apps).
-BINS := --bin narun --bin narun-gateway --bin narun-node --bin narun-exec
+# narun-node is built with the `lean` profile (Cargo.toml: small over fast).
+BINS := --bin narun --bin narun-gateway --bin narun-exec
 ifeq ($(ARCH),$(NATIVE_ARCH))
 OUT := $(CARGO_TARGET_DIR)/release
-BUILD_CMD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) \
-	$(CARGO) build --release --locked $(BINS)
+LEAN_OUT := $(CARGO_TARGET_DIR)/lean
+CARGO_BUILD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) \
+	$(CARGO) build --locked
 else
 OUT := $(CROSS_TARGET_DIR)/$(TRIPLE)/release
-BUILD_CMD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CROSS_TARGET_DIR) RUSTC=$(CROSS_RUSTC) \
+LEAN_OUT := $(CROSS_TARGET_DIR)/$(TRIPLE)/lean
+CARGO_BUILD := $(CLEAN_ENV) CARGO_TARGET_DIR=$(CROSS_TARGET_DIR) RUSTC=$(CROSS_RUSTC) \
 	CC_$(TRIPLE_CC)=$(GNU)-gcc AR_$(TRIPLE_CC)=$(GNU)-ar \
 	CARGO_TARGET_$(TRIPLE_ENV)_LINKER=$(GNU)-gcc \
 	$(BUILD_STD_$(ARCH)) \
-	$(CROSS_CARGO) build --release --locked $(BINS) --target $(TRIPLE) $(BUILD_STD_FLAG_$(ARCH))
+	$(CROSS_CARGO) build --locked --target $(TRIPLE) $(BUILD_STD_FLAG_$(ARCH))
 endif
+BUILD_CMD := $(CARGO_BUILD) --release $(BINS) && \
+	$(CARGO_BUILD) --profile lean --bin narun-node
 BIN := $(OUT)/narun
 EXEC_BIN := $(OUT)/narun-exec
 GATEWAY_BIN := $(OUT)/narun-gateway
-NODE_BIN := $(OUT)/narun-node
+NODE_BIN := $(LEAN_OUT)/narun-node
 
 # Install layout (FHS; the defaults suit rpm/Fedora, debian/rules overrides
 # UNITDIR for bookworm's /lib/systemd/system).

@@ -4,6 +4,7 @@
 #
 #   sudo bash bench/node.sh [--reps 12] [--apps 50] [--cold-apps 200]
 #   NARUN_BIN=/path/to/narun bash bench/node.sh   # that binary, no build
+#   sudo bash bench/node.sh --memory [--apps 50]  # section 1 only (under a minute)
 #   sudo bash bench/node.sh --rollout [--reps 5]  # rollouts under load instead
 #   sudo bash bench/node.sh --logs [--lines 100000] [--width 100] [--journald-default]
 #
@@ -34,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --rollout) ROLLOUT=1; shift ;;
         --logs) LOGS=1; shift ;;
-        --journald-default) PASS_ARGS+=("$1"); shift ;;
+        --journald-default|--memory) PASS_ARGS+=("$1"); shift ;;
         --reps|--apps|--cold-apps|--crashes|--lines|--width)
             [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "$1 needs a number" >&2; exit 2; }
             PASS_ARGS+=("$1" "$2"); shift 2 ;;
@@ -86,14 +87,22 @@ fi
 if [[ -n ${NARUN_BIN:-} ]]; then
     NARUN=$NARUN_BIN        # a given binary: no build
 else
-    log "cargo build --release --bin narun --bin narun-node"
-    cargo build --release --quiet --bin narun --bin narun-node || die "cargo build failed"
+    log "cargo build --release --bin narun; cargo build --profile lean --bin narun-node"
+    cargo build --release --quiet --bin narun || die "cargo build failed"
+    cargo build --profile lean --quiet --bin narun-node || die "cargo build failed"
     NARUN=${CARGO_TARGET_DIR:-$ROOT/target}/release/narun
 fi
 [[ -x $NARUN ]] || die "missing $NARUN"
-# The agent as the packaged unit runs it: narun-node beside narun, if there.
-AGENT=$(dirname "$NARUN")/narun-node
+# The agent as the packaged unit runs it: narun-node of the lean profile
+# (Makefile), else narun-node beside narun, if there.
+AGENT=$(dirname "$(dirname "$NARUN")")/lean/narun-node
+[[ -x $AGENT ]] || AGENT=$(dirname "$NARUN")/narun-node
 [[ -x $AGENT ]] || AGENT=
+# ... with the unit's own environment (its Environment= lines).
+AGENT_ENV=()
+while IFS= read -r line; do
+    AGENT_ENV+=(--agent-env "${line#Environment=}")
+done < <(grep '^Environment=' units/narun-node.service || true)
 if [[ -n $ROLLOUT ]]; then
     log "cargo build --release --example hello"
     cargo build --release --quiet --example hello || die "cargo build failed"
@@ -162,5 +171,5 @@ if [[ -n $LOGS ]]; then
     exit
 fi
 "$VENV/bin/python" -u bench/node_bench.py \
-    --narun "$NARUN" --agent "$AGENT" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
+    --narun "$NARUN" --agent "$AGENT" "${AGENT_ENV[@]}" --base "$BASE" --script "$ROOT/src/private-systemd.sh" \
     --version "$("$NARUN" --version 2>/dev/null | head -n1)" "${PASS_ARGS[@]}"

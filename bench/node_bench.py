@@ -324,6 +324,7 @@ class Agent:
         self.log_path = os.path.join(a.base, f"agent-{n}.log")
         self.ready = asyncio.get_running_loop().create_future()
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, RUST_LOG="info")
+        env.update(kv.split("=", 1) for kv in a.agent_env)
         with open(self.log_path, "w") as logf:
             self.t_spawn = time.monotonic()
             self.p = subprocess.Popen(
@@ -572,6 +573,16 @@ def peak_overlap(spans):
     return peak
 
 
+def read_ahead_kb(path):
+    """read_ahead_kb of the block device holding `path` ("?" if none)."""
+    st = os.stat(path)
+    d = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    for q in (f"{d}/queue/read_ahead_kb", f"{d}/../queue/read_ahead_kb"):
+        if os.path.exists(q):
+            return read(q).strip()
+    return "?"
+
+
 def smaps(pid):
     """Resident KiB by kind: the executable, shared libraries, anonymous."""
     exe = os.readlink(f"/proc/{pid}/exe")
@@ -609,6 +620,7 @@ async def main(a):
     os.chmod(sleep_bin, 0o755)
     res["env"]["load_start"] = read("/proc/loadavg").split()[:3]
     res["env"]["builders_start"] = busy_builders()
+    res["env"]["readahead"] = read_ahead_kb(a.agent or a.narun)
     try:
         nats_proc, url = start_nats(a.base, reg)
         nc = await nats.connect(url, max_reconnect_attempts=-1, connect_timeout=5)
@@ -641,9 +653,10 @@ async def main(a):
 
         # Binaries for every app: a copy of /bin/sleep with a distinct tail
         # (distinct digests, as distinct apps have), one object per app.
-        log(f"uploading {a.cold_apps} binaries")
+        uploads = a.apps if a.memory else a.cold_apps
+        log(f"uploading {uploads} binaries")
         t = time.monotonic()
-        for i in range(a.cold_apps):
+        for i in range(uploads):
             app = app_name(i)
             await obs.put(f"{app}-{TAG}-linux-{arch}", sleep_bytes + f"\0{app}".encode())
         res["upload_s"] = time.monotonic() - t
@@ -668,7 +681,8 @@ async def main(a):
 
         log(f"deploying {apps[0]}")
         await deploy(apps[:1])
-        res["lat1"] = await latency_series(a, sd, st, kv, apps[0], sleep_bin, "1 app")
+        if not a.memory:
+            res["lat1"] = await latency_series(a, sd, st, kv, apps[0], sleep_bin, "1 app")
         log(f"deploying {len(apps) - 1} more apps at once")
         res["deploy_s"] = await deploy(apps[1:])
         await asyncio.sleep(2)
@@ -678,6 +692,10 @@ async def main(a):
                          "cpu": [cpu.get(p, 0) for p in watch]}
         res["idle50"]["dbus"] = await dbus_calls_per_s(sd, 2)
         log(f"{a.apps} apps: deploy {res['deploy_s']:.2f} s, {res['idle50']}")
+        if a.memory:
+            res["env"]["load_end"] = read("/proc/loadavg").split()[:3]
+            res["env"]["builders_end"] = busy_builders()
+            return res
 
         # ------------------------------ 3. spec write -> active, 50 apps
         res["lat50"] = await latency_series(a, sd, st, kv, apps[0], sleep_bin, f"{a.apps} apps")
@@ -874,16 +892,20 @@ def report(a, res, wall):
     out = []
     w = out.append
     e = res["env"]
-    w(f"narun node benchmark: {a.version}; {e.get('systemd', '?')}; nats-server {e.get('nats', '?')}; "
-      f"{os.cpu_count()} cores; agent --status-interval 300ms")
+    agent = f"{a.agent} ({os.path.getsize(a.agent) / 1e6:.1f} MB)" if a.agent else "narun node"
+    w(f"narun node benchmark: {a.version}, agent {agent}; {e.get('systemd', '?')}; nats-server {e.get('nats', '?')}; "
+      f"{os.cpu_count()} cores; agent --status-interval 300ms"
+      + (f", environment {' '.join(a.agent_env)}" if a.agent_env else ""))
     w(f"load average at start {' '.join(e['load_start'])}, at end {' '.join(e.get('load_end', ['?']))}; "
       f"compiler processes running at start/end: {e['builders_start']}/{e.get('builders_end', '?')}"
       + ("  (!) timings disturbed by builds" if e["builders_start"] or e.get("builders_end") else ""))
     w("")
     w("1. Agent memory (/proc/<agent>/status)       VmRSS      VmHWM      target      verdict  RssAnon    "
       "resident: binary / libs / anon")
-    rows = (("idle0", "idle, 0 apps", 8), ("idle50", f"{a.apps} apps running", 16), ("mem200", "", None))
+    rows = (("idle0", "idle, 0 apps", 8), ("idle50", f"{a.apps} apps running", 12), ("mem200", "", None))
     for key, label, tgt in rows:
+        if key not in res:
+            continue
         if key == "mem200":
             m, sm = res["mem200"]["mem"], res["mem200"]["smaps"]
             label = f"{a.cold_apps} apps (after both cold starts)"
@@ -893,13 +915,19 @@ def report(a, res, wall):
             tv = f"{f'<= {tgt} MiB':<11} {verdict(m['VmHWM'] <= tgt * 1024):<8}"
         w(f"   {label:<41} {mib(m['VmRSS']):<10} {mib(m['VmHWM']):<10} {tv} {mib(m['RssAnon']):<10} "
           f"{mib(sm['exe'])} / {mib(sm['libs'])} / {mib(sm['anon'])}")
-    w("   (verdict on VmHWM, the peak; the binary's pages are file-backed, shared with the page cache)")
-    i0, i5, i2 = res["idle0"], res["idle50"], res["mem200"]
+    w("   (verdict on VmHWM, the peak; the binary's pages are file-backed, shared with the page cache;")
+    w(f"   how much of the binary a fault maps follows the readahead of its disk: read_ahead_kb={e['readahead']})")
+    i0, i5 = res["idle0"], res["idle50"]
     per50 = (i5["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.apps
-    per200 = (i2["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.cold_apps
-    w(f"   anonymous memory per app: {per50:.0f} KiB ({a.apps} apps), {per200:.0f} KiB ({a.cold_apps} apps, "
-      f"another agent process); threads: {i0['mem'].get('Threads')} idle, {i5['mem'].get('Threads')} with "
-      f"{a.apps} apps, {i2['mem'].get('Threads')} with {a.cold_apps}")
+    if "mem200" in res:
+        i2 = res["mem200"]
+        per200 = (i2["mem"]["RssAnon"] - i0["mem"]["RssAnon"]) / a.cold_apps
+        w(f"   anonymous memory per app: {per50:.0f} KiB ({a.apps} apps), {per200:.0f} KiB ({a.cold_apps} apps, "
+          f"another agent process); threads: {i0['mem'].get('Threads')} idle, {i5['mem'].get('Threads')} with "
+          f"{a.apps} apps, {i2['mem'].get('Threads')} with {a.cold_apps}")
+    else:
+        w(f"   anonymous memory per app: {per50:.0f} KiB ({a.apps} apps); threads: {i0['mem'].get('Threads')} "
+          f"idle, {i5['mem'].get('Threads')} with {a.apps} apps")
     w(f"   idle CPU over {a.idle_secs:.0f} s, % of one core, agent / systemd / dbus-daemon: "
       f"0 apps {i0['cpu'][0]:.1f} / {i0['cpu'][1]:.1f} / {i0['cpu'][2]:.1f}; "
       f"{a.apps} apps {i5['cpu'][0]:.1f} / {i5['cpu'][1]:.1f} / {i5['cpu'][2]:.1f}")
@@ -907,6 +935,9 @@ def report(a, res, wall):
     w(f"   deploying {a.apps - 1} apps at once (first fetch of each binary): {res['deploy_s']:.2f} s until all "
       f"reported running")
     w("")
+    if a.memory:
+        w(f"(--memory: sections 2-4 not run; measurements took {wall:.0f} s)")
+        return "\n".join(out)
     for key, label in (("lat1", "1 app deployed"), ("lat50", f"{a.apps} apps deployed")):
         lat = res[key]
         n = len(lat["narun"])
@@ -988,6 +1019,8 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--narun", required=True)
     p.add_argument("--agent", default="", help="narun-node, the agent's own binary (default: NARUN node)")
+    p.add_argument("--agent-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="the agent's environment as its unit sets it (repeatable)")
     p.add_argument("--base", required=True, help="a fresh directory under /var/lib")
     p.add_argument("--script", required=True, help="src/private-systemd.sh")
     p.add_argument("--version", default="narun")
@@ -998,6 +1031,7 @@ def parse():
     p.add_argument("--idle-secs", type=float, default=5)
     p.add_argument("--settle", type=float, default=0.4)
     p.add_argument("--cold-timeout", type=float, default=90)
+    p.add_argument("--memory", action="store_true", help="section 1 only: agent memory idle and with --apps apps")
     a = p.parse_args()
     if a.apps < 1 + 2 * a.crashes or a.cold_apps < a.apps:
         p.error("need --apps >= 1 + 2 * --crashes and --cold-apps >= --apps")
