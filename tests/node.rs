@@ -1720,3 +1720,154 @@ exec sleep 100000"#
         cleanup_state(&format!("nt-ll-{group}"));
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1 (openssl, P-256).
+fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "2", "-subj", "/CN=narun test CA"],
+        &[
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_server() {
+    let app = "nt-tls";
+    cleanup_state(app);
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(certs.path());
+    let nats = NatsServer::start_with_config(&format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    // Two servers as an edge node knows them; the second is down.
+    let urls = format!("{},nats://127.0.0.1:{}", nats.url(), free_port());
+    let sd = PrivateSystemd::boot();
+    let data = VarLibDir::new("narun-node-test");
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.clone())
+        .require_tls(true)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    // The agent with the CLI's spelling of every option: --tls-ca, and
+    // NATS_CREDS-style --creds would go the same way.
+    let _agent = Agent::start_with(
+        &nats,
+        &sd,
+        "n1",
+        &data.0,
+        &["--nats-url", &urls, "--tls-ca", ca.to_str().unwrap()],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let spec = work.path().join("tls.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: {app}\ntag: v1\nargs: [\"-c\", \"echo \\\"$NATS_URL\\\" > nats_url.tmp && mv nats_url.tmp nats_url; exec sleep 100000\"]\nnodes: [{{name: n1, replicas: 1}}]\n"
+        ),
+    )
+    .unwrap();
+    let mut st = Statuses::new(&client, app, "n1").await;
+    // The CLI through the same TLS server: NATS_CA and a URL list.
+    let out = Command::new(narun_binary())
+        .args([
+            "deploy",
+            "-f",
+            spec.to_str().unwrap(),
+            "/bin/sh",
+            "--wait=60s",
+        ])
+        .env("NATS_URL", &urls)
+        .env("NATS_CA", &ca)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "narun deploy over TLS: {out:?}");
+    st.until("running", running("nt-tls-0")).await;
+    let seen = || {
+        std::fs::read_to_string(format!("/var/lib/private/narun-app/{app}/nats_url"))
+            .unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the app wrote its NATS_URL",
+        || async { !seen().is_empty() },
+    )
+    .await;
+    assert_eq!(seen().trim(), urls, "apps get every server the agent has");
+
+    // Without the CA the CLI is refused by the TLS server, and says so.
+    let out = Command::new(narun_binary())
+        .args(["apps", "list", "--timeout", "5s"])
+        .env("NATS_URL", nats.url())
+        .env_remove("NATS_CA")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no CA, yet: {out:?}");
+}

@@ -1789,7 +1789,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__node)
-            opts="-h --nats-url --nkey-file --creds --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
+            opts="-h --nats-url --creds --nkey --tls-ca --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1799,11 +1799,15 @@ _narun() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --nkey-file)
+                --creds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --creds)
+                --nkey)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,12 +49,13 @@ json\t''"
 complete -c narun -n "__fish_narun_using_subcommand gateway" -l check -d 'Check the configuration and exit (0 if valid, 78 if not)'
 complete -c narun -n "__fish_narun_using_subcommand gateway" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_using_subcommand node" -l nats-url -d 'NATS server URL(s), comma-separated' -r
-complete -c narun -n "__fish_narun_using_subcommand node" -l nkey-file -d 'NKey seed file for NATS auth' -r -F
-complete -c narun -n "__fish_narun_using_subcommand node" -l creds -d 'NATS creds file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l node-id -d 'This node\'s id (default: the hostname)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l data-dir -d 'Where binaries and the last applied specs are kept (not under /tmp)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l labels -d 'Node labels for `nodeSelector`, e.g. `zone=eu,tier=edge`' -r
-complete -c narun -n "__fish_narun_using_subcommand node" -l app-nats-url -d 'NATS URL given to apps as NATS_URL (default: the agent\'s first URL)' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l app-nats-url -d 'NATS URL(s) given to apps as NATS_URL (default: every URL of the agent\'s, comma-separated)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l systemd-bus -d 'D-Bus address of systemd\'s bus (default: the system bus)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Command used to follow app logs in the journal (a prefix such as `nsenter -t PID -m -p journalctl` is allowed); "" disables forwarding' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F
@@ -92,7 +93,7 @@ complete -c narun -n "__fish_narun_using_subcommand deploy" -l wait -d 'Then wai
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -104,7 +105,7 @@ complete -c narun -n "__fish_narun_using_subcommand deploy" -s h -l help -d 'Pri
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -120,7 +121,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_su
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -131,7 +132,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -144,7 +145,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -155,7 +156,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -172,7 +173,7 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -186,7 +187,7 @@ complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -197,7 +198,7 @@ complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -213,7 +214,7 @@ complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand list-images" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -224,7 +225,7 @@ complete -c narun -n "__fish_narun_using_subcommand list-images" -s h -l help -d
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -239,7 +240,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_s
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -250,7 +251,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -261,7 +262,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -278,7 +279,7 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -297,7 +298,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -308,7 +309,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -319,7 +320,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -333,7 +334,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -349,7 +350,7 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -362,7 +363,7 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_s
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -379,7 +380,7 @@ complete -c narun -n "__fish_narun_using_subcommand logs" -l since -d 'Only line
 complete -c narun -n "__fish_narun_using_subcommand logs" -l nats-url -d 'NATS server URL(s), comma-separated' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand logs" -l nkey -d 'NATS nkey seed file' -r -F
-complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-ca -d 'PEM CA bundle for a TLS NATS server' -r -F
+complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand logs" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r

@@ -7,6 +7,7 @@
 //! binary); 69 NATS unreachable, or without JetStream, or older than 2.10.
 
 pub mod apps;
+pub mod connection;
 pub mod deploy;
 pub mod files;
 mod fleet;
@@ -18,7 +19,6 @@ pub mod secret;
 
 use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -49,31 +49,9 @@ Exit codes:
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        global = true,
-        env = "NATS_URL",
-        default_value = crate::nats::DEFAULT_URL,
-        value_name = "URL",
-        alias = "nats"
-    )]
-    pub nats_url: String,
-    /// NATS credentials file (JWT and nkey seed).
-    #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
-    pub creds: Option<PathBuf>,
-    /// NATS nkey seed file.
-    #[arg(
-        long,
-        global = true,
-        env = "NARUN_NKEY_FILE",
-        value_name = "FILE",
-        alias = "nkey-file"
-    )]
-    pub nkey: Option<PathBuf>,
-    /// PEM CA bundle for a TLS NATS server.
-    #[arg(long, global = true, env = "NATS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
+    /// How to reach NATS (the same options as the node agent's).
+    #[command(flatten)]
+    pub nats: connection::NatsArgs,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -350,17 +328,14 @@ impl Ctx {
         self.client
             .get_or_try_init(|| async {
                 let g = &self.global;
-                let mut opts = crate::nats::NatsOptions::new(&g.nats_url, "narun-cli");
-                opts.creds_file = g.creds.clone();
-                opts.nkey_seed_file = g.nkey.clone();
-                opts.tls_ca_file = g.tls_ca.clone();
+                let mut opts = g.nats.options("narun-cli");
                 opts.connect_timeout = g.timeout;
                 match crate::nats::connect_now(&opts).await {
                     Ok(c) => Ok(c),
                     Err(crate::nats::NatsConfigError::Connect(e)) => {
                         Err(CliError::unavailable(anyhow::anyhow!(
                             "cannot reach NATS at {}: {e} (set --nats-url or NATS_URL)",
-                            g.nats_url
+                            g.nats.nats_url
                         )))
                     }
                     Err(e) => Err(CliError::data(e)),

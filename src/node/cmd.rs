@@ -14,15 +14,10 @@ const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// NKey seed file for NATS auth.
-    #[arg(long, env = "NARUN_NKEY_FILE")]
-    nkey_file: Option<PathBuf>,
-    /// NATS creds file.
-    #[arg(long, env = "NARUN_CREDS_FILE")]
-    creds: Option<PathBuf>,
+    /// How to reach NATS: the same options as the CLI's (`NATS_URL`,
+    /// `NATS_CREDS`, `NARUN_NKEY_FILE`, `NATS_CA`).
+    #[command(flatten)]
+    nats: crate::cli::connection::NatsArgs,
     /// This node's id (default: the hostname).
     #[arg(long, env = "NARUN_NODE_ID")]
     node_id: Option<String>,
@@ -32,7 +27,8 @@ pub struct NodeArgs {
     /// Node labels for `nodeSelector`, e.g. `zone=eu,tier=edge`.
     #[arg(long, value_delimiter = ',', env = "NARUN_NODE_LABELS")]
     labels: Vec<String>,
-    /// NATS URL given to apps as NATS_URL (default: the agent's first URL).
+    /// NATS URL(s) given to apps as NATS_URL (default: every URL of the
+    /// agent's, comma-separated).
     #[arg(long)]
     app_nats_url: Option<String>,
     /// Allow apps that run as root (`user: root`, or a name the user
@@ -89,6 +85,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The short hostname (a dot would add tokens to NATS subjects).
+/// The `NATS_URL` apps get by default: every server the agent knows, in
+/// the comma-separated form the NATS clients take, so an app rides out the
+/// loss of one server as the agent does.
+pub fn app_nats_url(urls: &[String]) -> String {
+    urls.join(",")
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -133,14 +136,19 @@ pub fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let mut nats = crate::nats::NatsOptions::new(&args.nats_url, format!("node-runner-{node_id}"));
-    nats.nkey_seed_file = args.nkey_file.clone();
-    nats.creds_file = args.creds.clone();
+    let mut nats_args = args.nats.clone();
+    let legacy = std::env::var_os(crate::cli::connection::LEGACY_NODE_CREDS_ENV).map(PathBuf::from);
+    if nats_args.with_legacy_creds(legacy) {
+        tracing::warn!(
+            "{} is deprecated: set NATS_CREDS (as for the CLI)",
+            crate::cli::connection::LEGACY_NODE_CREDS_ENV
+        );
+    }
+    let nats = nats_args.options(format!("node-runner-{node_id}"));
     let app_nats_url = args
         .app_nats_url
         .clone()
-        .or_else(|| nats.urls.first().cloned())
-        .unwrap_or_default();
+        .unwrap_or_else(|| app_nats_url(&nats.urls));
     let cfg = crate::node::NodeConfig {
         node_id,
         data_dir: args.data_dir.clone(),
@@ -209,5 +217,57 @@ pub fn run(args: NodeArgs) -> ExitCode {
             eprintln!("narun node: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Probe {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    #[test]
+    fn apps_get_every_server() {
+        let urls = crate::nats::split_urls("nats://a:4222, nats://b:4222,tls://c:4222");
+        assert_eq!(
+            app_nats_url(&urls),
+            "nats://a:4222,nats://b:4222,tls://c:4222"
+        );
+        assert_eq!(app_nats_url(&urls[..1]), "nats://a:4222");
+    }
+
+    #[test]
+    fn the_agent_takes_the_cli_connection_options() {
+        let p = Probe::try_parse_from([
+            "narun-node",
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--creds",
+            "/etc/narun/node.creds",
+            "--nkey-file",
+            "/etc/narun/node.nk",
+            "--tls-ca",
+            "/etc/narun/ca.pem",
+        ])
+        .unwrap();
+        let o = p.node.nats.options("n");
+        assert_eq!(o.urls.len(), 2);
+        assert_eq!(
+            o.creds_file.as_deref(),
+            Some(std::path::Path::new("/etc/narun/node.creds"))
+        );
+        assert_eq!(
+            o.nkey_seed_file.as_deref(),
+            Some(std::path::Path::new("/etc/narun/node.nk"))
+        );
+        assert_eq!(
+            o.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/narun/ca.pem"))
+        );
     }
 }

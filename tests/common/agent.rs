@@ -61,7 +61,14 @@ impl Agent {
                 "--",
             ])
             .arg(narun_binary())
-            .args(["node", "--nats-url", &nats.url(), "--node-id", node])
+            .arg("node")
+            // The server's URL, unless the test gives its own list.
+            .args(if extra.contains(&"--nats-url") {
+                vec![]
+            } else {
+                vec!["--nats-url".to_owned(), nats.url()]
+            })
+            .args(["--node-id", node])
             .arg("--data-dir")
             .arg(data)
             .args(["--systemd-bus", &sd.bus_address()])
