@@ -96,10 +96,10 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
         /// Measured time, e.g. 10s, 500ms, 1m.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = narun::duration::parse)]
         duration: Duration,
         /// Unmeasured time before it.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        #[arg(long, default_value = "2s", value_parser = narun::duration::parse)]
         warmup: Duration,
         /// The HTTP request body (JSON) to encode as BHTTP.
         #[arg(long)]
@@ -111,21 +111,6 @@ enum Command {
         #[arg(long, default_value = "/hello/")]
         path: String,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
 }
 
 fn hostname() -> String {
@@ -577,7 +562,5 @@ mod tests {
             b"{\"consumer_host\":\"host\",\"message\":\"Hello, X! (processed by POST)\",\"received_path\":\"/hello/\"}\n"
         );
         assert!(resp.body().starts_with(b"{"));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
     }
 }

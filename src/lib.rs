@@ -25,6 +25,8 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(any(feature = "gateway", feature = "store"))]
+pub mod duration;
 pub mod limits;
 pub mod nats;
 pub mod wire;

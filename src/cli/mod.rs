@@ -74,7 +74,7 @@ pub enum Output {
 
 /// A duration argument (`10s`, `500ms`, `2m`, `1h`, or seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::spec::SpecDuration::parse(s).map(|d| d.0)
+    crate::duration::parse(s)
 }
 
 /// The management commands (flattened into `narun`'s command list). Each

@@ -67,24 +67,10 @@ pub struct NodeArgs {
     #[arg(long, default_value = "127.0.0.1:9100")]
     metrics_addr: String,
     /// How often unit states are checked for status messages.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::parse)]
     status_interval: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
-}
-
-/// The short hostname (a dot would add tokens to NATS subjects).
 /// The `NATS_URL` apps get by default: every server the agent knows, in
 /// the comma-separated form the NATS clients take, so an app rides out the
 /// loss of one server as the agent does.
@@ -92,6 +78,7 @@ pub fn app_nats_url(urls: &[String]) -> String {
     urls.join(",")
 }
 
+/// The short hostname (a dot would add tokens to NATS subjects).
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -281,16 +281,7 @@ impl SpecDuration {
 
     /// Parse the YAML spelling.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            return s
-                .parse::<u64>()
-                .map(Self::from_secs)
-                .map_err(|e| e.to_string());
-        }
-        humantime::parse_duration(s)
-            .map(SpecDuration)
-            .map_err(|_| format!("{s:?} is not a duration: expected e.g. 500ms, 10s, 2m or 1h"))
+        crate::duration::parse(s).map(SpecDuration)
     }
 }
 
