@@ -75,16 +75,9 @@ struct BridgeArgs {
 }
 
 fn bridge(args: BridgeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match narun::cli::runtime("narun bridge", Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("narun bridge: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(narun::bridge::run(narun::bridge::BridgeOptions {
         service: args.service,
@@ -129,15 +122,9 @@ fn dev(args: DevArgs) -> ExitCode {
         demo_grpc_binary: args.demo_grpc_binary,
         smoke: args.smoke,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match narun::cli::runtime("narun dev", None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("narun dev: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     // `run` must be polled on this (the main) thread: the children it
     // starts die with the thread that started them (PR_SET_PDEATHSIG).

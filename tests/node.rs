@@ -1814,8 +1814,7 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
         .connect(nats.url())
         .await
         .unwrap();
-    // The agent with the CLI's spelling of every option: --tls-ca, and
-    // NATS_CREDS-style --creds would go the same way.
+    // The agent with the CLI's spelling of the URL list and the CA.
     let _agent = Agent::start_with(
         &nats,
         &sd,

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::fleet::{self, Node};
-use super::{fail, parse_duration, print_table, println_safe, CliError, CliResult, Ctx};
+use super::{fail, print_table, println_safe, CliError, CliResult, Ctx};
 use crate::limits;
 use crate::spec::{self, RestartPolicy, ServiceSpec, Strictness};
 use crate::store::binary::{self, Platform};
@@ -101,7 +101,7 @@ pub struct WaitArg {
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "2m",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub wait: Option<Duration>,
 }

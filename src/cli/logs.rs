@@ -8,10 +8,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use time::OffsetDateTime;
 
-use super::{
-    check_app_name, check_node_id, fail, parse_duration, println_safe, rfc3339, CliError,
-    CliResult, Ctx,
-};
+use super::{check_app_name, check_node_id, fail, println_safe, rfc3339, CliError, CliResult, Ctx};
 use crate::spec;
 use crate::store::{self, LogEntry};
 
@@ -42,7 +39,7 @@ pub struct LogsArgs {
     #[arg(long)]
     pub raw: bool,
     /// Only lines newer than this (`10m`, `2h`).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub since: Option<Duration>,
     /// Options of every management command.
     #[command(flatten)]

@@ -59,7 +59,7 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Time allowed to connect to NATS and for each NATS operation.
-    #[arg(long, global = true, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, default_value = "15s", value_parser = crate::duration::parse, value_name = "DURATION")]
     pub timeout: Duration,
 }
 
@@ -72,9 +72,18 @@ pub enum Output {
     Json,
 }
 
-/// A duration argument (`10s`, `500ms`, `2m`, `1h`, or seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
+/// The tokio runtime of a `narun` command or daemon: `workers` threads
+/// (None: one per core). On failure, the error is printed as `program:
+/// …` and the exit code to return is given back.
+pub fn runtime(program: &str, workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("{program}: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The management commands (flattened into `narun`'s command list). Each
@@ -169,16 +178,9 @@ pub fn run(command: Command, cli: impl FnOnce() -> clap::Command) -> ExitCode {
             return finish(Output::Table, result);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime("narun", Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("narun: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let ctx = Ctx::new(global.clone());
     let result = runtime.block_on(async move {
@@ -518,8 +520,8 @@ mod tests {
         assert_eq!(human_age(t, t + time::Duration::seconds(5)), "5s ago");
         assert_eq!(human_age(t, t + time::Duration::seconds(600)), "10m ago");
         assert_eq!(human_age(t, t + time::Duration::days(3)), "3d ago");
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(crate::duration::parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(crate::duration::parse("2"), Ok(Duration::from_secs(2)));
+        assert!(crate::duration::parse("soon").is_err());
     }
 }

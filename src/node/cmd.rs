@@ -163,16 +163,9 @@ pub fn run(args: NodeArgs) -> ExitCode {
         metrics_addr,
         user_manager: false,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime("narun node", Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("narun node: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Err(e) = crate::node::agent::prepare_data_dir(&cfg.data_dir, false) {
         eprintln!("narun node: {e}");
