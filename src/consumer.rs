@@ -57,10 +57,18 @@ mod ready;
 pub struct Options {
     /// NATS URL(s), comma-separated. Default: `$NATS_URL`, else `nats://127.0.0.1:4222`.
     pub nats_url: String,
-    /// nkey seed file for NATS auth.
+    /// nkey seed file for NATS auth. Default: `$NARUN_NKEY_FILE`.
     pub nkey_seed_file: Option<PathBuf>,
-    /// NATS creds file.
+    /// NATS creds file. Default: `$NATS_CREDS`.
     pub creds_file: Option<PathBuf>,
+    /// PEM CA bundle of a TLS NATS server. Default: `$NATS_CA` (the node
+    /// agent sets it for its apps when it uses one).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key, for a server that verifies
+    /// clients. Default: `$NATS_CERT` and `$NATS_KEY`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's key.
+    pub tls_key_file: Option<PathBuf>,
     /// Micro service name, also the NATS subject the gateway routes to.
     pub service_name: String,
     /// Micro service version (SemVer).
@@ -79,8 +87,11 @@ impl Options {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Options {
             nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| nats_conn::DEFAULT_URL.into()),
-            nkey_seed_file: None,
-            creds_file: None,
+            nkey_seed_file: env_path("NARUN_NKEY_FILE"),
+            creds_file: env_path("NATS_CREDS"),
+            tls_ca_file: env_path("NATS_CA"),
+            tls_cert_file: env_path("NATS_CERT"),
+            tls_key_file: env_path("NATS_KEY"),
             service_name: service_name.into(),
             version: "0.1.0".into(),
             description: String::new(),
@@ -88,6 +99,14 @@ impl Options {
             drain_timeout: Duration::from_secs(15),
         }
     }
+}
+
+/// A path from environment variable `name` (unset or empty: none): the
+/// same variables as the narun CLI's and agent's options.
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Why the consumer could not serve.
@@ -190,6 +209,9 @@ async fn connect(opts: &Options, kind: &str) -> Result<async_nats::Client, Error
     let mut nopts = NatsOptions::new(&opts.nats_url, format!("{kind} - {}", opts.service_name));
     nopts.nkey_seed_file = opts.nkey_seed_file.clone();
     nopts.creds_file = opts.creds_file.clone();
+    nopts.tls_ca_file = opts.tls_ca_file.clone();
+    nopts.tls_cert_file = opts.tls_cert_file.clone();
+    nopts.tls_key_file = opts.tls_key_file.clone();
     Ok(nats_conn::connect(&nopts).await?)
 }
 

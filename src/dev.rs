@@ -415,6 +415,7 @@ impl Dev {
             labels: Default::default(),
             nats: nats_opts,
             app_nats_url: nats_url.clone(),
+            app_tls_ca: None,
             allow_root_apps: false,
             status_interval: Duration::from_millis(500),
             journalctl,

@@ -29,6 +29,11 @@ pub struct NatsOptions {
     pub creds_file: Option<PathBuf>,
     /// A PEM CA bundle; setting it requires TLS.
     pub tls_ca_file: Option<PathBuf>,
+    /// A PEM client certificate, for a server that verifies clients
+    /// (`verify: true`); needs [`NatsOptions::tls_key_file`].
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    pub tls_key_file: Option<PathBuf>,
     /// Time allowed for one connection attempt.
     pub connect_timeout: Duration,
 }
@@ -42,6 +47,8 @@ impl NatsOptions {
             nkey_seed_file: None,
             creds_file: None,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -66,6 +73,8 @@ pub enum NatsConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("a TLS client certificate needs its key and the key its certificate (given: {0})")]
+    ClientCert(&'static str),
     #[error("cannot reach NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
 }
@@ -145,6 +154,16 @@ async fn base_options_counting(
     }
     if let Some(ca) = &opts.tls_ca_file {
         co = co.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&opts.tls_cert_file, &opts.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            co = co
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (Some(_), None) => return Err(NatsConfigError::ClientCert("certificate only")),
+        (None, Some(_)) => return Err(NatsConfigError::ClientCert("key only")),
+        (None, None) => {}
     }
     let name = opts.name.clone();
     Ok(co

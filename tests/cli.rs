@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use bytes::Bytes;
@@ -134,12 +134,12 @@ fn sha256_digest(path: &Path) -> String {
     narun::store::binary::digest_string(&sum)
 }
 
-async fn js(nats: &NatsServer) -> jetstream::Context {
+async fn js(nats: &NatsServer) -> store::Js {
     let client = async_nats::connect(nats.url()).await.expect("connect");
-    jetstream::new(client)
+    store::jetstream(&client).expect("JetStream")
 }
 
-async fn kv_entry(js: &jetstream::Context, bucket: &str, key: &str) -> Option<kv::Entry> {
+async fn kv_entry(js: &store::Js, bucket: &str, key: &str) -> Option<kv::Entry> {
     js.get_key_value(bucket)
         .await
         .unwrap_or_else(|e| panic!("bucket {bucket}: {e}"))
@@ -167,7 +167,7 @@ fn node_state(id: &str, arch: &str, instances: &[&str]) -> NodeState {
 }
 
 /// Write a heartbeat as a node agent does.
-async fn heartbeat(js: &jetstream::Context, state: &NodeState) {
+async fn heartbeat(js: &store::Js, state: &NodeState) {
     let kv = store::ensure_kv(js, store::NODE_STATES).await.unwrap();
     kv.put(&state.node_id, serde_json::to_vec(state).unwrap().into())
         .await
@@ -193,7 +193,7 @@ fn status(instance: &str, node: &str, state: InstanceState, hash: &str) -> Statu
 }
 
 /// Publish a status into the retained stream and wait for its ack.
-async fn publish_retained(js: &jetstream::Context, app: &str, u: &StatusUpdate) {
+async fn publish_retained(js: &store::Js, app: &str, u: &StatusUpdate) {
     js.publish(
         store::status_subject(app, &u.node_id),
         serde_json::to_vec(u).unwrap().into(),
@@ -655,7 +655,7 @@ async fn deploy_wait_times_out_cleanly_without_an_agent() {
 /// A stand-in for the node agent: when the spec is written, report each
 /// replica as `state` with the spec's node hash.
 async fn fake_agent(
-    js: jetstream::Context,
+    js: store::Js,
     app: &'static str,
     node: &'static str,
     arch: &'static str,
@@ -1092,7 +1092,7 @@ async fn cli4_files_add_list_delete() {
 /// then a meta record with a zero `mtime` (nats.go never stores the time:
 /// it reads the meta message's JetStream timestamp).
 async fn put_like_go(
-    js: &jetstream::Context,
+    js: &store::Js,
     bucket: &str,
     name: &str,
     data: &[u8],
@@ -1398,7 +1398,7 @@ fn log(app: &str, node: &str, instance: &str, message: &str) -> LogEntry {
     }
 }
 
-async fn publish_log(js: &jetstream::Context, e: &LogEntry) {
+async fn publish_log(js: &store::Js, e: &LogEntry) {
     js.publish(
         store::logs_subject(&e.app_name, &e.node_id),
         serde_json::to_vec(e).unwrap().into(),

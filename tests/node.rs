@@ -1786,6 +1786,44 @@ fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::
         "-out",
         "server.pem",
     ]);
+    // A client certificate, for a server that verifies clients.
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=narun node",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+        "-out",
+        "client.pem",
+    ]);
+    // The CA goes to apps, which run as their own users.
+    std::fs::set_permissions(
+        dir.join("ca.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     (
         dir.join("ca.pem"),
         dir.join("server.pem"),
@@ -1799,10 +1837,16 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
     cleanup_state(app);
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = tls_files(certs.path());
+    let (client_cert, client_key) = (
+        certs.path().join("client.pem"),
+        certs.path().join("client.key"),
+    );
+    // TLS, and every client must show a certificate of the CA.
     let nats = NatsServer::start_with_config(&format!(
-        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
         cert.display().to_string(),
-        key.display().to_string()
+        key.display().to_string(),
+        ca.display().to_string()
     ));
     // Two servers as an edge node knows them; the second is down.
     let urls = format!("{},nats://127.0.0.1:{}", nats.url(), free_port());
@@ -1810,6 +1854,7 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
     let data = VarLibDir::new("narun-node-test");
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(ca.clone())
+        .add_client_certificate(client_cert.clone(), client_key.clone())
         .require_tls(true)
         .connect(nats.url())
         .await
@@ -1820,14 +1865,23 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
         &sd,
         "n1",
         &data.0,
-        &["--nats-url", &urls, "--tls-ca", ca.to_str().unwrap()],
+        &[
+            "--nats-url",
+            &urls,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--tls-cert",
+            client_cert.to_str().unwrap(),
+            "--tls-key",
+            client_key.to_str().unwrap(),
+        ],
     );
     let work = tempfile::tempdir().unwrap();
     let spec = work.path().join("tls.yaml");
     std::fs::write(
         &spec,
         format!(
-            "name: {app}\ntag: v1\nargs: [\"-c\", \"echo \\\"$NATS_URL\\\" > nats_url.tmp && mv nats_url.tmp nats_url; exec sleep 100000\"]\nnodes: [{{name: n1, replicas: 1}}]\n"
+            "name: {app}\ntag: v1\nargs: [\"-c\", \"echo \\\"$NATS_URL $NATS_CA\\\" > nats_url.tmp && mv nats_url.tmp nats_url; exec sleep 100000\"]\nnodes: [{{name: n1, replicas: 1}}]\n"
         ),
     )
     .unwrap();
@@ -1843,6 +1897,8 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
         ])
         .env("NATS_URL", &urls)
         .env("NATS_CA", &ca)
+        .env("NATS_CERT", &client_cert)
+        .env("NATS_KEY", &client_key)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -1858,7 +1914,11 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
         || async { !seen().is_empty() },
     )
     .await;
-    assert_eq!(seen().trim(), urls, "apps get every server the agent has");
+    assert_eq!(
+        seen().trim(),
+        format!("{urls} {}", ca.display()),
+        "apps get every server the agent has, and its CA"
+    );
 
     // Without the CA the CLI is refused by the TLS server, and says so.
     let out = Command::new(narun_binary())
@@ -1869,4 +1929,25 @@ async fn the_agent_and_the_cli_share_connection_options_and_apps_get_every_serve
         .output()
         .unwrap();
     assert!(!out.status.success(), "no CA, yet: {out:?}");
+    // With the CA but without a client certificate: refused too.
+    let out = Command::new(narun_binary())
+        .args(["apps", "list", "--timeout", "5s"])
+        .env("NATS_URL", nats.url())
+        .env("NATS_CA", &ca)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no client certificate, yet: {out:?}");
+    // Half a client certificate is a usage error.
+    let out = Command::new(narun_binary())
+        .args(["apps", "list", "--tls-cert"])
+        .arg(&client_cert)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-key"),
+        "{out:?}"
+    );
 }

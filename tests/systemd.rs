@@ -21,6 +21,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec![("GREETING".into(), "hi".into())],
         nats_url: "nats://127.0.0.1:1".into(),
+        nats_ca: None,
         identity: Identity::Dynamic,
         memory_low_mb: None,
         memory_max_mb: Some(64),

@@ -43,6 +43,9 @@ _narun() {
             narun,images)
                 cmd="narun__subcmd__images"
                 ;;
+            narun,init)
+                cmd="narun__subcmd__init"
+                ;;
             narun,list-images)
                 cmd="narun__subcmd__list__subcmd__images"
                 ;;
@@ -141,6 +144,9 @@ _narun() {
                 ;;
             narun__subcmd__help,images)
                 cmd="narun__subcmd__help__subcmd__images"
+                ;;
+            narun__subcmd__help,init)
+                cmd="narun__subcmd__help__subcmd__init"
                 ;;
             narun__subcmd__help,list-images)
                 cmd="narun__subcmd__help__subcmd__list__subcmd__images"
@@ -269,7 +275,7 @@ _narun() {
 
     case "${cmd}" in
         narun)
-            opts="-h -V --log-format --help --version gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help"
+            opts="-h -V --log-format --help --version gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,7 +293,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help list info rollback delete help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help list info rollback delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,6 +312,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -333,7 +347,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps__subcmd__delete)
-            opts="-y -o -v -h --yes --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-y -o -v -h --yes --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -352,6 +366,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -463,7 +485,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps__subcmd__info)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -482,6 +504,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -509,7 +539,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps__subcmd__list)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -528,6 +558,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -555,7 +593,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__apps__subcmd__rollback)
-            opts="-o -v -h --to --wait --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --to --wait --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -582,6 +620,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -653,7 +699,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__deploy)
-            opts="-f -o -v -h --file --name --tag --node --replicas --wait --dry-run --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-f -o -v -h --file --name --tag --node --replicas --wait --dry-run --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -700,6 +746,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -765,7 +819,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__files)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help add list delete help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help add list delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -784,6 +838,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -811,7 +873,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__files__subcmd__add)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -830,6 +892,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -857,7 +927,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__files__subcmd__delete)
-            opts="-y -o -v -h --yes --force --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-y -o -v -h --yes --force --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -876,6 +946,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -973,7 +1051,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__files__subcmd__list)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -992,6 +1070,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1045,7 +1131,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__help)
-            opts="gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help"
+            opts="gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1310,6 +1396,20 @@ _narun() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        narun__subcmd__help__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         narun__subcmd__help__subcmd__list__subcmd__images)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1465,7 +1565,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__images)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help list delete help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help list delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1484,6 +1584,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1511,7 +1619,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__images__subcmd__delete)
-            opts="-y -o -v -h --yes --force --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-y -o -v -h --yes --force --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1530,6 +1638,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1613,7 +1729,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__images__subcmd__list)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1632,6 +1748,72 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        narun__subcmd__init)
+            opts="-o -v -h --replicas --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --replicas)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --creds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nkey)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1659,7 +1841,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__list__subcmd__images)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1678,6 +1860,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1705,7 +1895,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__logs)
-            opts="-f -o -v -h --node --instance --replica --follow --raw --since --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-f -o -v -h --node --instance --replica --follow --raw --since --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1740,6 +1930,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1789,7 +1987,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__node)
-            opts="-h --nats-url --creds --nkey --tls-ca --node-id --data-dir --labels --app-nats-url --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
+            opts="-h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --node-id --data-dir --labels --app-nats-url --app-tls-ca --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1811,6 +2009,14 @@ _narun() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --node-id)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1824,6 +2030,10 @@ _narun() {
                     return 0
                     ;;
                 --app-nats-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --app-tls-ca)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1875,7 +2085,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__nodes)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help list help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1894,6 +2104,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1963,7 +2181,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__nodes__subcmd__list)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1982,6 +2200,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2009,7 +2235,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__secret)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help set list delete keygen help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help set list delete keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2028,6 +2254,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2055,7 +2289,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__secret__subcmd__delete)
-            opts="-y -o -v -h --yes --force --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-y -o -v -h --yes --force --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2074,6 +2308,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2185,7 +2427,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__secret__subcmd__keygen)
-            opts="-o -v -h --file --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --file --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2208,6 +2450,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2235,7 +2485,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__secret__subcmd__list)
-            opts="-o -v -h --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2254,6 +2504,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2281,7 +2539,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__secret__subcmd__set)
-            opts="-o -v -h --from-file --description --master-key-file --nats-url --creds --nkey --tls-ca --output --verbose --timeout --log-format --help"
+            opts="-o -v -h --from-file --description --master-key-file --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --output --verbose --timeout --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2312,6 +2570,14 @@ _narun() {
                     return 0
                     ;;
                 --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

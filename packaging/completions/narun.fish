@@ -39,6 +39,7 @@ complete -c narun -n "__fish_narun_needs_command" -f -a "list-images" -d 'Same a
 complete -c narun -n "__fish_narun_needs_command" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
 complete -c narun -n "__fish_narun_needs_command" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
 complete -c narun -n "__fish_narun_needs_command" -f -a "nodes" -d 'Node agents and their heartbeats'
+complete -c narun -n "__fish_narun_needs_command" -f -a "init" -d 'Create narun\'s buckets and streams, or set their replicas'
 complete -c narun -n "__fish_narun_needs_command" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
 complete -c narun -n "__fish_narun_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c narun -n "__fish_narun_needs_command" -f -a "man" -d 'Write man pages generated from this command line definition'
@@ -52,10 +53,13 @@ complete -c narun -n "__fish_narun_using_subcommand node" -l nats-url -d 'NATS s
 complete -c narun -n "__fish_narun_using_subcommand node" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l node-id -d 'This node\'s id (default: the hostname)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l data-dir -d 'Where binaries and the last applied specs are kept (not under /tmp)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l labels -d 'Node labels for `nodeSelector`, e.g. `zone=eu,tier=edge`' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l app-nats-url -d 'NATS URL(s) given to apps as NATS_URL (default: every URL of the agent\'s, comma-separated)' -r
+complete -c narun -n "__fish_narun_using_subcommand node" -l app-tls-ca -d 'CA bundle given to apps as NATS_CA (default: the agent\'s --tls-ca); it must be readable by every user (apps run as their own users)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand node" -l systemd-bus -d 'D-Bus address of systemd\'s bus (default: the system bus)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Command used to follow app logs in the journal (a prefix such as `nsenter -t PID -m -p journalctl` is allowed); "" disables forwarding' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F
@@ -94,6 +98,8 @@ complete -c narun -n "__fish_narun_using_subcommand deploy" -l nats-url -d 'NATS
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand deploy" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand deploy" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand deploy" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -106,6 +112,8 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_su
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and not __fish_seen_subcommand_from list info rollback delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -122,6 +130,8 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -133,6 +143,8 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from info" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -146,6 +158,8 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from rollback" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -157,6 +171,8 @@ complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcom
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand apps; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -174,6 +190,8 @@ complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and not __fish_seen_subcommand_from list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -188,6 +206,8 @@ complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -199,6 +219,8 @@ complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand images; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -215,6 +237,8 @@ complete -c narun -n "__fish_narun_using_subcommand list-images" -l nats-url -d 
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand list-images" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand list-images" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand list-images" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -226,6 +250,8 @@ complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_s
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and not __fish_seen_subcommand_from add list delete help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -241,6 +267,8 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from add" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -252,6 +280,8 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -263,6 +293,8 @@ complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand files; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -280,6 +312,8 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and not __fish_seen_subcommand_from set list delete keygen help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -299,6 +333,8 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from set" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -310,6 +346,8 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -321,6 +359,8 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from delete" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -335,6 +375,8 @@ complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subc
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand secret; and __fish_seen_subcommand_from keygen" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -351,6 +393,8 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_s
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and not __fish_seen_subcommand_from list help" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -364,6 +408,8 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -373,6 +419,20 @@ complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subco
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every node whose heartbeat has not expired (45 s)'
 complete -c narun -n "__fish_narun_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand init" -l replicas -d 'Copies of each bucket and stream (at most the cluster\'s size). Without it: one per server up to three, and an existing count is only raised' -r
+complete -c narun -n "__fish_narun_using_subcommand init" -l nats-url -d 'NATS server URL(s), comma-separated' -r
+complete -c narun -n "__fish_narun_using_subcommand init" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand init" -l nkey -d 'NATS nkey seed file' -r -F
+complete -c narun -n "__fish_narun_using_subcommand init" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand init" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand init" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
+complete -c narun -n "__fish_narun_using_subcommand init" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+json\t'JSON for scripts'"
+complete -c narun -n "__fish_narun_using_subcommand init" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
+complete -c narun -n "__fish_narun_using_subcommand init" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
+json\t''"
+complete -c narun -n "__fish_narun_using_subcommand init" -s v -l verbose -d 'More logging (-v info, -vv debug); RUST_LOG overrides'
+complete -c narun -n "__fish_narun_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c narun -n "__fish_narun_using_subcommand logs" -l node -d 'Only this node' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l instance -d 'Only this instance (`<app>-<index>`; implies its app)' -r
 complete -c narun -n "__fish_narun_using_subcommand logs" -l replica -d 'Only this replica of the app (its index: `--replica 0` is `--instance <app>-0`)' -r
@@ -381,6 +441,8 @@ complete -c narun -n "__fish_narun_using_subcommand logs" -l nats-url -d 'NATS s
 complete -c narun -n "__fish_narun_using_subcommand logs" -l creds -d 'NATS credentials file (JWT and nkey seed)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand logs" -l nkey -d 'NATS nkey seed file' -r -F
 complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-ca -d 'PEM CA bundle for a TLS NATS server (TLS is then required)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-cert -d 'PEM client certificate, for a NATS server that verifies clients' -r -F
+complete -c narun -n "__fish_narun_using_subcommand logs" -l tls-key -d 'The client certificate\'s PEM private key' -r -F
 complete -c narun -n "__fish_narun_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 json\t'JSON for scripts'"
 complete -c narun -n "__fish_narun_using_subcommand logs" -l timeout -d 'Time allowed to connect to NATS and for each NATS operation' -r
@@ -397,21 +459,22 @@ complete -c narun -n "__fish_narun_using_subcommand man" -l out-dir -d 'Write na
 complete -c narun -n "__fish_narun_using_subcommand man" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"
 complete -c narun -n "__fish_narun_using_subcommand man" -s h -l help -d 'Print help'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (as root: system units; otherwise your systemd user manager)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "bridge" -d 'Proxy mode\'s bridge, run by node agents inside a proxy-mode app\'s unit: start the app with PORT set, wait until it listens on 127.0.0.1, then serve its NATS Micro service by forwarding each request to it'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
-complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "gateway" -d 'Run the HTTP gateway: routes requests to NATS Micro services as BHTTP'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "node" -d 'Run the node agent: apps from NATS as transient systemd units'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "dev" -d 'The whole system on this machine: NATS, a node agent, the gateway and the hello demo, until Ctrl-C (as root: system units; otherwise your systemd user manager)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "bridge" -d 'Proxy mode\'s bridge, run by node agents inside a proxy-mode app\'s unit: start the app with PORT set, wait until it listens on 127.0.0.1, then serve its NATS Micro service by forwarding each request to it'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "deploy" -d 'Validate a spec, upload the binaries and write the spec'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "apps" -d 'Deployed apps: desired vs running per node (alias: service)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "images" -d 'Uploaded binaries (object store app-binaries)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "list-images" -d 'Same as `images list` (Go narun name)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "files" -d 'Shared files for `mounts` (object store narun-files)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "secret" -d 'Encrypted secrets for `env[].valueFromSecret` (KV narun-secrets)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "nodes" -d 'Node agents and their heartbeats'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "init" -d 'Create narun\'s buckets and streams, or set their replicas'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "logs" -d 'Show and follow app logs (retained for 24 h)'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "man" -d 'Write man pages generated from this command line definition'
+complete -c narun -n "__fish_narun_using_subcommand help; and not __fish_seen_subcommand_from gateway node dev bridge deploy apps images list-images files secret nodes init logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'Every app: desired vs running replicas on each node'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "info" -d 'One app: its spec, nodes and instances (state, restarts, last error)'
 complete -c narun -n "__fish_narun_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "rollback" -d 'Go back to an earlier spec revision (default: the one before the current): written as a new revision, rolled out like a deploy (new replicas ready before the old ones stop)'

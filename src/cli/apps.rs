@@ -77,9 +77,11 @@ async fn rollback(
     check_app_name(name)?;
     let js = ctx.js().await?;
     let kv = store::ensure_kv(&js, store::APP_CONFIGS).await?;
-    let mut history = kv.history(name).await.map_err(|e| {
-        super::CliError::failed(anyhow::anyhow!("cannot read the history of {name}: {e}"))
-    })?;
+    let mut history = ctx
+        .timed(&format!("cannot read the history of {name}"), || {
+            kv.history(name)
+        })
+        .await?;
     let mut puts = Vec::new();
     while let Some(entry) = history.next().await {
         let entry = entry.map_err(|e| {
@@ -525,7 +527,9 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool) -> CliResult {
         fail!("unknown app {name:?}: no app deployed yet");
     };
     let exists = ctx
-        .timed(&format!("cannot read app-configs/{name}"), kv.entry(name))
+        .timed(&format!("cannot read app-configs/{name}"), || {
+            kv.entry(name)
+        })
         .await?
         .is_some_and(|e| e.operation == async_nats::jetstream::kv::Operation::Put);
     if !exists {
@@ -537,10 +541,9 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool) -> CliResult {
     )? {
         fail!("cancelled: {name} not deleted");
     }
-    ctx.timed(
-        &format!("cannot delete app-configs/{name}"),
-        kv.delete(name),
-    )
+    ctx.timed(&format!("cannot delete app-configs/{name}"), || {
+        kv.delete(name)
+    })
     .await?;
     if ctx.json() {
         return print_json(&json!({ "app": name, "deleted": true }));

@@ -2,8 +2,9 @@
 //! commands (`narun apps …`) and the node agent (`narun node`,
 //! `narun-node`) flatten the same [`NatsArgs`], so a flag or variable that
 //! works for one works for the other. The gateway's YAML keys
-//! (`nats_url`, `creds_file`, `nkey_seed_file`, `tls_ca_file`) name the same
-//! settings.
+//! (`nats_url`, `creds_file`, `nkey_seed_file`, `tls_ca_file`,
+//! `tls_cert_file`, `tls_key_file`) name the same settings, and apps built
+//! on [`crate::consumer`] read the same variables.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,8 @@ use crate::nats::NatsOptions;
 /// took `NATS_CREDS` like the CLI (still read, with a warning).
 pub const LEGACY_NODE_CREDS_ENV: &str = "NARUN_CREDS_FILE";
 
-/// NATS connection options (URL list, credentials, TLS CA).
+/// NATS connection options (URL list, credentials, TLS CA and client
+/// certificate).
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
@@ -49,6 +51,24 @@ pub struct NatsArgs {
     /// PEM CA bundle for a TLS NATS server (TLS is then required).
     #[arg(long, global = true, env = "NATS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a NATS server that verifies clients.
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl NatsArgs {
@@ -58,6 +78,8 @@ impl NatsArgs {
         opts.creds_file = self.creds.clone();
         opts.nkey_seed_file = self.nkey.clone();
         opts.tls_ca_file = self.tls_ca.clone();
+        opts.tls_cert_file = self.tls_cert.clone();
+        opts.tls_key_file = self.tls_key.clone();
         opts
     }
 

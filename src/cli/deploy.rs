@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::kv;
 use async_nats::jetstream::object_store::{ObjectInfo, ObjectMetadata, ObjectStore};
-use async_nats::jetstream::{kv, Context};
 use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,6 +28,7 @@ use super::{fail, print_table, println_safe, CliError, CliResult, Ctx};
 use crate::limits;
 use crate::spec::{self, RestartPolicy, ServiceSpec, Strictness};
 use crate::store::binary::{self, Platform};
+use crate::store::Js;
 use crate::store::{self, InstanceState, StatusUpdate};
 
 /// `narun deploy`.
@@ -546,22 +547,23 @@ pub(crate) async fn existing_info(
     object: &str,
 ) -> CliResult<Option<ObjectInfo>> {
     use async_nats::jetstream::object_store::InfoErrorKind;
-    match tokio::time::timeout(ctx.global.timeout, bucket.info(object)).await {
-        Ok(Ok(info)) if !info.deleted => Ok(Some(info)),
-        Ok(Ok(_)) => Ok(None),
-        Ok(Err(e)) if e.kind() == InfoErrorKind::NotFound => Ok(None),
-        Ok(Err(e)) => fail!("cannot look up object {object}: {e}"),
-        Err(_) => fail!(
-            "cannot look up object {object}: no answer within {:?}",
-            ctx.global.timeout
-        ),
-    }
+    let info = ctx
+        .timed(&format!("cannot look up object {object}"), || async {
+            match bucket.info(object).await {
+                Ok(info) if !info.deleted => Ok(Some(info)),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    Ok(info)
 }
 
 /// Objects of `spec`'s name and tag, by `os/arch`.
 async fn available_binaries(
     ctx: &Ctx,
-    js: &Context,
+    js: &Js,
     spec: &ServiceSpec,
 ) -> CliResult<BTreeMap<String, ObjectInfo>> {
     let mut out = BTreeMap::new();
@@ -570,7 +572,7 @@ async fn available_binaries(
     };
     let prefix = format!("{}-{}-", spec.name, spec.tag);
     let infos: Vec<ObjectInfo> = ctx
-        .timed("cannot list app-binaries", async {
+        .within("cannot list app-binaries", async {
             let list = bucket.list().await?;
             list.try_collect::<Vec<_>>()
                 .await
@@ -594,7 +596,7 @@ async fn available_binaries(
 /// Write the spec unless the stored bytes are the same; (revision, changed).
 async fn write_spec(ctx: &Ctx, kv: &kv::Store, app: &str, yaml: &str) -> CliResult<(u64, bool)> {
     let current = ctx
-        .timed(&format!("cannot read app-configs/{app}"), kv.entry(app))
+        .timed(&format!("cannot read app-configs/{app}"), || kv.entry(app))
         .await?;
     if let Some(e) = current {
         if e.operation == kv::Operation::Put && e.value == yaml.as_bytes() {
@@ -602,10 +604,9 @@ async fn write_spec(ctx: &Ctx, kv: &kv::Store, app: &str, yaml: &str) -> CliResu
         }
     }
     let revision = ctx
-        .timed(
-            &format!("cannot write app-configs/{app}"),
-            kv.put(app, yaml.to_owned().into()),
-        )
+        .timed(&format!("cannot write app-configs/{app}"), || {
+            kv.put(app, yaml.to_owned().into())
+        })
         .await?;
     Ok((revision, true))
 }
@@ -828,7 +829,7 @@ impl Outcome {
 #[allow(clippy::too_many_arguments)]
 async fn wait(
     ctx: &Ctx,
-    js: &Context,
+    js: &Js,
     spec: &ServiceSpec,
     targets: &BTreeMap<String, u32>,
     nodes: &BTreeMap<String, Node>,

@@ -201,7 +201,7 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool, force: bool) -> CliResult {
     if !confirm(&format!("Delete file {name}?"), yes)? {
         fail!("cancelled: {name} not deleted");
     }
-    ctx.timed(&format!("cannot delete {name}"), bucket.delete(name))
+    ctx.timed(&format!("cannot delete {name}"), || bucket.delete(name))
         .await?;
     if ctx.json() {
         return print_json(&json!({ "name": name, "deleted": true }));

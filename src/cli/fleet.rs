@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use async_nats::jetstream::{kv, Context};
+use async_nats::jetstream::kv;
 use futures_util::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use super::{CliResult, Ctx};
 use crate::spec::{self, ServiceSpec, SpecErrors, Strictness};
+use crate::store::Js;
 use crate::store::{self, InstanceState, NodeState, StatusUpdate};
 
 /// One stored spec.
@@ -42,7 +43,7 @@ impl AppEntry {
 }
 
 /// The spec of `app`, if the bucket and the key exist.
-pub async fn load_app(ctx: &Ctx, js: &Context, app: &str) -> CliResult<Option<AppEntry>> {
+pub async fn load_app(ctx: &Ctx, js: &Js, app: &str) -> CliResult<Option<AppEntry>> {
     let Some(kv) = store::open_kv(js, store::APP_CONFIGS).await? else {
         return Ok(None);
     };
@@ -51,7 +52,7 @@ pub async fn load_app(ctx: &Ctx, js: &Context, app: &str) -> CliResult<Option<Ap
 
 async fn entry(ctx: &Ctx, kv: &kv::Store, key: &str) -> CliResult<Option<AppEntry>> {
     let e = ctx
-        .timed(&format!("cannot read app-configs/{key}"), kv.entry(key))
+        .timed(&format!("cannot read app-configs/{key}"), || kv.entry(key))
         .await?;
     Ok(e.filter(|e| e.operation == kv::Operation::Put).map(|e| {
         AppEntry::new(
@@ -63,7 +64,7 @@ async fn entry(ctx: &Ctx, kv: &kv::Store, key: &str) -> CliResult<Option<AppEntr
 }
 
 /// Every stored spec, by app name.
-pub async fn load_apps(ctx: &Ctx, js: &Context) -> CliResult<BTreeMap<String, AppEntry>> {
+pub async fn load_apps(ctx: &Ctx, js: &Js) -> CliResult<BTreeMap<String, AppEntry>> {
     let mut out = BTreeMap::new();
     let Some(kv) = store::open_kv(js, store::APP_CONFIGS).await? else {
         return Ok(out);
@@ -80,7 +81,7 @@ pub async fn load_apps(ctx: &Ctx, js: &Context) -> CliResult<BTreeMap<String, Ap
 pub async fn keys(ctx: &Ctx, kv: &kv::Store, bucket: &str) -> CliResult<Vec<String>> {
     let what = format!("cannot list the keys of {bucket}");
     let keys = ctx
-        .timed(&what, async {
+        .within(&what, async {
             let keys = kv.keys().await?;
             keys.try_collect::<Vec<String>>()
                 .await
@@ -110,17 +111,16 @@ impl Node {
 }
 
 /// Every live node (heartbeat not expired), by id.
-pub async fn load_nodes(ctx: &Ctx, js: &Context) -> CliResult<BTreeMap<String, Node>> {
+pub async fn load_nodes(ctx: &Ctx, js: &Js) -> CliResult<BTreeMap<String, Node>> {
     let mut out = BTreeMap::new();
     let Some(kv) = store::open_kv(js, store::NODE_STATES).await? else {
         return Ok(out);
     };
     for key in keys(ctx, &kv, store::NODE_STATES).await? {
         let value = ctx
-            .timed(
-                &format!("cannot read {}/{key}", store::NODE_STATES),
-                kv.get(&key),
-            )
+            .timed(&format!("cannot read {}/{key}", store::NODE_STATES), || {
+                kv.get(&key)
+            })
             .await?;
         let Some(value) = value else { continue };
         match serde_json::from_slice::<NodeState>(&value) {
@@ -149,7 +149,7 @@ pub struct InstanceSummary {
 /// `narun-status` stream; empty when it does not exist.
 pub async fn load_statuses(
     ctx: &Ctx,
-    js: &Context,
+    js: &Js,
     app: Option<&str>,
 ) -> CliResult<BTreeMap<(String, String), InstanceSummary>> {
     let mut out = BTreeMap::new();
@@ -157,15 +157,18 @@ pub async fn load_statuses(
         return Ok(out);
     };
     let filter = store::status_filter(app, None);
+    let what = "cannot read the narun-status stream";
+    let consumer = ctx
+        .timed(what, || {
+            stream.create_consumer(OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+        })
+        .await?;
     let updates = ctx
-        .timed("cannot read the narun-status stream", async {
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: filter,
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await?;
+        .within(what, async {
             let mut pending = consumer.cached_info().num_pending;
             let mut updates = Vec::new();
             if pending == 0 {

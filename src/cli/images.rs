@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> CliResult {
 pub(crate) async fn list_objects(ctx: &Ctx, bucket: &str) -> CliResult<Option<Vec<ObjectInfo>>> {
     let js = ctx.js().await?;
     let listed = ctx
-        .timed(&format!("cannot list {bucket}"), async {
+        .within(&format!("cannot list {bucket}"), async {
             Ok::<_, std::convert::Infallible>(store::list_objects(&js, bucket).await)
         })
         .await?;
@@ -137,7 +137,7 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool, force: bool) -> CliResult {
     if !confirm(&format!("Delete binary {name}?"), yes)? {
         fail!("cancelled: {name} not deleted");
     }
-    ctx.timed(&format!("cannot delete {name}"), bucket.delete(name))
+    ctx.timed(&format!("cannot delete {name}"), || bucket.delete(name))
         .await?;
     if ctx.json() {
         return print_json(&json!({ "object": name, "deleted": true }));

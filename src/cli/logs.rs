@@ -86,18 +86,17 @@ pub async fn run(ctx: &Ctx, mut args: LogsArgs) -> CliResult {
     loop {
         let opened = async {
             let consumer = ctx
-                .timed(
-                    "cannot read the narun-logs stream",
+                .timed("cannot read the narun-logs stream", || {
                     stream.create_consumer(OrderedConfig {
                         filter_subject: filter.clone(),
                         deliver_policy,
                         ..Default::default()
-                    }),
-                )
+                    })
+                })
                 .await?;
             let pending = consumer.cached_info().num_pending;
             let messages = ctx
-                .timed("cannot read the narun-logs stream", consumer.messages())
+                .within("cannot read the narun-logs stream", consumer.messages())
                 .await?;
             CliResult::Ok((pending, messages))
         }

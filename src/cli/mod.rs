@@ -13,6 +13,7 @@ pub mod files;
 mod fleet;
 pub mod gen;
 pub mod images;
+pub mod init;
 pub mod logs;
 pub mod nodes;
 pub mod secret;
@@ -22,13 +23,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
 use async_nats::Client;
 use clap::{Args, Subcommand, ValueEnum};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
-use crate::store::StoreError;
+use crate::store::{Js, StoreError};
 
 /// sysexits(3) EX_DATAERR: invalid input (spec, name, binary).
 pub const EX_DATAERR: u8 = 65;
@@ -108,6 +108,8 @@ pub enum Command {
     Secret(Group<secret::SecretCommand>),
     /// Node agents and their heartbeats.
     Nodes(Group<nodes::NodesCommand>),
+    /// Create narun's buckets and streams, or set their replicas.
+    Init(init::InitArgs),
     /// Show and follow app logs (retained for 24 h).
     Logs(logs::LogsArgs),
     /// Print a shell completion script.
@@ -147,6 +149,7 @@ impl Command {
             Command::Files(g) => &g.global,
             Command::Secret(g) => &g.global,
             Command::Nodes(g) => &g.global,
+            Command::Init(a) => &a.global,
             Command::Logs(a) => &a.global,
             Command::Completions(_) | Command::Man(_) => return None,
         })
@@ -192,6 +195,7 @@ pub fn run(command: Command, cli: impl FnOnce() -> clap::Command) -> ExitCode {
             Command::Files(g) => files::run(&ctx, g.command).await,
             Command::Secret(g) => secret::run(&ctx, g.command).await,
             Command::Nodes(g) => nodes::run(&ctx, g.command).await,
+            Command::Init(a) => init::run(&ctx, a).await,
             Command::Logs(a) => logs::run(&ctx, a).await,
             Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         }
@@ -346,16 +350,32 @@ impl Ctx {
             .await
     }
 
-    /// JetStream, checked (exit 69 without JetStream or before 2.10).
-    pub async fn js(&self) -> CliResult<Context> {
+    /// JetStream, checked (exit 69 without JetStream or before 2.10); its
+    /// calls retry what a cluster makes fail for a moment within
+    /// `--timeout`.
+    pub async fn js(&self) -> CliResult<Js> {
         let client = self.client().await?;
-        let mut js = crate::store::jetstream(client)?;
+        let mut js = crate::store::jetstream(client)?.with_patience(self.global.timeout);
         js.set_timeout(self.global.timeout);
         Ok(js)
     }
 
-    /// Run `fut` within `--timeout`, naming `what` if it runs out.
-    pub async fn timed<T, E>(
+    /// Run `op` within `--timeout`, naming `what` if it fails. An attempt
+    /// that times out or meets a leader election is tried again
+    /// ([`crate::store::retry`]): `op` must be safe to repeat.
+    pub async fn timed<T, E, F, Fut>(&self, what: &str, op: F) -> CliResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<async_nats::Error>,
+    {
+        Ok(crate::store::patiently(self.global.timeout, what, op).await?)
+    }
+
+    /// Run `fut` within `--timeout`, naming `what` if it fails or runs out;
+    /// not retried (for a read that streams: its parts are
+    /// [`Ctx::timed`]).
+    pub async fn within<T, E>(
         &self,
         what: &str,
         fut: impl Future<Output = Result<T, E>>,

@@ -27,6 +27,14 @@ pub async fn run(ctx: &Ctx, cmd: NodesCommand) -> CliResult {
 async fn list(ctx: &Ctx) -> CliResult {
     let js = ctx.js().await?;
     let nodes = fleet::load_nodes(ctx, &js).await?;
+    // In a cluster, say which buckets one server's loss would take away.
+    let servers = crate::store::cluster_size(&ctx.client().await?.server_info());
+    if servers > 1 {
+        let found = crate::store::replicas::inspect(&js).await?;
+        for w in crate::store::replicas::warnings(servers, &found) {
+            eprintln!("narun: warning: {w}");
+        }
+    }
     let now = OffsetDateTime::now_utc();
     let apps_of = |instances: &[String]| -> Vec<String> {
         instances

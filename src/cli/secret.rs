@@ -223,20 +223,18 @@ async fn set(ctx: &Ctx, name: &str, value: &[u8], description: &str, key: &Maste
     let js = ctx.js().await?;
     let kv = store::ensure_kv(&js, store::SECRETS).await?;
     let previous = ctx
-        .timed(
-            &format!("cannot read {}/{name}", store::SECRETS),
-            kv.get(name),
-        )
+        .timed(&format!("cannot read {}/{name}", store::SECRETS), || {
+            kv.get(name)
+        })
         .await?
         .and_then(|v| serde_json::from_slice::<StoredSecret>(&v).ok());
     let now = OffsetDateTime::now_utc();
     let sealed = StoredSecret::seal(key, name, value, description, now, previous.as_ref())
         .map_err(CliError::failed)?;
     let doc = serde_json::to_vec(&sealed).map_err(CliError::failed)?;
-    ctx.timed(
-        &format!("cannot write {}/{name}", store::SECRETS),
-        kv.put(name, doc.into()),
-    )
+    ctx.timed(&format!("cannot write {}/{name}", store::SECRETS), || {
+        kv.put(name, doc.clone().into())
+    })
     .await?;
     let created = previous.is_none();
     if ctx.json() {
@@ -262,10 +260,9 @@ async fn list(ctx: &Ctx) -> CliResult {
         names.sort();
         for name in names {
             let doc = ctx
-                .timed(
-                    &format!("cannot read {}/{name}", store::SECRETS),
-                    kv.get(&name),
-                )
+                .timed(&format!("cannot read {}/{name}", store::SECRETS), || {
+                    kv.get(&name)
+                })
                 .await?;
             let stored = doc.and_then(|v| serde_json::from_slice::<StoredSecret>(&v).ok());
             secrets.push((name, stored));
@@ -311,10 +308,9 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool, force: bool) -> CliResult {
         fail!("unknown secret {name:?}: no secret stored yet");
     };
     let exists = ctx
-        .timed(
-            &format!("cannot read {}/{name}", store::SECRETS),
-            kv.get(name),
-        )
+        .timed(&format!("cannot read {}/{name}", store::SECRETS), || {
+            kv.get(name)
+        })
         .await?
         .is_some();
     if !exists {
@@ -341,10 +337,9 @@ async fn delete(ctx: &Ctx, name: &str, yes: bool, force: bool) -> CliResult {
     if !confirm(&format!("Delete secret {name}?"), yes)? {
         fail!("cancelled: {name} not deleted");
     }
-    ctx.timed(
-        &format!("cannot delete {}/{name}", store::SECRETS),
-        kv.purge(name),
-    )
+    ctx.timed(&format!("cannot delete {}/{name}", store::SECRETS), || {
+        kv.purge(name)
+    })
     .await?;
     if ctx.json() {
         return print_json(&json!({ "name": name, "deleted": true }));

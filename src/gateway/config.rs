@@ -65,6 +65,13 @@ pub struct GatewayConfig {
     /// means the system roots.
     #[serde(default, deserialize_with = "de_optional_path")]
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a NATS server that verifies clients;
+    /// needs `tls_key_file`. Absent or `""` means none.
+    #[serde(default, deserialize_with = "de_optional_path")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, deserialize_with = "de_optional_path")]
+    pub tls_key_file: Option<PathBuf>,
     /// HTTP listen address. Default `:8080`.
     #[serde(default = "default_server_addr", deserialize_with = "de_server_addr")]
     pub server_addr: String,
@@ -182,6 +189,10 @@ pub struct Config {
     pub creds_file: Option<PathBuf>,
     /// CA certificate to verify the NATS server with.
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key for a server that verifies clients.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's key.
+    pub tls_key_file: Option<PathBuf>,
     /// HTTP listen address.
     pub server_addr: SocketAddr,
     /// gRPC listen address; `None` when disabled.
@@ -386,6 +397,17 @@ impl GatewayConfig {
                 "cannot be combined with nkey_seed_file; both authenticate the connection",
             );
         }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => problems.push(
+                "tls_cert_file",
+                "needs tls_key_file (the certificate's private key)",
+            ),
+            (None, Some(_)) => problems.push(
+                "tls_key_file",
+                "needs tls_cert_file (the client certificate it is the key of)",
+            ),
+            _ => {}
+        }
         let server_addr = if self.server_addr.trim().is_empty() {
             problems.push(
                 "server_addr",
@@ -468,6 +490,8 @@ impl GatewayConfig {
                 nkey_seed_file: self.nkey_seed_file.clone(),
                 creds_file: self.creds_file.clone(),
                 tls_ca_file: self.tls_ca_file.clone(),
+                tls_cert_file: self.tls_cert_file.clone(),
+                tls_key_file: self.tls_key_file.clone(),
                 server_addr,
                 grpc_addr: grpc_addr.flatten(),
                 metrics_addr: metrics_addr.flatten(),
@@ -1514,6 +1538,16 @@ routes:
                 "creds_file with nkey_seed_file",
                 format!("creds_file: a.creds\nnkey_seed_file: a.nk{route}"),
                 vec!["creds_file: cannot be combined with nkey_seed_file; both authenticate the connection"],
+            ),
+            (
+                "client certificate without its key",
+                format!("tls_cert_file: client.pem{route}"),
+                vec!["tls_cert_file: needs tls_key_file (the certificate's private key)"],
+            ),
+            (
+                "client key without its certificate",
+                format!("tls_key_file: client.key{route}"),
+                vec!["tls_key_file: needs tls_cert_file (the client certificate it is the key of)"],
             ),
         ];
         for (name, yaml, want) in cases {

@@ -127,6 +127,8 @@ pub async fn serve(
     nopts.nkey_seed_file = cfg.nkey_seed_file.clone();
     nopts.creds_file = cfg.creds_file.clone();
     nopts.tls_ca_file = cfg.tls_ca_file.clone();
+    nopts.tls_cert_file = cfg.tls_cert_file.clone();
+    nopts.tls_key_file = cfg.tls_key_file.clone();
     let (nats, disconnects) = nats_conn::connect_counting_disconnects(&nopts).await?;
 
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);

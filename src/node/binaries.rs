@@ -169,14 +169,28 @@ impl BinaryCache {
         nats: &async_nats::Client,
         object: &str,
     ) -> Result<Fetched, FetchError> {
-        let js = async_nats::jetstream::new(nats.clone());
-        let bucket = js.get_object_store(self.bucket).await.map_err(|e| {
-            FetchError::Missing(format!("object store '{}' unavailable: {e}", self.bucket))
-        })?;
-        let info = bucket
-            .info(object)
+        use async_nats::jetstream::object_store::InfoErrorKind;
+        // Lookups ride out a leader election or a failover (store::retry);
+        // only a bucket or object that is not there is "missing".
+        let js = store::jetstream(nats).map_err(|e| FetchError::Other(e.to_string()))?;
+        let bucket = store::open_object_store(&js, self.bucket)
             .await
-            .map_err(|e| FetchError::Missing(e.to_string()))?;
+            .map_err(|e| FetchError::Other(e.to_string()))?
+            .ok_or_else(|| {
+                FetchError::Missing(format!("object store '{}' does not exist", self.bucket))
+            })?;
+        let info = js
+            .patiently(&format!("cannot look up object '{object}'"), || async {
+                match bucket.info(object).await {
+                    Ok(info) => Ok(Some(info)),
+                    Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(|e| FetchError::Other(e.to_string()))?
+            .filter(|info| !info.deleted)
+            .ok_or_else(|| FetchError::Missing("object not found".to_owned()))?;
         let digest = info
             .digest
             .clone()

@@ -31,6 +31,10 @@ pub struct NodeArgs {
     /// agent's, comma-separated).
     #[arg(long)]
     app_nats_url: Option<String>,
+    /// CA bundle given to apps as NATS_CA (default: the agent's --tls-ca);
+    /// it must be readable by every user (apps run as their own users).
+    #[arg(long, value_name = "FILE")]
+    app_tls_ca: Option<PathBuf>,
     /// Allow apps that run as root (`user: root`, or a name the user
     /// database maps to uid 0 or group 0).
     #[arg(long)]
@@ -136,12 +140,28 @@ pub fn run(args: NodeArgs) -> ExitCode {
         .app_nats_url
         .clone()
         .unwrap_or_else(|| app_nats_url(&nats.urls));
+    let app_tls_ca = args.app_tls_ca.clone().or_else(|| nats.tls_ca_file.clone());
+    if let Some(ca) = &app_tls_ca {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(ca) {
+            Ok(m) if m.permissions().mode() & 0o004 != 0 => {}
+            Ok(_) => tracing::warn!(
+                path = %ca.display(),
+                "the NATS CA given to apps (NATS_CA) is not readable by every user: apps \
+                 running as their own users cannot use it (chmod 0644, or --app-tls-ca)"
+            ),
+            Err(e) => {
+                tracing::warn!(path = %ca.display(), error = %e, "cannot read the NATS CA given to apps")
+            }
+        }
+    }
     let cfg = crate::node::NodeConfig {
         node_id,
         data_dir: args.data_dir.clone(),
         labels,
         nats,
         app_nats_url,
+        app_tls_ca,
         allow_root_apps: args.allow_root_apps,
         status_interval: args.status_interval,
         journalctl: args

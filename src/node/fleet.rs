@@ -93,7 +93,13 @@ impl Fleet for NatsFleet {
                     .ok_or_else(|| format!("KV bucket '{}' does not exist", store::SECRETS))
             })
             .await?;
-        let entry = kv.entry(name).await.map_err(|e| e.to_string())?;
+        let entry = store::patiently(
+            store::retry::DEFAULT_PATIENCE,
+            &format!("cannot read secret {name}"),
+            || kv.entry(name),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(entry
             .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
             .map(|e| (e.value.to_vec(), e.revision)))

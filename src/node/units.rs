@@ -104,6 +104,8 @@ pub struct Replica {
     /// Non-secret environment, in order.
     pub env: Vec<(String, String)>,
     pub nats_url: String,
+    /// `NATS_CA` for the app: the CA bundle of a TLS NATS server.
+    pub nats_ca: Option<String>,
     pub identity: Identity,
     pub memory_low_mb: Option<u64>,
     pub memory_max_mb: Option<u64>,
@@ -351,6 +353,9 @@ pub fn render(r: &Replica) -> TransientUnit {
         format!("NARUN_INSTANCE_ROOT={workdir}"),
         format!("NATS_URL={}", r.nats_url),
     ];
+    if let Some(ca) = &r.nats_ca {
+        env.push(format!("NATS_CA={ca}"));
+    }
     if let Some(sf) = &r.secret_files {
         env.push(format!(
             "NARUN_SECRETS_DIR={}",
@@ -751,6 +756,7 @@ mod tests {
             args: vec!["--port".into(), "1".into()],
             env: vec![("GREETING".into(), "hi".into())],
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_ca: None,
             identity: Identity::Dynamic,
             memory_low_mb: Some(64),
             memory_max_mb: Some(128),
@@ -866,6 +872,19 @@ mod tests {
         assert!(
             !env.iter().any(|e| e.starts_with("NARUN_MASTER")),
             "the agent's environment is not inherited"
+        );
+        assert!(
+            !env.iter().any(|e| e.starts_with("NATS_CA=")),
+            "no CA unless the agent has one"
+        );
+        let mut tls = replica();
+        tls.nats_ca = Some("/etc/narun/nats-ca.pem".into());
+        let Some(Prop::Strs(env)) = render(&tls).get("Environment").cloned() else {
+            panic!("no env")
+        };
+        assert!(
+            env.iter().any(|e| e == "NATS_CA=/etc/narun/nats-ca.pem"),
+            "{env:?}"
         );
         assert_eq!(
             u.get("LogExtraFields"),

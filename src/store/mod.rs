@@ -34,6 +34,8 @@
 //! server without JetStream or older than 2.10.
 
 pub mod binary;
+pub mod replicas;
+pub mod retry;
 pub mod secret;
 pub mod types;
 
@@ -42,6 +44,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store, stream, Context};
 use async_nats::Client;
 
+pub use retry::patiently;
 pub use secret::{MasterKey, SecretError, StoredSecret};
 pub use types::{
     InstanceState, LogEntry, NodeState, StatusUpdate, NODE_RUNNING, NODE_SHUTTING_DOWN,
@@ -148,9 +151,67 @@ fn major_minor(version: &str) -> Option<(u64, u64)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// A JetStream context and how long narun's calls through it keep
+/// retrying what a cluster's leader elections and failovers make fail for a
+/// moment ([`retry`]). Derefs to the async-nats [`Context`].
+#[derive(Clone, Debug)]
+pub struct Js {
+    context: Context,
+    patience: Duration,
+    replicas: usize,
+}
+
+impl Js {
+    /// Create missing buckets and streams with `replicas` copies (default:
+    /// [`default_replicas`] of the connected cluster).
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// Copies a bucket or stream created through this context gets.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// Keep retrying for `patience` (default [`retry::DEFAULT_PATIENCE`]).
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// How long a call keeps retrying.
+    pub fn patience(&self) -> Duration {
+        self.patience
+    }
+
+    /// Run `op` with this context's patience ([`retry::patiently`]).
+    pub async fn patiently<T, E, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Into<async_nats::Error>,
+    {
+        retry::patiently(self.patience, what, op).await
+    }
+}
+
+impl std::ops::Deref for Js {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.context
+    }
+}
+
+impl std::ops::DerefMut for Js {
+    fn deref_mut(&mut self) -> &mut Context {
+        &mut self.context
+    }
+}
+
 /// The JetStream context, after checking the connected server is recent
 /// enough and has JetStream. `client` must be connected.
-pub fn jetstream(client: &Client) -> Result<Context, StoreError> {
+pub fn jetstream(client: &Client) -> Result<Js, StoreError> {
     let info = client.server_info();
     match major_minor(&info.version) {
         Some(v) if v >= MIN_SERVER_VERSION => {}
@@ -165,11 +226,29 @@ pub fn jetstream(client: &Client) -> Result<Context, StoreError> {
             server: format!("{}:{}", info.host, info.port),
         });
     }
-    Ok(jetstream::new(client.clone()))
+    Ok(Js {
+        context: jetstream::new(client.clone()),
+        patience: retry::DEFAULT_PATIENCE,
+        replicas: default_replicas(cluster_size(&info)),
+    })
+}
+
+/// Servers in the cluster of the connected server, as it advertises them
+/// to clients (1 for a lone server, or one started with `no_advertise`).
+pub fn cluster_size(info: &async_nats::ServerInfo) -> usize {
+    let urls: std::collections::BTreeSet<&String> = info.connect_urls.iter().collect();
+    urls.len().max(1)
+}
+
+/// Copies of each bucket and stream for a cluster of `servers`: one per
+/// server up to three (JetStream's usual maximum; a copy survives the loss
+/// of one server from two, of two from three).
+pub fn default_replicas(servers: usize) -> usize {
+    servers.clamp(1, 3)
 }
 
 /// The settings narun creates a KV bucket with (Go's, with descriptions).
-pub fn kv_config(bucket: &str) -> kv::Config {
+pub fn kv_config(bucket: &str, replicas: usize) -> kv::Config {
     let (description, history, max_age) = match bucket {
         APP_CONFIGS => ("Narun configs", 5, Duration::ZERO),
         NODE_STATES => (
@@ -186,13 +265,13 @@ pub fn kv_config(bucket: &str) -> kv::Config {
         history,
         max_age,
         storage: jetstream::stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// The settings narun creates an object store with.
-pub fn object_store_config(bucket: &str) -> object_store::Config {
+pub fn object_store_config(bucket: &str, replicas: usize) -> object_store::Config {
     let description = match bucket {
         APP_BINARIES => "Narun binaries",
         FILES => "Shared files for Narun applications",
@@ -202,13 +281,13 @@ pub fn object_store_config(bucket: &str) -> object_store::Config {
         bucket: bucket.to_owned(),
         description: Some(description.to_owned()),
         storage: jetstream::stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// The log retention stream: `logs.>`, 24 h, 256 MiB, oldest dropped.
-pub fn logs_stream_config() -> stream::Config {
+pub fn logs_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: LOGS_STREAM.to_owned(),
         description: Some("Recent app logs (narun logs)".to_owned()),
@@ -217,7 +296,7 @@ pub fn logs_stream_config() -> stream::Config {
         max_bytes: LOGS_MAX_BYTES,
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas,
         allow_direct: true,
         ..Default::default()
     }
@@ -225,7 +304,7 @@ pub fn logs_stream_config() -> stream::Config {
 
 /// The status retention stream: `status.>`, 7 days, 64 MiB, 1000 messages
 /// per app and node.
-pub fn status_stream_config() -> stream::Config {
+pub fn status_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: STATUS_STREAM.to_owned(),
         description: Some("Recent instance states (narun apps info)".to_owned()),
@@ -235,68 +314,75 @@ pub fn status_stream_config() -> stream::Config {
         max_messages_per_subject: STATUS_MAX_PER_SUBJECT,
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas,
         allow_direct: true,
         ..Default::default()
     }
 }
 
 /// Does stream `name` exist?
-async fn stream_exists(js: &Context, name: &str) -> Result<bool, StoreError> {
-    match js.get_stream(name).await {
-        Ok(_) => Ok(true),
-        Err(e) => match e.kind() {
-            jetstream::context::GetStreamErrorKind::JetStream(j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-            {
-                Ok(false)
-            }
-            _ => Err(StoreError::nats(format!("cannot look up stream {name}"), e)),
-        },
-    }
+async fn stream_exists(js: &Js, name: &str) -> Result<bool, StoreError> {
+    js.patiently(&format!("cannot look up stream {name}"), || async {
+        match js.get_stream(name).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(false)
+                }
+                _ => Err(e),
+            },
+        }
+    })
+    .await
 }
 
 /// KV bucket `bucket`, or None when it does not exist yet.
-pub async fn open_kv(js: &Context, bucket: &str) -> Result<Option<kv::Store>, StoreError> {
+pub async fn open_kv(js: &Js, bucket: &str) -> Result<Option<kv::Store>, StoreError> {
     if !stream_exists(js, &format!("KV_{bucket}")).await? {
         return Ok(None);
     }
-    js.get_key_value(bucket)
-        .await
-        .map(Some)
-        .map_err(|e| StoreError::nats(format!("cannot open KV bucket {bucket}"), e))
+    js.patiently(&format!("cannot open KV bucket {bucket}"), || {
+        js.get_key_value(bucket)
+    })
+    .await
+    .map(Some)
 }
 
 /// KV bucket `bucket`, created with [`kv_config`] if missing.
-pub async fn ensure_kv(js: &Context, bucket: &str) -> Result<kv::Store, StoreError> {
+pub async fn ensure_kv(js: &Js, bucket: &str) -> Result<kv::Store, StoreError> {
     if let Some(kv) = open_kv(js, bucket).await? {
         return Ok(kv);
     }
-    match js.create_key_value(kv_config(bucket)).await {
+    let created = js
+        .patiently(&format!("cannot create KV bucket {bucket}"), || {
+            js.create_key_value(kv_config(bucket, js.replicas))
+        })
+        .await;
+    match created {
         Ok(kv) => Ok(kv),
         // Created meanwhile by someone else, with other settings.
         Err(e) => match open_kv(js, bucket).await? {
             Some(kv) => Ok(kv),
-            None => Err(StoreError::nats(
-                format!("cannot create KV bucket {bucket}"),
-                e,
-            )),
+            None => Err(e),
         },
     }
 }
 
 /// Object store `bucket`, or None when it does not exist yet.
 pub async fn open_object_store(
-    js: &Context,
+    js: &Js,
     bucket: &str,
 ) -> Result<Option<object_store::ObjectStore>, StoreError> {
     if !stream_exists(js, &format!("OBJ_{bucket}")).await? {
         return Ok(None);
     }
-    js.get_object_store(bucket)
-        .await
-        .map(Some)
-        .map_err(|e| StoreError::nats(format!("cannot open object store {bucket}"), e))
+    js.patiently(&format!("cannot open object store {bucket}"), || {
+        js.get_object_store(bucket)
+    })
+    .await
+    .map(Some)
 }
 
 /// `mtime` as nats.go writes it: Go's zero time, `0001-01-01T00:00:00Z`.
@@ -317,7 +403,7 @@ pub fn is_go_zero_time(t: time::OffsetDateTime) -> bool {
 /// async-nats's `list` and `info` return the zero as it is and drop that
 /// timestamp, so this lists the meta records itself.
 pub async fn list_objects(
-    js: &Context,
+    js: &Js,
     bucket: &str,
 ) -> Result<Option<Vec<object_store::ObjectInfo>>, StoreError> {
     use futures_util::StreamExt;
@@ -328,16 +414,17 @@ pub async fn list_objects(
     let what = || format!("cannot list object store {bucket}");
     // What async-nats's `list` does: an ordered consumer of the meta
     // records, the last one of each object.
-    let consumer = stream
-        .create_consumer(jetstream::consumer::push::OrderedConfig {
-            deliver_subject: js.client().new_inbox(),
-            filter_subject: format!("$O.{bucket}.M.>"),
-            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-            description: Some("narun object list".to_owned()),
-            ..Default::default()
+    let consumer = js
+        .patiently(&what(), || {
+            stream.create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: js.client().new_inbox(),
+                filter_subject: format!("$O.{bucket}.M.>"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                description: Some("narun object list".to_owned()),
+                ..Default::default()
+            })
         })
-        .await
-        .map_err(|e| StoreError::nats(what(), e))?;
+        .await?;
     let mut infos = Vec::new();
     if consumer.cached_info().num_pending > 0 {
         let mut records = consumer
@@ -373,51 +460,55 @@ pub async fn list_objects(
 
 /// Object store `bucket`, created with [`object_store_config`] if missing.
 pub async fn ensure_object_store(
-    js: &Context,
+    js: &Js,
     bucket: &str,
 ) -> Result<object_store::ObjectStore, StoreError> {
     if let Some(os) = open_object_store(js, bucket).await? {
         return Ok(os);
     }
-    match js.create_object_store(object_store_config(bucket)).await {
+    let created = js
+        .patiently(&format!("cannot create object store {bucket}"), || {
+            js.create_object_store(object_store_config(bucket, js.replicas))
+        })
+        .await;
+    match created {
         Ok(os) => Ok(os),
         Err(e) => match open_object_store(js, bucket).await? {
             Some(os) => Ok(os),
-            None => Err(StoreError::nats(
-                format!("cannot create object store {bucket}"),
-                e,
-            )),
+            None => Err(e),
         },
     }
 }
 
 /// Stream `name`, or None when it does not exist.
-pub async fn open_stream(js: &Context, name: &str) -> Result<Option<stream::Stream>, StoreError> {
+pub async fn open_stream(js: &Js, name: &str) -> Result<Option<stream::Stream>, StoreError> {
     if !stream_exists(js, name).await? {
         return Ok(None);
     }
-    js.get_stream(name)
-        .await
-        .map(Some)
-        .map_err(|e| StoreError::nats(format!("cannot open stream {name}"), e))
+    js.patiently(&format!("cannot open stream {name}"), || {
+        js.get_stream(name)
+    })
+    .await
+    .map(Some)
 }
 
-async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Stream, StoreError> {
+async fn ensure_stream(js: &Js, config: stream::Config) -> Result<stream::Stream, StoreError> {
     let name = config.name.clone();
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| StoreError::nats(format!("cannot create stream {name}"), e))
+    js.patiently(&format!("cannot create stream {name}"), || {
+        js.get_or_create_stream(config.clone())
+    })
+    .await
 }
 
 /// The `narun-logs` stream, created with [`logs_stream_config`] if missing.
-pub async fn ensure_logs_stream(js: &Context) -> Result<stream::Stream, StoreError> {
-    ensure_stream(js, logs_stream_config()).await
+pub async fn ensure_logs_stream(js: &Js) -> Result<stream::Stream, StoreError> {
+    ensure_stream(js, logs_stream_config(js.replicas)).await
 }
 
 /// The `narun-status` stream, created with [`status_stream_config`] if
 /// missing.
-pub async fn ensure_status_stream(js: &Context) -> Result<stream::Stream, StoreError> {
-    ensure_stream(js, status_stream_config()).await
+pub async fn ensure_status_stream(js: &Js) -> Result<stream::Stream, StoreError> {
+    ensure_stream(js, status_stream_config(js.replicas)).await
 }
 
 #[cfg(test)]
@@ -430,8 +521,8 @@ mod tests {
         assert_eq!(status_subject("hello", "node-1"), "status.hello.node-1");
         assert_eq!(logs_filter(Some("hello"), None), "logs.hello.*");
         assert_eq!(status_filter(None, None), "status.*.*");
-        assert_eq!(kv_config(NODE_STATES).max_age, Duration::from_secs(45));
-        assert_eq!(kv_config(SECRETS).history, 1);
+        assert_eq!(kv_config(NODE_STATES, 1).max_age, Duration::from_secs(45));
+        assert_eq!(kv_config(SECRETS, 1).history, 1);
         assert_eq!(major_minor("2.10.0"), Some((2, 10)));
         assert_eq!(major_minor("v2.9.25-RC.1"), Some((2, 9)));
         assert!(major_minor("2.9.10").unwrap() < MIN_SERVER_VERSION);

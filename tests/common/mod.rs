@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod load;
 pub mod systemd;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -87,6 +88,20 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        self.spawn_only();
+        self.wait_accepting();
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn_only(&mut self) {
         let bin = nats_server_binary();
         let log = self.dir.path().join("nats.log");
         let js: Vec<std::ffi::OsString> = if self.jetstream {
@@ -110,6 +125,10 @@ impl NatsServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         self.child = Some(child);
+    }
+
+    fn wait_accepting(&mut self) {
+        let log = self.log_path();
         // Ready when it greets a client with INFO.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -156,6 +175,116 @@ impl Drop for NatsServer {
     }
 }
 
+/// Three nats-servers clustered on loopback (`--cluster`/`--routes`),
+/// JetStream on each, every one with its own port and store. Started
+/// together; [`NatsCluster::start`] returns once each accepts clients and
+/// the cluster has a JetStream meta leader only if asked to wait for it.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+    /// Each server's monitoring port (`/connz`).
+    pub monitor_ports: Vec<u16>,
+}
+
+impl NatsCluster {
+    /// Start `n` servers routed to each other. Returns when each accepts
+    /// connections: JetStream may still be electing its leaders, as it is
+    /// right after an operator brings a cluster up.
+    pub fn start(n: usize) -> Self {
+        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let monitor_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let mut servers: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let conf = dir.path().join("nats.conf");
+                let config = format!(
+                    "server_name: n{i}\nhttp: \"127.0.0.1:{}\"\ncluster {{\n  name: narun-test\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    monitor_ports[i],
+                    route_ports[i],
+                    routes.join(", ")
+                );
+                std::fs::write(&conf, config).expect("write nats.conf");
+                NatsServer {
+                    child: None,
+                    port: client_ports[i],
+                    extra: vec!["-c".into(), conf.to_string_lossy().into_owned()],
+                    dir,
+                    jetstream: true,
+                }
+            })
+            .collect();
+        // Spawn all before waiting for any: a server alone cannot elect.
+        for s in &mut servers {
+            s.spawn_only();
+        }
+        for s in &mut servers {
+            s.wait_accepting();
+        }
+        NatsCluster {
+            servers,
+            monitor_ports,
+        }
+    }
+
+    /// The index of the server a client named `name` is connected to
+    /// (from each live server's `/connz`), if any.
+    pub async fn server_of_client(&self, name: &str) -> Option<usize> {
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.child.is_none() {
+                continue;
+            }
+            let addr: SocketAddr = format!("127.0.0.1:{}", self.monitor_ports[i])
+                .parse()
+                .unwrap();
+            let reply = http(addr, "GET", "/connz?limit=1024", &[], Bytes::new()).await;
+            let conns = reply.json()["connections"].as_array().cloned();
+            if conns
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c["name"].as_str() == Some(name))
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Every server's URL, comma-separated (what NATS_URL takes).
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The server a client's connection is on, by port.
+    pub fn index_of_port(&self, port: u16) -> Option<usize> {
+        self.servers.iter().position(|s| s.port == port)
+    }
+
+    /// Wait until JetStream answers an account-info request through
+    /// every server (a meta leader is elected and every server knows it).
+    pub async fn wait_jetstream(&self, timeout: Duration) {
+        for s in &self.servers {
+            if s.child.is_none() {
+                continue;
+            }
+            let client = async_nats::connect(s.url()).await.expect("connect");
+            let js = async_nats::jetstream::new(client);
+            eventually(timeout, "JetStream meta leader", || {
+                let js = js.clone();
+                async move { js.query_account().await.is_ok() }
+            })
+            .await;
+        }
+    }
+}
+
 /// Path of a binary built by cargo for the tests.
 pub fn narun_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_narun"))
@@ -164,9 +293,14 @@ pub fn narun_binary() -> PathBuf {
 /// Run the `narun` CLI against `nats`, as a user does; returns (exit code,
 /// stdout, stderr).
 pub fn narun_cli(nats: &NatsServer, args: &[&str]) -> (i32, String, String) {
+    narun_cli_at(&nats.url(), args)
+}
+
+/// [`narun_cli`] with `--nats-url URLS` (a comma-separated list).
+pub fn narun_cli_at(urls: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(narun_binary())
         .args(args)
-        .args(["--nats-url", &nats.url()])
+        .args(["--nats-url", urls])
         .stdin(Stdio::null())
         .output()
         .expect("run narun");

@@ -32,8 +32,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub nats: NatsOptions,
-    /// NATS URL handed to apps (`NATS_URL`); default: the agent's first URL.
+    /// NATS URL handed to apps (`NATS_URL`); default: the agent's URLs.
     pub app_nats_url: String,
+    /// CA bundle handed to apps (`NATS_CA`); default: the agent's.
+    pub app_tls_ca: Option<PathBuf>,
     /// Allow `user: root` in specs.
     pub allow_root_apps: bool,
     /// How often unit states are polled for status (signals trigger sooner).

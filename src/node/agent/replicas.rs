@@ -94,6 +94,11 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                     args: spec.args.clone(),
                     env: env.clone(),
                     nats_url: self.cfg.app_nats_url.clone(),
+                    nats_ca: self
+                        .cfg
+                        .app_tls_ca
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
                     identity: identity.clone(),
                     memory_low_mb: nonzero(spec.memory_mb),
                     memory_max_mb: nonzero(spec.memory_max_mb),

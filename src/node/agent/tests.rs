@@ -55,6 +55,7 @@ impl Node {
             labels: BTreeMap::new(),
             nats: NatsOptions::new(nats_conn::DEFAULT_URL, "test"),
             app_nats_url: "nats://127.0.0.1:4222".into(),
+            app_tls_ca: None,
             allow_root_apps: false,
             status_interval: Duration::from_secs(1),
             journalctl: Vec::new(),
