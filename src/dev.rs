@@ -416,6 +416,7 @@ impl Dev {
             nats: nats_opts,
             app_nats_url: nats_url.clone(),
             app_tls_ca: None,
+            app_identity: None,
             allow_root_apps: false,
             status_interval: Duration::from_millis(500),
             journalctl,

@@ -46,7 +46,7 @@ enum Command {
         check: bool,
     },
     /// Run the node agent: apps from NATS as transient systemd units.
-    Node(narun::node::cmd::NodeArgs),
+    Node(Box<narun::node::cmd::NodeArgs>),
     /// The whole system on this machine: NATS, a node agent, the gateway
     /// and the hello demo, until Ctrl-C (as root: system units; otherwise
     /// your systemd user manager).
@@ -58,7 +58,7 @@ enum Command {
     #[command(hide = true)]
     Bridge(BridgeArgs),
     #[command(flatten)]
-    Manage(narun::cli::Command),
+    Manage(Box<narun::cli::Command>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,10 +163,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, default_log);
     match cli.command {
         Command::Gateway { config, check } => gateway(config, check),
-        Command::Node(args) => narun::node::cmd::run(args),
+        Command::Node(args) => narun::node::cmd::run(*args),
         Command::Dev(args) => dev(args),
         Command::Bridge(args) => bridge(args),
-        Command::Manage(c) => narun::cli::run(c, Cli::command),
+        Command::Manage(c) => narun::cli::run(*c, Cli::command),
     }
 }
 

@@ -163,6 +163,7 @@ fn node_state(id: &str, arch: &str, instances: &[&str]) -> NodeState {
         machine_id: None,
         systemd_version: None,
         agent_pid: None,
+        app_identity: None,
     }
 }
 

@@ -283,6 +283,12 @@ async fn a_server_lost_under_load_loses_nothing() {
         pid_before,
         "the app was not restarted"
     );
+    // Its apps share its NATS user: `nodes list` says so.
+    let (_, _, err) = narun_cli_at(&survivors, &["nodes", "list"]);
+    assert!(
+        err.contains("apps on node-1 get no NATS identity of their own"),
+        "{err}"
+    );
     eventually(Duration::from_secs(60), "node-1 reporting again", || {
         let survivors = survivors.clone();
         async move {

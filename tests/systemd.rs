@@ -22,6 +22,7 @@ fn replica(app: &str, index: u32, binary: &str, args: &[&str]) -> Replica {
         env: vec![("GREETING".into(), "hi".into())],
         nats_url: "nats://127.0.0.1:1".into(),
         nats_ca: None,
+        nats_creds: None,
         identity: Identity::Dynamic,
         memory_low_mb: None,
         memory_max_mb: Some(64),

@@ -1987,7 +1987,7 @@ _narun() {
             return 0
             ;;
         narun__subcmd__node)
-            opts="-h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --node-id --data-dir --labels --app-nats-url --app-tls-ca --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
+            opts="-h --nats-url --creds --nkey --tls-ca --tls-cert --tls-key --node-id --data-dir --labels --app-nats-url --app-tls-ca --account-signing-key --account --allow-root-apps --systemd-bus --journalctl --runtime-dir --master-key-file --exec-wrapper --bridge-binary --admin-addr --metrics-addr --status-interval --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2034,6 +2034,14 @@ _narun() {
                     return 0
                     ;;
                 --app-tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account-signing-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

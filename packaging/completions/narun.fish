@@ -60,6 +60,8 @@ complete -c narun -n "__fish_narun_using_subcommand node" -l data-dir -d 'Where 
 complete -c narun -n "__fish_narun_using_subcommand node" -l labels -d 'Node labels for `nodeSelector`, e.g. `zone=eu,tier=edge`' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l app-nats-url -d 'NATS URL(s) given to apps as NATS_URL (default: every URL of the agent\'s, comma-separated)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l app-tls-ca -d 'CA bundle given to apps as NATS_CA (default: the agent\'s --tls-ca); it must be readable by every user (apps run as their own users)' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l account-signing-key -d 'Give every app its own NATS user, minted with this account signing key (an nkey seed file, `SA...`): it may serve only its own subject. Without it apps get no NATS credentials' -r -F
+complete -c narun -n "__fish_narun_using_subcommand node" -l account -d 'The account\'s public key (`A...`) the signing key signs for [default: the account of the agent\'s own --creds, else the signing key\'s own]' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l systemd-bus -d 'D-Bus address of systemd\'s bus (default: the system bus)' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l journalctl -d 'Command used to follow app logs in the journal (a prefix such as `nsenter -t PID -m -p journalctl` is allowed); "" disables forwarding' -r
 complete -c narun -n "__fish_narun_using_subcommand node" -l runtime-dir -d 'Root-only directory for runtime files (secret environment files); must be on the same mount namespace as systemd' -r -F

@@ -81,7 +81,7 @@ pub async fn load_apps(ctx: &Ctx, js: &Js) -> CliResult<BTreeMap<String, AppEntr
 pub async fn keys(ctx: &Ctx, kv: &kv::Store, bucket: &str) -> CliResult<Vec<String>> {
     let what = format!("cannot list the keys of {bucket}");
     let keys = ctx
-        .within(&what, async {
+        .timed(&what, || async {
             let keys = kv.keys().await?;
             keys.try_collect::<Vec<String>>()
                 .await

@@ -44,6 +44,21 @@ async fn list(ctx: &Ctx) -> CliResult {
             .into_iter()
             .collect()
     };
+    // Apps on a node without an identity of their own share the agent's
+    // NATS user (or none): any of them can serve another's subject.
+    let shared: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, n)| n.state.app_identity.is_none())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !shared.is_empty() {
+        eprintln!(
+            "narun: warning: apps on {} get no NATS identity of their own: any app can \
+             serve another's subject (give the agents an account signing key: see \
+             docs/operations.md, per-app NATS identity)",
+            shared.join(", ")
+        );
+    }
     if ctx.json() {
         let docs: Vec<_> = nodes
             .iter()
@@ -61,6 +76,7 @@ async fn list(ctx: &Ctx) -> CliResult {
                     "start_time": rfc3339(s.start_time),
                     "last_seen": rfc3339(s.last_seen),
                     "last_seen_seconds": (now - s.last_seen).whole_seconds().max(0),
+                    "app_identity": s.app_identity,
                 })
             })
             .collect();

@@ -35,6 +35,16 @@ pub struct NodeArgs {
     /// it must be readable by every user (apps run as their own users).
     #[arg(long, value_name = "FILE")]
     app_tls_ca: Option<PathBuf>,
+    /// Give every app its own NATS user, minted with this account signing
+    /// key (an nkey seed file, `SA...`): it may serve only its own subject.
+    /// Without it apps get no NATS credentials.
+    #[arg(long, env = "NARUN_ACCOUNT_SIGNING_KEY_FILE", value_name = "FILE")]
+    account_signing_key: Option<PathBuf>,
+    /// The account's public key (`A...`) the signing key signs for
+    /// [default: the account of the agent's own --creds, else the signing
+    /// key's own].
+    #[arg(long, env = "NARUN_ACCOUNT", value_name = "KEY")]
+    account: Option<String>,
     /// Allow apps that run as root (`user: root`, or a name the user
     /// database maps to uid 0 or group 0).
     #[arg(long)]
@@ -73,6 +83,39 @@ pub struct NodeArgs {
     /// How often unit states are checked for status messages.
     #[arg(long, default_value = "2s", value_parser = crate::duration::parse)]
     status_interval: Duration,
+}
+
+/// The account signing key of `--account-signing-key`: a root-only seed
+/// file; the account is `account`, else the one of the agent's own creds,
+/// else the key's own.
+fn load_issuer(
+    path: &std::path::Path,
+    account: Option<String>,
+    agent_creds: Option<&std::path::Path>,
+) -> Result<crate::nats::jwt::Issuer, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = |e: &dyn std::fmt::Display| format!("--account-signing-key {}: {e}", path.display());
+    let seed = crate::limits::read_to_string_capped(path, 64 << 10, "an account signing key")
+        .map_err(|e| what(&e))?;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "the account signing key is readable by other users: chmod 0600"
+            );
+        }
+    }
+    let account = account.or_else(|| {
+        let creds = crate::limits::read_to_string_capped(agent_creds?, 64 << 10, "creds").ok()?;
+        crate::nats::jwt::user_account(&creds)
+    });
+    let issuer = crate::nats::jwt::Issuer::from_seed(&seed, account).map_err(|e| what(&e))?;
+    tracing::info!(
+        account = %issuer.account(),
+        signing_key = %issuer.signing_key(),
+        "apps get NATS users of their own"
+    );
+    Ok(issuer)
 }
 
 /// The `NATS_URL` apps get by default: every server the agent knows, in
@@ -155,6 +198,16 @@ pub fn run(args: NodeArgs) -> ExitCode {
             }
         }
     }
+    let app_identity = match &args.account_signing_key {
+        Some(path) => match load_issuer(path, args.account.clone(), nats.creds_file.as_deref()) {
+            Ok(issuer) => Some(std::sync::Arc::new(issuer)),
+            Err(e) => {
+                eprintln!("narun node: {e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        None => None,
+    };
     let cfg = crate::node::NodeConfig {
         node_id,
         data_dir: args.data_dir.clone(),
@@ -162,6 +215,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
         nats,
         app_nats_url,
         app_tls_ca,
+        app_identity,
         allow_root_apps: args.allow_root_apps,
         status_interval: args.status_interval,
         journalctl: args

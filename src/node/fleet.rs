@@ -153,6 +153,8 @@ pub struct Identity {
     pub labels: std::collections::BTreeMap<String, String>,
     pub systemd_version: String,
     pub started: time::OffsetDateTime,
+    /// The signing key apps' NATS users are minted with, if any.
+    pub app_identity: Option<String>,
 }
 
 /// The NATS side of a running agent, as one future (dropping it stops
@@ -250,6 +252,7 @@ async fn heartbeat(buckets: &Buckets, me: &Identity, status: &str, managed: Vec<
         machine_id: Some(machine_id()),
         systemd_version: Some(me.systemd_version.clone()),
         agent_pid: Some(std::process::id()),
+        app_identity: me.app_identity.clone(),
     };
     match serde_json::to_vec(&state) {
         Ok(json) => {

@@ -31,9 +31,10 @@ impl InstanceStatus {
         }
     }
 
-    /// The same status, tagged with the spec hash it runs.
+    /// The same status, tagged with the spec hash it runs: the part of a
+    /// unit's hash the CLI can compute ([`crate::node::units::spec_part`]).
     pub fn with_hash(mut self, hash: &str) -> Self {
-        self.spec_hash = hash.to_owned();
+        self.spec_hash = crate::node::units::spec_part(hash).to_owned();
         self
     }
     pub fn starting(id: &str, why: &str) -> Self {

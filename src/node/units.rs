@@ -106,6 +106,9 @@ pub struct Replica {
     pub nats_url: String,
     /// `NATS_CA` for the app: the CA bundle of a TLS NATS server.
     pub nats_ca: Option<String>,
+    /// `NATS_CREDS` for the app: the path of its own creds file (under
+    /// /run/secrets), when the node mints per-app identities.
+    pub nats_creds: Option<String>,
     pub identity: Identity,
     pub memory_low_mb: Option<u64>,
     pub memory_max_mb: Option<u64>,
@@ -217,6 +220,26 @@ const HASH_OPEN: &str = " [spec ";
 /// Unit description; carries the hash so an agent restart can adopt units.
 pub fn description(app: &str, index: u32, hash: &str) -> String {
     format!("narun app {app} replica {index}{HASH_OPEN}{hash}]")
+}
+
+/// A unit's hash: the spec's node hash (what `narun deploy --wait` computes
+/// from the spec and the binary's digest), then, when the app has inputs
+/// the CLI cannot know (secret revisions, mounted files' digests, the NATS
+/// identity's signing key), `+` and a hash of those. A change of either
+/// replaces the replicas; statuses report [`spec_part`].
+pub fn unit_hash(spec_hash: &str, inputs: &str) -> String {
+    if inputs.is_empty() {
+        return spec_hash.to_owned();
+    }
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(inputs.as_bytes());
+    let short: String = sum[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{spec_hash}+{short}")
+}
+
+/// The spec's part of a [`unit_hash`].
+pub fn spec_part(hash: &str) -> &str {
+    hash.split_once('+').map_or(hash, |(spec, _)| spec)
 }
 
 /// The hash recorded in a unit's description by [`description`].
@@ -355,6 +378,9 @@ pub fn render(r: &Replica) -> TransientUnit {
     ];
     if let Some(ca) = &r.nats_ca {
         env.push(format!("NATS_CA={ca}"));
+    }
+    if let Some(creds) = &r.nats_creds {
+        env.push(format!("NATS_CREDS={creds}"));
     }
     if let Some(sf) = &r.secret_files {
         env.push(format!(
@@ -632,7 +658,7 @@ pub fn landlock_policy(
     binary: &std::path::Path,
     files: &[PathBuf],
     manager: &Manager,
-    secrets_host_dir: &std::path::Path,
+    secrets_host_dir: Option<&std::path::Path>,
 ) -> Option<Policy> {
     let ports = !spec.nonet.local_ports.is_empty();
     let (connect_tcp, bind_tcp) = if ports {
@@ -676,9 +702,9 @@ pub fn landlock_policy(
                 path: src.clone(),
                 modes: "r".into(),
             }));
-            if !spec.secrets.is_empty() {
+            if let Some(dir) = secrets_host_dir {
                 paths.push(PathRule {
-                    path: manager.secrets_dir(secrets_host_dir),
+                    path: manager.secrets_dir(dir),
                     modes: "r".into(),
                 });
             }
@@ -757,6 +783,7 @@ mod tests {
             env: vec![("GREETING".into(), "hi".into())],
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_ca: None,
+            nats_creds: None,
             identity: Identity::Dynamic,
             memory_low_mb: Some(64),
             memory_max_mb: Some(128),
@@ -795,6 +822,21 @@ mod tests {
         assert_eq!(parse_unit_name("narun-app@hello:0.service"), None);
         assert_eq!(parse_unit_name("other@hello.service"), None);
         assert_eq!(parse_unit_name("narun-app@.service"), None);
+    }
+
+    #[test]
+    fn unit_hashes_keep_the_spec_part_the_cli_knows() {
+        assert_eq!(unit_hash("4c6df262310f2760", ""), "4c6df262310f2760");
+        let h = unit_hash("4c6df262310f2760", ";secret:tok@3");
+        assert!(
+            h.starts_with("4c6df262310f2760+") && h.len() == 16 + 1 + 8,
+            "{h}"
+        );
+        assert_ne!(h, unit_hash("4c6df262310f2760", ";secret:tok@4"));
+        assert_eq!(spec_part(&h), "4c6df262310f2760");
+        assert_eq!(spec_part("4c6df262310f2760"), "4c6df262310f2760");
+        let d = description("a", 0, &h);
+        assert_eq!(hash_from_description(&d), Some(h.as_str()));
     }
 
     #[test]
@@ -1173,7 +1215,7 @@ mod tests {
         let sys = Manager::System;
         let dir = std::path::Path::new("/run/narun/files/hello");
         // exec mode, no ports: no wrapper at all.
-        assert_eq!(landlock_policy(&spec(""), bin, &[], &sys, dir), None);
+        assert_eq!(landlock_policy(&spec(""), bin, &[], &sys, None), None);
 
         // landlock mode: groups, paths, the binary, the work dir, files,
         // /run/secrets; mandatory unless bestEffort.
@@ -1182,7 +1224,7 @@ mod tests {
             bin,
             &["/var/lib/narun/files/ab".into()],
             &sys,
-            dir,
+            Some(dir),
         )
         .unwrap();
         assert!(p.filesystem && p.groups.dns && !p.groups.tmp && !p.best_effort);
@@ -1207,7 +1249,7 @@ mod tests {
             bin,
             &[],
             &sys,
-            dir,
+            None,
         );
         assert!(p.unwrap().best_effort);
 
@@ -1219,7 +1261,7 @@ mod tests {
             bin,
             &[],
             &sys,
-            dir,
+            None,
         )
         .unwrap();
         assert!(!p.filesystem, "exec mode: the network only");
@@ -1234,7 +1276,7 @@ mod tests {
             bin,
             &[],
             &sys,
-            dir,
+            None,
         )
         .unwrap();
         assert!(p.filesystem && !p.best_effort);
@@ -1253,7 +1295,7 @@ http: {{}}
                 bin,
                 &[],
                 &sys,
-                dir,
+                None,
             )
             .unwrap();
             assert_eq!(p.bind_port_env.as_deref(), Some("PORT"), "{mode}");
@@ -1267,7 +1309,7 @@ http: {}
             bin,
             &[],
             &sys,
-            dir,
+            None,
         );
         assert_eq!(p.unwrap().bind_port_env, None, "binds are not restricted");
     }

@@ -95,6 +95,11 @@ pub struct NodeState {
     /// agent on the same machine with the same id can be refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_pid: Option<u32>,
+    /// narun extension: the account signing key (public) the agent mints
+    /// its apps' NATS users with; None when apps get no identity of their
+    /// own (and from Go agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_identity: Option<String>,
 }
 
 /// One line of an instance's output, on `logs.<app>.<node>` (core NATS;

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub app_nats_url: String,
     /// CA bundle handed to apps (`NATS_CA`); default: the agent's.
     pub app_tls_ca: Option<PathBuf>,
+    /// Mint each app its own NATS user with this account signing key
+    /// (None: apps get no credentials).
+    pub app_identity: Option<std::sync::Arc<crate::nats::jwt::Issuer>>,
     /// Allow `user: root` in specs.
     pub allow_root_apps: bool,
     /// How often unit states are polled for status (signals trigger sooner).
@@ -454,6 +457,7 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             labels: self.cfg.labels.clone(),
             systemd_version: self.systemd_version_string.clone(),
             started: self.started,
+            app_identity: self.cfg.app_identity.as_ref().map(|i| i.signing_key()),
         }
     }
 
@@ -710,7 +714,8 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         let mut no_secret_files = Vec::new();
         for (spec, bin, replicas) in ready {
             let name = spec.name.clone();
-            if spec.secrets.is_empty() {
+            let has_secret_files = self.has_secret_files(&spec);
+            if !has_secret_files {
                 no_secret_files.push(name.clone());
             }
             let prepared = match self.prepare(&spec).await {
@@ -733,7 +738,7 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                             continue;
                         }
                     }
-                    if !spec.secrets.is_empty() {
+                    if has_secret_files {
                         if let Err(e) = self.sync_secret_files(&name, &prepared.secret_files) {
                             hold.insert(name.clone());
                             self.publish_app_error(&name, &e).await;

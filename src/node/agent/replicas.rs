@@ -45,21 +45,27 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         };
         let files: Vec<PathBuf> = prepared.files.iter().map(|(p, _)| p.clone()).collect();
         let secrets_host_dir = self.secret_files_dir(&spec.name);
-        let landlock =
-            match units::landlock_policy(spec, &bin.path, &files, &manager, &secrets_host_dir) {
-                Some(policy) => Some(self.write_policy(&spec.name, &policy)?),
-                None => None,
-            };
+        let has_secret_files = self.has_secret_files(spec);
+        let landlock = match units::landlock_policy(
+            spec,
+            &bin.path,
+            &files,
+            &manager,
+            has_secret_files.then_some(secrets_host_dir.as_path()),
+        ) {
+            Some(policy) => Some(self.write_policy(&spec.name, &policy)?),
+            None => None,
+        };
         let exec_wrapper = if units::args_need_wrapper(&spec.args) {
             Some(self.exec_wrapper("args with characters systemd cannot store verbatim")?)
         } else {
             None
         };
-        let secret_files = if spec.secrets.is_empty() {
+        let secret_files = if !has_secret_files {
             None
         } else {
             Some(units::SecretFiles {
-                dir: secrets_host_dir,
+                dir: secrets_host_dir.clone(),
                 // A user's manager needs no hand-over: the files are its own.
                 helper: if self.cfg.user_manager {
                     self.cfg.exec_wrapper.clone()
@@ -72,8 +78,10 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             Some(p) => Some((self.exec_wrapper("a health check")?, p)),
             None => None,
         };
-        let digests = format!("{}{}", bin.digest, prepared.extra);
-        let hash = spec.node_hash(self.node(), &self.cfg.labels, self.arch, &digests);
+        let hash = units::unit_hash(
+            &spec.node_hash(self.node(), &self.cfg.labels, self.arch, &bin.digest),
+            &prepared.extra,
+        );
         let env: Vec<(String, String)> = spec
             .env
             .iter()
@@ -99,6 +107,13 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
                         .app_tls_ca
                         .as_ref()
                         .map(|p| p.display().to_string()),
+                    nats_creds: self.cfg.app_identity.is_some().then(|| {
+                        manager
+                            .secrets_dir(&secrets_host_dir)
+                            .join(super::secrets::APP_CREDS_FILE)
+                            .display()
+                            .to_string()
+                    }),
                     identity: identity.clone(),
                     memory_low_mb: nonzero(spec.memory_mb),
                     memory_max_mb: nonzero(spec.memory_max_mb),

@@ -10,6 +10,10 @@ use zeroize::Zeroizing;
 
 use super::*;
 
+/// The file under /run/secrets holding an app's NATS credentials (its
+/// `NATS_CREDS`), when the node mints per-app identities.
+pub(super) const APP_CREDS_FILE: &str = "nats.creds";
+
 /// Secrets and files resolved for one app.
 pub(super) struct Prepared {
     /// Content of the secret environment file, if the app has secrets.
@@ -24,6 +28,12 @@ pub(super) struct Prepared {
 }
 
 impl<M: UnitManager, F: Fleet> Agent<M, F> {
+    /// Does the app get files under /run/secrets (its `secrets:`, its NATS
+    /// creds)?
+    pub(super) fn has_secret_files(&self, spec: &ServiceSpec) -> bool {
+        !spec.secrets.is_empty() || self.cfg.app_identity.is_some()
+    }
+
     /// The root-only directory holding an app's `secrets:` files (bound at
     /// /run/secrets in its units).
     pub(super) fn secret_files_dir(&self, app: &str) -> PathBuf {
@@ -124,11 +134,17 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             }
             env.push_str(&env_file_line(&var.name, value));
         }
-        let secret_files = spec
+        let mut secret_files: Vec<(String, Zeroizing<Vec<u8>>)> = spec
             .secrets
             .iter()
             .map(|s| (s.file_name(), plain[s.name.as_str()].clone()))
             .collect();
+        if let Some(issuer) = &self.cfg.app_identity {
+            let creds = self.app_creds(issuer, &spec.name, &secret_files)?;
+            // A new signing key re-mints every app's creds: a rollout.
+            extra.push_str(&format!(";nats-identity:{}", issuer.signing_key()));
+            secret_files.push((APP_CREDS_FILE.to_owned(), creds));
+        }
         let mut files = Vec::new();
         for m in &spec.mounts {
             let object = &m.source.object_store;
@@ -145,6 +161,34 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             files,
             extra,
         })
+    }
+
+    /// App `app`'s NATS identity: the creds already handed to it if this
+    /// issuer minted them with today's permissions, else new ones.
+    fn app_creds(
+        &self,
+        issuer: &crate::nats::jwt::Issuer,
+        app: &str,
+        secret_files: &[(String, Zeroizing<Vec<u8>>)],
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
+        if secret_files.iter().any(|(n, _)| n == APP_CREDS_FILE) {
+            return Err(format!(
+                "secrets: file name {APP_CREDS_FILE} is reserved for the app's NATS identity \
+                 (the node mints its apps' NATS users); use another path"
+            ));
+        }
+        let extra = crate::nats::jwt::Extra::default();
+        let path = self.secret_files_dir(app).join(APP_CREDS_FILE);
+        if let Ok(old) = crate::limits::read_to_string_capped(&path, 64 << 10, "app creds") {
+            if issuer.still_valid(&old, app, &extra) {
+                return Ok(Zeroizing::new(old.into_bytes()));
+            }
+        }
+        let (user, creds) = issuer
+            .mint(app, &extra)
+            .map_err(|e| format!("cannot mint the NATS identity of {app}: {e}"))?;
+        tracing::info!(app, user = %user, account = %issuer.account(), "NATS identity minted");
+        Ok(Zeroizing::new(creds.into_bytes()))
     }
 
     /// Write a unit's secret environment file (0600, root) before it starts.

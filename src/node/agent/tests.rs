@@ -56,6 +56,7 @@ impl Node {
             nats: NatsOptions::new(nats_conn::DEFAULT_URL, "test"),
             app_nats_url: "nats://127.0.0.1:4222".into(),
             app_tls_ca: None,
+            app_identity: None,
             allow_root_apps: false,
             status_interval: Duration::from_secs(1),
             journalctl: Vec::new(),

@@ -7,6 +7,9 @@
 //! component started before NATS does not exit: it serves errors until NATS
 //! is there.
 
+#[cfg(feature = "store")]
+pub mod jwt;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
