@@ -69,6 +69,10 @@ pub struct Options {
     pub tls_cert_file: Option<PathBuf>,
     /// The client certificate's key.
     pub tls_key_file: Option<PathBuf>,
+    /// Prefix of the client's reply inboxes. Default: `$NATS_INBOX_PREFIX`
+    /// (set by a node agent that gives the app its own NATS identity),
+    /// else `_INBOX`.
+    pub inbox_prefix: Option<String>,
     /// Micro service name, also the NATS subject the gateway routes to.
     pub service_name: String,
     /// Micro service version (SemVer).
@@ -92,6 +96,9 @@ impl Options {
             tls_ca_file: env_path("NATS_CA"),
             tls_cert_file: env_path("NATS_CERT"),
             tls_key_file: env_path("NATS_KEY"),
+            inbox_prefix: std::env::var("NATS_INBOX_PREFIX")
+                .ok()
+                .filter(|p| !p.is_empty()),
             service_name: service_name.into(),
             version: "0.1.0".into(),
             description: String::new(),
@@ -212,6 +219,7 @@ async fn connect(opts: &Options, kind: &str) -> Result<async_nats::Client, Error
     nopts.tls_ca_file = opts.tls_ca_file.clone();
     nopts.tls_cert_file = opts.tls_cert_file.clone();
     nopts.tls_key_file = opts.tls_key_file.clone();
+    nopts.inbox_prefix = opts.inbox_prefix.clone();
     Ok(nats_conn::connect(&nopts).await?)
 }
 

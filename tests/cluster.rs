@@ -311,7 +311,11 @@ async fn a_server_lost_under_load_loses_nothing() {
             "--wait=90s",
         ],
     );
-    assert_ne!(sd.show(&unit, "MainPID"), pid_before, "v2 replaced v1");
+    // v1's process stops once v2 is ready (--wait returns at ready).
+    eventually(Duration::from_secs(60), "v1 replaced by v2", || async {
+        sd.show(&unit, "MainPID") != pid_before
+    })
+    .await;
     load.served(200).await;
     let recs = load.finish().await;
     let during: Vec<&Rec> = recs

@@ -318,6 +318,81 @@ async fn each_app_serves_only_its_own_subject() {
     let mut copies = b_client.subscribe(a.to_owned()).await.unwrap();
     b_client.flush().await.unwrap();
 
+    // App C may read KV bucket `catalog` (spec `nats.kv`), through its own
+    // inbox; B, without a `nats:` block, may not.
+    let admin_js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_credentials_file(admin.clone())
+            .await
+            .unwrap()
+            .connect(nats.url())
+            .await
+            .unwrap(),
+    );
+    admin_js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "catalog".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .put("item", "42".into())
+        .await
+        .unwrap();
+    let c = "id-c";
+    cleanup_state(c);
+    let c_spec = write_spec(
+        work.path(),
+        "c.yaml",
+        &format!(
+            "name: {c}\ntag: v1\nargs: [\"--service\", \"{c}\"]\nnats: {{kv: [catalog]}}\n\
+             nodes: [{{name: n1, replicas: 1}}]\n"
+        ),
+    );
+    narun_as(
+        &admin,
+        &nats,
+        &[
+            "deploy",
+            "-f",
+            c_spec.to_str().unwrap(),
+            hello.to_str().unwrap(),
+            "--wait=60s",
+        ],
+    );
+    let (c_creds, _) = minted_user(&data.0, c);
+    let url = nats.url();
+    let as_app = |creds: PathBuf, app: &'static str| {
+        let url = url.clone();
+        async move {
+            let client = async_nats::ConnectOptions::with_credentials_file(creds)
+                .await
+                .unwrap()
+                .custom_inbox_prefix(jwt::app_inbox_prefix(app))
+                .connect(url)
+                .await
+                .unwrap();
+            let mut js = async_nats::jetstream::new(client);
+            js.set_timeout(Duration::from_secs(3));
+            js
+        }
+    };
+    let c_js = as_app(c_creds, "id-c").await;
+    let catalog = c_js
+        .get_key_value("catalog")
+        .await
+        .expect("C opens catalog");
+    let item = catalog.get("item").await.expect("C reads catalog");
+    assert_eq!(item.as_deref(), Some(&b"42"[..]));
+    assert!(
+        c_js.get_key_value(narun::store::SECRETS).await.is_err(),
+        "C opened the secrets bucket"
+    );
+    let b_js = as_app(b_creds.clone(), "id-b").await;
+    assert!(
+        b_js.get_key_value("catalog").await.is_err(),
+        "B opened catalog"
+    );
+
     // A's replies flow through the gateway (the gateway as another
     // unrestricted user).
     let gw = GatewayProc::start(

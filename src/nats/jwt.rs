@@ -240,6 +240,26 @@ pub struct Extra {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
+    /// KV buckets it may read.
+    pub kv: Vec<String>,
+}
+
+/// The JetStream API subjects reading KV bucket `bucket` takes (stream
+/// info, direct and message gets, ordered consumers for keys and watches,
+/// their flow control).
+fn kv_read_subjects(bucket: &str) -> Vec<String> {
+    let stream = format!("KV_{bucket}");
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        format!("$JS.FC.{stream}.>"),
+    ]
 }
 
 /// The inbox prefix of app `app`'s requests (`_INBOX_<app>`): a client
@@ -263,11 +283,14 @@ pub fn app_permissions(app: &str, extra: &Extra) -> (Allow, Allow, Responses) {
         sub.push(format!("$SRV.{verb}.{app}"));
         sub.push(format!("$SRV.{verb}.{app}.*"));
     }
-    if !extra.publish.is_empty() {
+    if !extra.publish.is_empty() || !extra.kv.is_empty() {
         sub.push(format!("{}.>", app_inbox_prefix(app)));
     }
     sub.extend(extra.subscribe.iter().cloned());
-    let publish = extra.publish.clone();
+    let mut publish = extra.publish.clone();
+    for bucket in &extra.kv {
+        publish.extend(kv_read_subjects(bucket));
+    }
     (
         Allow { allow: publish },
         Allow { allow: sub },
@@ -477,7 +500,7 @@ mod tests {
         );
         let more = Extra {
             publish: vec!["x".into()],
-            subscribe: vec![],
+            ..Extra::default()
         };
         assert!(!issuer.still_valid(&creds, "a", &more), "other permissions");
         let other = Issuer::from_seed(&KeyPair::new_account().seed().unwrap(), None).unwrap();
@@ -511,9 +534,18 @@ mod tests {
         let extra = Extra {
             publish: vec!["billing".into()],
             subscribe: vec!["events.orders.>".into()],
+            kv: vec!["catalog".into()],
         };
         let (publish, subscribe, _) = app_permissions("orders", &extra);
-        assert_eq!(publish.allow, ["billing"]);
+        assert_eq!(publish.allow[0], "billing");
+        assert!(publish
+            .allow
+            .contains(&"$JS.API.STREAM.INFO.KV_catalog".to_owned()));
+        assert!(
+            publish.allow[1..].iter().all(|s| s.contains("KV_catalog")),
+            "JetStream of that bucket only: {:?}",
+            publish.allow
+        );
         assert!(subscribe.allow.contains(&"events.orders.>".to_owned()));
         assert!(
             subscribe.allow.contains(&"_INBOX_orders.>".to_owned()),

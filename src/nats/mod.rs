@@ -37,6 +37,9 @@ pub struct NatsOptions {
     pub tls_cert_file: Option<PathBuf>,
     /// The client certificate's PEM private key.
     pub tls_key_file: Option<PathBuf>,
+    /// Prefix of the client's reply inboxes (default `_INBOX`): an app
+    /// with its own NATS identity may read only `_INBOX_<app>.>`.
+    pub inbox_prefix: Option<String>,
     /// Time allowed for one connection attempt.
     pub connect_timeout: Duration,
 }
@@ -52,6 +55,7 @@ impl NatsOptions {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            inbox_prefix: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -167,6 +171,9 @@ async fn base_options_counting(
         (Some(_), None) => return Err(NatsConfigError::ClientCert("certificate only")),
         (None, Some(_)) => return Err(NatsConfigError::ClientCert("key only")),
         (None, None) => {}
+    }
+    if let Some(prefix) = &opts.inbox_prefix {
+        co = co.custom_inbox_prefix(prefix);
     }
     let name = opts.name.clone();
     Ok(co

@@ -381,6 +381,11 @@ pub fn render(r: &Replica) -> TransientUnit {
     }
     if let Some(creds) = &r.nats_creds {
         env.push(format!("NATS_CREDS={creds}"));
+        // Its requests' replies come to an inbox only it may read.
+        env.push(format!(
+            "NATS_INBOX_PREFIX={}",
+            crate::nats::jwt::app_inbox_prefix(&r.app)
+        ));
     }
     if let Some(sf) = &r.secret_files {
         env.push(format!(
@@ -921,13 +926,17 @@ mod tests {
         );
         let mut tls = replica();
         tls.nats_ca = Some("/etc/narun/nats-ca.pem".into());
+        tls.nats_creds = Some("/run/secrets/nats.creds".into());
         let Some(Prop::Strs(env)) = render(&tls).get("Environment").cloned() else {
             panic!("no env")
         };
-        assert!(
-            env.iter().any(|e| e == "NATS_CA=/etc/narun/nats-ca.pem"),
-            "{env:?}"
-        );
+        for want in [
+            "NATS_CA=/etc/narun/nats-ca.pem",
+            "NATS_CREDS=/run/secrets/nats.creds",
+            "NATS_INBOX_PREFIX=_INBOX_hello",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+        }
         assert_eq!(
             u.get("LogExtraFields"),
             Some(&Prop::Bytes(vec![

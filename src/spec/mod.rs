@@ -542,6 +542,23 @@ pub struct Health {
     pub timeout: Option<SpecDuration>,
 }
 
+/// `nats:` (new): under per-app identity, what an app may do on NATS
+/// besides serving its own subject.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NatsAccess {
+    /// Subjects it may publish to (requests to other services included;
+    /// wildcards allowed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<String>,
+    /// KV buckets it may read (get, keys, watch).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kv: Vec<String>,
+}
+
 /// `http:` (proxy mode).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -778,6 +795,13 @@ pub struct ServiceSpec {
     /// it on 127.0.0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpProxy>,
+    /// What the app may do on NATS besides serving its own subject, on a
+    /// node that gives apps their own NATS identity (new).
+    #[serde(
+        deserialize_with = "de::or_default",
+        skip_serializing_if = "is_default"
+    )]
+    pub nats: NatsAccess,
     /// A new replica that is not ready within this time (or exits, or
     /// restarts, before it is) fails the rollout, which is rolled back.
     /// Default 60s; 1s..=1h.
@@ -840,6 +864,7 @@ impl Default for ServiceSpec {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             health: Health::default(),
             http: None,
+            nats: NatsAccess::default(),
             progress_deadline: None,
             command: String::new(),
             cgroup_parent: String::new(),

@@ -742,6 +742,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
         ],
         "health.http" => &["port", "path"],
         "http" => &["port"],
+        "nats" => &["publish", "subscribe", "kv"],
         "jail" => &[
             "hostname",
             "ip4Addresses",
@@ -754,7 +755,7 @@ pub(crate) fn known_keys(parent: &str) -> &'static [&'static str] {
 }
 
 /// Every top-level key.
-pub(crate) const ROOT_KEYS: [&str; 30] = [
+pub(crate) const ROOT_KEYS: [&str; 31] = [
     "name",
     "description",
     "labels",
@@ -781,6 +782,7 @@ pub(crate) const ROOT_KEYS: [&str; 30] = [
     "stopTimeout",
     "health",
     "http",
+    "nats",
     "progressDeadline",
     "command",
     "cgroupParent",

@@ -601,6 +601,76 @@ fn new_fields_and_defaults() {
 }
 
 #[test]
+fn nats_access_and_its_rules() {
+    let s = parse(&format!(
+        "{BASE}nats:\n  publish: [billing, \"orders.*.created\"]\n  subscribe: [\"events.>\"]\n  kv: [catalog]\n"
+    ))
+    .unwrap();
+    assert_eq!(s.nats.publish, ["billing", "orders.*.created"]);
+    assert_eq!(s.nats.subscribe, ["events.>"]);
+    assert_eq!(s.nats.kv, ["catalog"]);
+    assert_ne!(
+        s.node_hash("n1", &Default::default(), "amd64", "d"),
+        parse(BASE)
+            .unwrap()
+            .node_hash("n1", &Default::default(), "amd64", "d"),
+        "a change of access replaces the replicas"
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "nats: {publish: [\"$JS.API.>\"]}",
+            "nats.publish[0]",
+            "system subjects",
+        ),
+        (
+            "nats: {subscribe: [\">\"]}",
+            "nats.subscribe[0]",
+            "leading wildcards",
+        ),
+        (
+            "nats: {subscribe: [\"_INBOX.>\"]}",
+            "nats.subscribe[0]",
+            "inboxes",
+        ),
+        (
+            "nats: {publish: [\"a..b\"]}",
+            "nats.publish[0]",
+            "empty token",
+        ),
+        (
+            "nats: {publish: [\"a.>.b\"]}",
+            "nats.publish[0]",
+            "last token",
+        ),
+        (
+            "nats: {publish: [\"a.b*\"]}",
+            "nats.publish[0]",
+            "whole tokens",
+        ),
+        ("nats: {publish: [\"a b\"]}", "nats.publish[0]", "no spaces"),
+        (
+            "nats: {kv: [narun-secrets]}",
+            "nats.kv[0]",
+            "narun's own bucket",
+        ),
+        (
+            "nats: {kv: [\"a.b\"]}",
+            "nats.kv[0]",
+            "not a KV bucket name",
+        ),
+        ("nats: {pub: [a]}", "nats.pub", "unknown key"),
+    ];
+    for (extra, path, msg) in cases {
+        let e = errors(&format!("{BASE}{extra}\n"));
+        assert!(
+            e.iter().any(|i| i.path == *path && i.message.contains(msg)),
+            "{extra}: {e:?}"
+        );
+        assert!(e.iter().all(|i| i.line.is_some()), "{extra}: {e:?}");
+    }
+}
+
+#[test]
 fn secret_files_and_their_rules() {
     let s = parse(&format!(
         "{BASE}secrets:\n  - name: db/password\n  - name: api\n    path: token.txt\nrestartOnSecretChange: false\nmode: landlock\nlandlock: {{bestEffort: true}}\n"
@@ -807,6 +877,11 @@ fn known_keys_match_the_types() {
     };
     full.progress_deadline = Some(SpecDuration::from_secs(30));
     full.http = Some(crate::spec::HttpProxy { port: 8080 });
+    full.nats = crate::spec::NatsAccess {
+        publish: vec!["billing".into()],
+        subscribe: vec!["events.>".into()],
+        kv: vec!["catalog".into()],
+    };
     let v = serde_norway::to_value(&full).unwrap();
     fn walk(v: &serde_norway::Value, parent: &str) {
         match v {

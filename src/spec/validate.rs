@@ -332,6 +332,8 @@ pub(crate) fn validate(spec: &ServiceSpec, out: &mut Found) {
         }
     }
 
+    nats_access(out, spec);
+
     // sandbox
     let paths = &spec.landlock.paths;
     let paths: &[_] = if within(out, "landlock.paths", paths.len(), MAX_LANDLOCK_PATHS) {
@@ -714,4 +716,87 @@ fn relative_inside(p: &str) -> bool {
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
         && path.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// `nats:`: subjects an app may publish or subscribe to, KV buckets it may
+/// read. Not `$...` subjects (JetStream, `$SRV`: `kv:` grants what reading a
+/// bucket needs), not `_INBOX...` (others' replies), not narun's buckets.
+fn nats_access(out: &mut Found, spec: &ServiceSpec) {
+    let n = &spec.nats;
+    for (key, list) in [
+        ("nats.publish", &n.publish),
+        ("nats.subscribe", &n.subscribe),
+    ] {
+        if !within(out, key, list.len(), MAX_SMALL_LIST) {
+            continue;
+        }
+        for (i, subject) in list.iter().enumerate() {
+            if let Some(why) = subject_problem(subject) {
+                err(out, format!("{key}[{i}]"), format!("{subject:?}: {why}"));
+            }
+        }
+    }
+    if within(out, "nats.kv", n.kv.len(), MAX_SMALL_LIST) {
+        for (i, bucket) in n.kv.iter().enumerate() {
+            let valid = !bucket.is_empty()
+                && bucket.len() <= 255
+                && bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                err(
+                    out,
+                    format!("nats.kv[{i}]"),
+                    format!("{bucket:?} is not a KV bucket name: letters, digits, '-' and '_'"),
+                );
+            } else if crate::store::replicas::RESOURCES
+                .iter()
+                .any(|r| r.name == bucket.as_str())
+            {
+                err(
+                    out,
+                    format!("nats.kv[{i}]"),
+                    format!("{bucket:?} is narun's own bucket: apps may not read it"),
+                );
+            }
+        }
+    }
+}
+
+/// Why `subject` cannot be granted to an app, if it cannot.
+fn subject_problem(subject: &str) -> Option<&'static str> {
+    if subject.is_empty() || subject.len() > 255 {
+        return Some("a subject of 1 to 255 characters is expected");
+    }
+    if subject
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Some("a subject has no spaces or control characters");
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if tokens.iter().any(|t| t.is_empty()) {
+        return Some("empty token (a '.' at the start, the end or doubled)");
+    }
+    if let Some(pos) = tokens.iter().position(|t| *t == ">") {
+        if pos + 1 != tokens.len() {
+            return Some("'>' may only be the last token");
+        }
+    }
+    if tokens
+        .iter()
+        .any(|t| t.len() > 1 && (t.contains('*') || t.contains('>')))
+    {
+        return Some("'*' and '>' are whole tokens");
+    }
+    if subject.starts_with('$') || matches!(tokens[0], "*" | ">") {
+        return Some(
+            "system subjects ($JS, $SRV, $KV, ...) and leading wildcards are not granted: \
+             use nats.kv for a bucket",
+        );
+    }
+    if subject.starts_with("_INBOX") {
+        return Some("inboxes are not granted: replies reach the app's own inbox");
+    }
+    None
 }

@@ -140,7 +140,7 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
             .map(|s| (s.file_name(), plain[s.name.as_str()].clone()))
             .collect();
         if let Some(issuer) = &self.cfg.app_identity {
-            let creds = self.app_creds(issuer, &spec.name, &secret_files)?;
+            let creds = self.app_creds(issuer, spec, &secret_files)?;
             // A new signing key re-mints every app's creds: a rollout.
             extra.push_str(&format!(";nats-identity:{}", issuer.signing_key()));
             secret_files.push((APP_CREDS_FILE.to_owned(), creds));
@@ -168,16 +168,21 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
     fn app_creds(
         &self,
         issuer: &crate::nats::jwt::Issuer,
-        app: &str,
+        spec: &ServiceSpec,
         secret_files: &[(String, Zeroizing<Vec<u8>>)],
     ) -> Result<Zeroizing<Vec<u8>>, String> {
+        let app = spec.name.as_str();
         if secret_files.iter().any(|(n, _)| n == APP_CREDS_FILE) {
             return Err(format!(
                 "secrets: file name {APP_CREDS_FILE} is reserved for the app's NATS identity \
                  (the node mints its apps' NATS users); use another path"
             ));
         }
-        let extra = crate::nats::jwt::Extra::default();
+        let extra = crate::nats::jwt::Extra {
+            publish: spec.nats.publish.clone(),
+            subscribe: spec.nats.subscribe.clone(),
+            kv: spec.nats.kv.clone(),
+        };
         let path = self.secret_files_dir(app).join(APP_CREDS_FILE);
         if let Ok(old) = crate::limits::read_to_string_capped(&path, 64 << 10, "app creds") {
             if issuer.still_valid(&old, app, &extra) {
