@@ -420,7 +420,7 @@ pub fn mint_app_user(
         },
     );
     let jwt = sign(c, signing_key)?;
-    let seed = user.seed().map_err(|e| JwtError::Sign(e.to_string()))?;
+    let seed = zeroize::Zeroizing::new(user.seed().map_err(|e| JwtError::Sign(e.to_string()))?);
     Ok((user.public_key(), creds(&jwt, &seed)))
 }
 
@@ -509,7 +509,11 @@ mod tests {
             "another key's"
         );
         assert_eq!(user_account(&creds), Some(account.public_key()));
-        assert!(!format!("{issuer:?}").contains("SA"), "no seed in Debug");
+        let debug = format!("{issuer:?}");
+        assert!(
+            !debug.contains(&signing.seed().unwrap()) && debug.contains(&account.public_key()),
+            "public keys only in Debug: {debug}"
+        );
         assert!(Issuer::from_seed(&KeyPair::new_user().seed().unwrap(), None).is_err());
         assert!(Issuer::from_seed(&signing.seed().unwrap(), Some("UABC".into())).is_err());
     }

@@ -185,8 +185,9 @@ impl<M: UnitManager, F: Fleet> Agent<M, F> {
         };
         let path = self.secret_files_dir(app).join(APP_CREDS_FILE);
         if let Ok(old) = crate::limits::read_to_string_capped(&path, 64 << 10, "app creds") {
+            let old = Zeroizing::new(old);
             if issuer.still_valid(&old, app, &extra) {
-                return Ok(Zeroizing::new(old.into_bytes()));
+                return Ok(Zeroizing::new(old.as_bytes().to_vec()));
             }
         }
         let (user, creds) = issuer
