@@ -1,7 +1,8 @@
 //! Logging for narun's daemons, its CLI and the apps built on
 //! [`crate::consumer`]: one call, [`init`], sets up [`tracing`] so that
 //!
-//! - on a terminal, events are coloured text on stderr;
+//! - on a terminal, events are coloured text on stderr (for the management
+//!   commands, [`Format::Command`]: `narun: warning: ...` lines);
 //! - when stderr is not a terminal (a pipe, a file), or `NO_COLOR` is set
 //!   (<https://no-color.org>), or `TERM=dumb`, the text has no escape codes;
 //! - under systemd, when stderr is the journal (`JOURNAL_STREAM` names it),
@@ -44,6 +45,37 @@ pub enum Format {
     /// One JSON object per line on stderr, for log shippers (also under
     /// systemd).
     Json,
+    /// For a person running a command (`narun deploy`): one line per
+    /// event, `narun: warning: <message> key=value`, no time, no module,
+    /// like the commands' own messages.
+    Command,
+}
+
+/// [`Format::Command`]'s lines.
+struct CommandLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for CommandLines
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            Level::ERROR => "error",
+            Level::WARN => "warning",
+            Level::INFO => "info",
+            Level::DEBUG => "debug",
+            Level::TRACE => "trace",
+        };
+        write!(writer, "narun: {level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Set up logging as described in the [module](self) docs, as text.
@@ -55,6 +87,11 @@ pub fn init(default_filter: &str) {
 /// [`init`] with a choice of [`Format`].
 pub fn init_with(format: Format, default_filter: &str) {
     let output: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        Format::Command => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .event_format(CommandLines)
+            .boxed(),
         Format::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
@@ -342,6 +379,42 @@ impl Visit for Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_prints_events_like_its_own_messages() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || out.clone())
+                .with_ansi(false)
+                .event_format(CommandLines),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                attempt = 2,
+                "cannot look up stream X: waiting for JetStream"
+            );
+            tracing::error!("gave up");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "narun: warning: cannot look up stream X: waiting for JetStream attempt=2\n\
+             narun: error: gave up\n"
+        );
+    }
 
     #[test]
     fn field_names_are_journal_names_that_mean_nothing_else() {

@@ -160,7 +160,13 @@ fn main() -> ExitCode {
         Command::Manage(c) => c.log_filter(),
         _ => "info",
     };
-    init_logging(cli.log_format, default_log);
+    match (&cli.command, cli.log_format) {
+        // A person's command: its events read like its own messages.
+        (Command::Manage(_), LogFormat::Text) => {
+            narun::logging::init_with(narun::logging::Format::Command, default_log)
+        }
+        _ => init_logging(cli.log_format, default_log),
+    }
     match cli.command {
         Command::Gateway { config, check } => gateway(config, check),
         Command::Node(args) => narun::node::cmd::run(*args),
