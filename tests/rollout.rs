@@ -7,19 +7,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::agent::Agent;
+use common::load::{Load, Rec};
 use common::systemd::{cleanup_state, settled, PrivateSystemd, VarLibDir};
 use common::*;
-use http_body_util::{BodyExt, Full};
 
-/// What the load saw.
+/// What the load ([`common::load::Load`]) saw.
 #[derive(Default, Debug, Clone)]
 struct Tally {
     ok: u64,
@@ -28,128 +24,29 @@ struct Tally {
     samples: Vec<String>,
 }
 
-/// A bounded steady load: `workers` keep-alive HTTP/1.1 connections, each
-/// sending at most one request every `every`.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<Tally>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    started: Instant,
+fn tally(recs: &[Rec]) -> Tally {
+    let mut t = Tally::default();
+    for r in recs {
+        if r.ok() {
+            t.ok += 1;
+        } else {
+            t.failed += 1;
+            if t.samples.len() < 10 {
+                t.samples.push(r.label());
+            }
+        }
+    }
+    t
 }
 
-impl Load {
-    fn start(addr: SocketAddr, workers: usize, every: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let workers = (0..workers)
-            .map(|_| {
-                let (stop, tally) = (stop.clone(), tally.clone());
-                tokio::spawn(async move { worker(addr, every, stop, tally).await })
-            })
-            .collect();
-        Load {
-            stop,
-            tally,
-            workers,
-            started: Instant::now(),
-        }
-    }
-
-    fn tally(&self) -> Tally {
-        self.tally.lock().unwrap().clone()
-    }
-
-    /// Wait until `n` more requests succeeded (the load is really running
-    /// at this point of the test).
-    async fn served(&self, n: u64) {
-        let from = self.tally().ok;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.tally().ok < from + n {
-            assert!(
-                Instant::now() < deadline,
-                "{n} more requests not served within 60 s: {:?}",
-                self.tally()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn finish(self) -> (Tally, Duration) {
-        self.stop.store(true, Ordering::SeqCst);
-        for w in self.workers {
-            w.await.unwrap();
-        }
-        let t = self.tally.lock().unwrap().clone();
-        (t, self.started.elapsed())
-    }
-}
-
-async fn worker(
-    addr: SocketAddr,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<Tally>>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
-    let fail = |what: String| {
-        let mut t = tally.lock().unwrap();
-        t.failed += 1;
-        if t.samples.len() < 10 {
-            t.samples.push(what);
-        }
+/// Stop the load: what it saw and how long it ran.
+async fn finish(load: Load) -> (Tally, Duration) {
+    let recs = load.finish().await;
+    let took = match (recs.first(), recs.last()) {
+        (Some(a), Some(b)) => b.done - a.sent,
+        _ => Duration::ZERO,
     };
-    while !stop.load(Ordering::SeqCst) {
-        tick.tick().await;
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            let stream = match tokio::net::TcpStream::connect(addr).await {
-                Ok(s) => s,
-                Err(e) => {
-                    fail(format!("connect: {e}"));
-                    continue;
-                }
-            };
-            match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
-            {
-                Ok((sender, c)) => {
-                    tokio::spawn(c);
-                    conn = Some(sender);
-                }
-                Err(e) => {
-                    fail(format!("handshake: {e}"));
-                    continue;
-                }
-            }
-        }
-        let sender = conn.as_mut().unwrap();
-        if sender.ready().await.is_err() {
-            conn = None;
-            continue; // the connection closed between requests: not a request
-        }
-        let req = http::Request::builder()
-            .method("POST")
-            .uri("/hello/")
-            .header("host", addr.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(br#"{"name":"load"}"#)))
-            .unwrap();
-        match sender.send_request(req).await {
-            Ok(resp) => {
-                let status = resp.status();
-                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-                match body {
-                    Ok(_) if status == 200 => tally.lock().unwrap().ok += 1,
-                    Ok(b) => fail(format!("{status}: {}", String::from_utf8_lossy(&b))),
-                    Err(e) => fail(format!("{status}, body: {e}")),
-                }
-            }
-            Err(e) => {
-                fail(format!("request: {e}"));
-                conn = None;
-            }
-        }
-    }
+    (tally(&recs), took)
 }
 
 /// `narun deploy -f SPEC BINARY --wait=60s`: exit code, stdout, stderr and
@@ -282,7 +179,7 @@ async fn replacements_under_load_lose_no_request() {
     assert_ne!(pid_v1, pid_v2);
     assert!(sd1.show(&unit, "Environment").contains("VERSION=2"));
     load.served(100).await;
-    assert_no_loss(&load.tally(), "version change");
+    assert_no_loss(&tally(&load.records()), "version change");
 
     // The same tag, rebuilt: through `narun deploy`, it reaches the node.
     let rebuilt = work.path().join("hello");
@@ -299,7 +196,7 @@ async fn replacements_under_load_lose_no_request() {
     assert_ne!(main_pid(&sd1, &unit), pid_v2);
     assert_eq!(running_exe_digest(&sd1, &unit), file_digest(&rebuilt));
     load.served(100).await;
-    assert_no_loss(&load.tally(), "same-tag rebuild");
+    assert_no_loss(&tally(&load.records()), "same-tag rebuild");
 
     // `narun apps rollback`: the revision before (VERSION=1), same
     // replacement.
@@ -311,7 +208,7 @@ async fn replacements_under_load_lose_no_request() {
     assert_ne!(main_pid(&sd1, &unit), pid);
     assert!(sd1.show(&unit, "Environment").contains("VERSION=1"));
     load.served(100).await;
-    assert_no_loss(&load.tally(), "apps rollback");
+    assert_no_loss(&tally(&load.records()), "apps rollback");
 
     // 3 replicas on 2 nodes, then a version change of all three.
     let three = "  - name: node-1\n    replicas: 1\n  - name: node-2\n    replicas: 2\n";
@@ -332,7 +229,7 @@ async fn replacements_under_load_lose_no_request() {
         assert!(sd2.show(u, "Environment").contains("VERSION=4"));
     }
     load.served(100).await;
-    let (tally, took) = load.finish().await;
+    let (tally, took) = finish(load).await;
     eprintln!(
         "load: {} requests in {took:?} ({:.0}/s), {} failed",
         tally.ok + tally.failed,
@@ -416,9 +313,9 @@ async fn bad_builds_roll_back_and_wait_says_why() {
             "{tag}: apps info:\n{info}"
         );
         load.served(50).await;
-        assert_no_loss(&load.tally(), tag);
+        assert_no_loss(&tally(&load.records()), tag);
     }
-    let (tally, took) = load.finish().await;
+    let (tally, took) = finish(load).await;
     eprintln!(
         "load: {} requests in {took:?}, {} failed",
         tally.ok + tally.failed,
@@ -487,7 +384,7 @@ async fn agent_killed_mid_rollout_converges() {
     settled(&sd, &unit).await;
     assert!(sd.show(&unit, "Environment").contains("VERSION=2"));
     load.served(100).await;
-    let (tally, _) = load.finish().await;
+    let (tally, _) = finish(load).await;
     assert_no_loss(&tally, "agent killed mid-rollout");
     drop(agent);
 }
