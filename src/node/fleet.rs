@@ -164,6 +164,7 @@ pub struct Identity {
 /// the loop.
 pub async fn serve(
     nats: async_nats::Client,
+    disconnects: crate::nats::Disconnects,
     me: Identity,
     logs: Option<super::logs::Forwarder>,
     events: mpsc::UnboundedSender<Event>,
@@ -191,8 +192,20 @@ pub async fn serve(
     };
     let specs = async {
         loop {
-            if let Err(e) = watch_specs(&buckets, &events).await {
-                tracing::warn!(error = %e, "spec watch ended; restarting it");
+            // A watch is an ordered consumer on one server: when the
+            // connection is lost (that server may be gone) it is made
+            // again, replaying what it missed.
+            let seen = disconnects.seen();
+            crate::nats::wait_connected(&nats).await;
+            tokio::select! {
+                r = watch_specs(&buckets, &events) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "spec watch ended; restarting it");
+                    }
+                }
+                _ = disconnects.since(seen) => {
+                    tracing::info!("NATS connection lost: restarting the spec watch");
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -200,7 +213,7 @@ pub async fn serve(
     tokio::join!(
         logs,
         specs,
-        watch_secrets_and_files(&nats, &events),
+        watch_secrets_and_files(&nats, &disconnects, &events),
         heartbeats(&buckets, &me, snapshot),
     );
 }
@@ -325,8 +338,14 @@ fn is_narun_process(pid: u32) -> bool {
 }
 
 /// Secret, file and binary changes, as events (restarted when a watch ends).
-async fn watch_secrets_and_files(nats: &async_nats::Client, events: &mpsc::UnboundedSender<Event>) {
+async fn watch_secrets_and_files(
+    nats: &async_nats::Client,
+    disconnects: &crate::nats::Disconnects,
+    events: &mpsc::UnboundedSender<Event>,
+) {
     loop {
+        let seen = disconnects.seen();
+        crate::nats::wait_connected(nats).await;
         let run = async {
             let js = store::jetstream(nats).map_err(|e| e.to_string())?;
             let secrets = store::ensure_kv(&js, store::SECRETS)
@@ -364,9 +383,18 @@ async fn watch_secrets_and_files(nats: &async_nats::Client, events: &mpsc::Unbou
                 }
             }
         };
-        match run.await {
-            Ok(()) => return,
-            Err(e) => tracing::warn!(error = %e, "secret/file watch ended; restarting it"),
+        tokio::select! {
+            r = run => match r {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "secret/file watch ended; restarting it"),
+            },
+            _ = disconnects.since(seen) => {
+                tracing::info!("NATS connection lost: restarting the secret and file watches");
+                // What changed meanwhile is not replayed: look again.
+                if events.send(Event::Changed("NATS reconnected".to_owned())).is_err() {
+                    return;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

@@ -248,7 +248,7 @@ pub async fn run<M: UnitManager>(
     prepare_runtime_dir(&cfg.runtime_dir)?;
     let version = systemd.version().await?;
     tracing::info!(node = %cfg.node_id, systemd = %version, "node agent starting");
-    let nats = nats_conn::connect(&cfg.nats).await?;
+    let (nats, disconnects) = nats_conn::connect_counting_disconnects(&cfg.nats).await?;
     let fleet = NatsFleet::new(
         nats.clone(),
         cfg.node_id.clone(),
@@ -285,6 +285,7 @@ pub async fn run<M: UnitManager>(
     });
     tasks.spawn(fleet::serve(
         nats.clone(),
+        disconnects,
         me.clone(),
         logs,
         tx,
