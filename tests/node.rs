@@ -80,7 +80,12 @@ fn running(id: &'static str) -> impl Fn(&StatusUpdate) -> bool {
 /// Running again, with another main process than `old_pid`.
 fn running_again<'a>(id: &'a str, old_pid: &'a str) -> impl Fn(&StatusUpdate) -> bool + 'a {
     move |s| {
-        s.instance_id == id && s.status == InstanceState::Running && s.pid.to_string() != old_pid
+        // A new process: not the old one, and not none (a status read
+        // while systemd restarts the unit may say running without one).
+        s.instance_id == id
+            && s.status == InstanceState::Running
+            && s.pid != 0
+            && s.pid.to_string() != old_pid
     }
 }
 
