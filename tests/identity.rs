@@ -142,15 +142,20 @@ fn write_0600(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-/// `narun ARGS` as the operator, with the admin creds; must exit 0.
-fn narun_as(creds: &Path, nats: &NatsServer, args: &[&str]) -> String {
-    let out = Command::new(narun_binary())
+/// `narun ARGS` as the operator, with the admin creds.
+fn narun_as_output(creds: &Path, nats: &NatsServer, args: &[&str]) -> std::process::Output {
+    Command::new(narun_binary())
         .args(args)
         .env("NATS_URL", nats.url())
         .env("NATS_CREDS", creds)
         .stdin(Stdio::null())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`narun_as_output`], which must exit 0; returns stdout.
+fn narun_as(creds: &Path, nats: &NatsServer, args: &[&str]) -> String {
+    let out = narun_as_output(creds, nats, args);
     assert!(
         out.status.success(),
         "narun {args:?}: {}\n{}",
@@ -228,12 +233,12 @@ async fn each_app_serves_only_its_own_subject() {
     );
     let work = tempfile::tempdir().unwrap();
     let hello = example_binary("hello");
-    let spec = |app: &str, serves: &str| {
+    let spec = |app: &str, serves: &str, more: &str| {
         write_spec(
             work.path(),
             &format!("{app}.yaml"),
             &format!(
-                "name: {app}\ntag: v1\nargs: [\"--service\", \"{serves}\"]\n\
+                "name: {app}\ntag: v1\nargs: [\"--service\", \"{serves}\"]\n{more}\
                  nodes: [{{name: n1, replicas: 1}}]\n"
             ),
         )
@@ -244,7 +249,7 @@ async fn each_app_serves_only_its_own_subject() {
         &[
             "deploy",
             "-f",
-            spec(a, a).to_str().unwrap(),
+            spec(a, a, "").to_str().unwrap(),
             hello.to_str().unwrap(),
             "--wait=60s",
         ],
@@ -268,7 +273,7 @@ async fn each_app_serves_only_its_own_subject() {
         &[
             "deploy",
             "-f",
-            spec(b, a).to_str().unwrap(),
+            spec(b, a, "").to_str().unwrap(),
             hello.to_str().unwrap(),
         ],
     );
@@ -276,13 +281,7 @@ async fn each_app_serves_only_its_own_subject() {
         Duration::from_secs(60),
         "B logs a permissions violation",
         || async {
-            let out = Command::new(narun_binary())
-                .args(["logs", b, "--raw"])
-                .env("NATS_URL", nats.url())
-                .env("NATS_CREDS", &admin)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let out = narun_as_output(&admin, &nats, &["logs", b, "--raw"]);
             String::from_utf8_lossy(&out.stdout)
                 .to_ascii_lowercase()
                 .contains("permissions violation")
@@ -340,14 +339,7 @@ async fn each_app_serves_only_its_own_subject() {
         .unwrap();
     let c = "id-c";
     cleanup_state(c);
-    let c_spec = write_spec(
-        work.path(),
-        "c.yaml",
-        &format!(
-            "name: {c}\ntag: v1\nargs: [\"--service\", \"{c}\"]\nnats: {{kv: [catalog]}}\n\
-             nodes: [{{name: n1, replicas: 1}}]\n"
-        ),
-    );
+    let c_spec = spec(c, c, "nats: {kv: [catalog]}\n");
     narun_as(
         &admin,
         &nats,
@@ -420,13 +412,7 @@ async fn each_app_serves_only_its_own_subject() {
     );
 
     // `nodes list` says which key the node mints with, and does not warn.
-    let out = Command::new(narun_binary())
-        .args(["nodes", "list", "-o", "json"])
-        .env("NATS_URL", nats.url())
-        .env("NATS_CREDS", &admin)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = narun_as_output(&admin, &nats, &["nodes", "list", "-o", "json"]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

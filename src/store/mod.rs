@@ -180,11 +180,6 @@ impl Js {
         self
     }
 
-    /// How long a call keeps retrying.
-    pub fn patience(&self) -> Duration {
-        self.patience
-    }
-
     /// Run `op` with this context's patience ([`retry::patiently`]).
     pub async fn patiently<T, E, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
     where

@@ -96,11 +96,6 @@ impl NatsServer {
         self.dir.path().join("nats.log")
     }
 
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
     fn spawn_only(&mut self) {
         let bin = nats_server_binary();
         let log = self.dir.path().join("nats.log");
@@ -260,11 +255,6 @@ impl NatsCluster {
             .map(NatsServer::url)
             .collect::<Vec<_>>()
             .join(",")
-    }
-
-    /// The server a client's connection is on, by port.
-    pub fn index_of_port(&self, port: u16) -> Option<usize> {
-        self.servers.iter().position(|s| s.port == port)
     }
 
     /// Wait until JetStream answers an account-info request through
