@@ -19,7 +19,8 @@
 //! the wire limits ([`crate::wire::MAX_FIELD_LINES`],
 //! [`crate::wire::MAX_FIELD_SECTION_LEN`]) gets the Micro error 431 without
 //! reaching the handler. A request
-//! carrying the gateway's deadline ([`crate::wire::TIMEOUT_HEADER`]) is
+//! carrying the gateway's deadline ([`crate::wire::TIMEOUT_FIELD`], taken out
+//! before the handler sees the request, or [`crate::wire::TIMEOUT_HEADER`]) is
 //! abandoned once it has passed.
 //!
 //! gRPC services (tonic-generated servers, or any `tower::Service` speaking
@@ -468,30 +469,36 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // The gateway stops waiting after this: so does the handler.
-    let time_left = wire::request_timeout(request.message.headers.as_ref());
+    let received = tokio::time::Instant::now();
     let payload = request.message.payload.clone();
+    let headers = request.message.headers.as_ref();
     let max_payload = ctx.max_payload;
     let work = async move {
-        match wire::decode_request_shared(payload) {
-            Ok(req) => call_service(svc, req.map(Full::new), max_payload).await,
-            Err(e) => undecodable(&e),
+        let mut req = match wire::decode_request_shared(payload) {
+            Ok(req) => req,
+            Err(e) => return Some(undecodable(&e)),
+        };
+        // The gateway stops waiting after this: so does the handler.
+        match wire::take_request_timeout(headers, req.headers_mut()) {
+            Some(left) => tokio::time::timeout_at(
+                received + left,
+                call_service(svc, req.map(Full::new), max_payload),
+            )
+            .await
+            .ok(),
+            None => Some(call_service(svc, req.map(Full::new), max_payload).await),
         }
     };
     // A panic while decoding or in the handler unwinds to here: answer 500
     // and keep serving.
-    let work = AssertUnwindSafe(work).catch_unwind();
-    let result = match time_left {
-        Some(left) => tokio::time::timeout(left, work).await.ok(),
-        None => Some(work.await),
-    };
+    let result = AssertUnwindSafe(work).catch_unwind().await;
     let outcome = match result {
-        Some(Ok(outcome)) => outcome,
-        Some(Err(_)) => {
+        Ok(Some(outcome)) => outcome,
+        Err(_) => {
             tracing::error!("request decoding or handler panicked");
             Outcome::Reply(internal_error_response())
         }
-        None => {
+        Ok(None) => {
             // The requester stopped waiting at this same deadline and
             // answers its own timeout: a reply now would only race that
             // answer.

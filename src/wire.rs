@@ -5,7 +5,10 @@
 //!
 //! A gateway sends a NATS request to the subject named by the route's
 //! `service` (no prefix). The payload is an RFC 9292 binary HTTP (BHTTP)
-//! request, and the NATS header `Content-Type: application/bhttp` is set.
+//! request. The Go gateway also sets the NATS header `Content-Type:
+//! application/bhttp`, which every consumer ignores; the narun gateway sends
+//! HTTP requests without NATS headers (a message with headers costs the
+//! server and every consumer a header parse per request).
 //! The consumer answers on the reply inbox with a BHTTP response, or with an
 //! empty payload and the NATS Micro error headers [`NATS_SERVICE_ERROR_CODE`]
 //! and [`NATS_SERVICE_ERROR`].
@@ -30,10 +33,16 @@
 //!
 //! # Deadlines (narun only)
 //!
-//! The narun gateway adds [`TIMEOUT_HEADER`] `Narun-Timeout-Ms: <n>` to every
-//! request: the time, in whole milliseconds, it will still wait for the
-//! reply when it sends the request. A consumer stops working on the request
-//! once that time has passed since it received it. Go consumers ignore it.
+//! The narun gateway tells the consumer the time, in whole milliseconds, it
+//! will still wait for the reply when it sends the request: in an HTTP
+//! request as the BHTTP field line [`TIMEOUT_FIELD`] `narun-timeout-ms: <n>`
+//! (replacing any the client sent), in a gRPC request as the NATS header
+//! [`TIMEOUT_HEADER`] `Narun-Timeout-Ms: <n>` (earlier narun gateways sent
+//! the header on HTTP requests too). A consumer stops working on the request
+//! once that time has passed since it received it, and takes the field line
+//! out before the handler sees the request ([`take_request_timeout`]). Go
+//! consumers ignore the header; they hand the field line to the handler as
+//! the header `Narun-Timeout-Ms`.
 //!
 //! # gRPC over NATS
 //!
@@ -68,8 +77,12 @@ pub const HTTP_ENDPOINT: &str = "handler";
 pub const GRPC_ENDPOINT: &str = "grpc_handler";
 /// Queue group every consumer endpoint joins, so NATS load-balances between replicas.
 pub const QUEUE_GROUP: &str = "q";
-/// NATS header with the time the gateway still waits, in milliseconds.
+/// NATS header with the time the gateway still waits, in milliseconds
+/// (gRPC requests; HTTP requests from earlier narun gateways).
 pub const TIMEOUT_HEADER: &str = "Narun-Timeout-Ms";
+/// BHTTP field line with the time the gateway still waits, in milliseconds
+/// (HTTP requests).
+pub const TIMEOUT_FIELD: &str = "narun-timeout-ms";
 
 /// Go decoder limit on the method (bytes).
 pub const MAX_METHOD_LEN: usize = 64;
@@ -619,9 +632,30 @@ pub fn request_timeout(headers: Option<&async_nats::HeaderMap>) -> Option<std::t
     Some(std::time::Duration::from_millis(ms))
 }
 
+/// The time left to answer an HTTP request: its NATS [`TIMEOUT_HEADER`]
+/// (an older narun gateway's, which passes the client's field lines on
+/// unchanged) or else its [`TIMEOUT_FIELD`]. Every [`TIMEOUT_FIELD`] line is
+/// removed from `fields`: the handler sees the request as the client sent it.
+pub fn take_request_timeout(
+    nats_headers: Option<&async_nats::HeaderMap>,
+    fields: &mut HeaderMap,
+) -> Option<std::time::Duration> {
+    let field = fields.remove(TIMEOUT_FIELD);
+    request_timeout(nats_headers).or_else(|| {
+        let ms: u64 = field?.to_str().ok()?.trim().parse().ok()?;
+        Some(std::time::Duration::from_millis(ms))
+    })
+}
+
 /// A [`TIMEOUT_HEADER`] value for `left` (whole milliseconds, at least 1).
 pub fn timeout_value(left: std::time::Duration) -> String {
-    left.as_millis().max(1).to_string()
+    timeout_ms(left).to_string()
+}
+
+/// `left` in whole milliseconds, at least 1: the value of [`TIMEOUT_HEADER`]
+/// and [`TIMEOUT_FIELD`].
+pub fn timeout_ms(left: std::time::Duration) -> u64 {
+    u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// `text` made safe for a NATS header value (NATS headers cannot hold line
@@ -648,6 +682,37 @@ mod tests {
         );
         assert_eq!(timeout_value(std::time::Duration::ZERO), "1");
         assert_eq!(header_safe("a\r\nb"), "a  b");
+    }
+
+    #[test]
+    fn the_timeout_field_is_read_and_taken_out() {
+        let ms = std::time::Duration::from_millis;
+        let fields = |lines: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in lines {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            h
+        };
+        // The gateway's field line, next to the client's own headers.
+        let mut f = fields(&[(TIMEOUT_FIELD, "250"), ("accept", "*/*")]);
+        assert_eq!(take_request_timeout(None, &mut f), Some(ms(250)));
+        assert!(f.get(TIMEOUT_FIELD).is_none());
+        assert_eq!(f["accept"], "*/*");
+        // An older gateway's NATS header wins over a field the client sent
+        // through it; the field is taken out all the same.
+        let mut nats = async_nats::HeaderMap::new();
+        nats.insert(TIMEOUT_HEADER, "90");
+        let mut f = fields(&[(TIMEOUT_FIELD, "1"), (TIMEOUT_FIELD, "2")]);
+        assert_eq!(take_request_timeout(Some(&nats), &mut f), Some(ms(90)));
+        assert!(f.is_empty());
+        // Neither, or nonsense: no deadline, and nonsense is not passed on.
+        assert_eq!(take_request_timeout(None, &mut HeaderMap::new()), None);
+        let mut f = fields(&[(TIMEOUT_FIELD, "soon")]);
+        assert_eq!(take_request_timeout(None, &mut f), None);
+        assert!(f.is_empty());
+        assert_eq!(timeout_ms(std::time::Duration::from_micros(10)), 1);
+        assert_eq!(timeout_ms(ms(1500)), 1500);
     }
 
     /// §4.2.5: the request the Go gateway produced for

@@ -53,6 +53,7 @@ fn echo_router() -> Router {
             "x_request_id": h("x-request-id"),
             "traceparent": h("traceparent"),
             "x_custom": h("x-custom"),
+            "narun_timeout_ms": h("narun-timeout-ms"),
             "body": String::from_utf8_lossy(&body),
         }))
     }))
@@ -157,12 +158,16 @@ async fn gw2_path_query_host_and_headers_reach_the_consumer() {
             ("x-custom", "v"),
             ("x-request-id", "rid-42"),
             ("traceparent", tp),
+            ("narun-timeout-ms", "1"),
         ],
         "payload",
     )
     .await;
     assert_eq!(r.status, 200);
     let seen = r.json();
+    // The gateway's deadline (which replaced the client's) is the
+    // consumer's business: the app does not see it.
+    assert_eq!(seen["narun_timeout_ms"], serde_json::Value::Null);
     assert_eq!(seen["path"], "/api/a/b");
     assert_eq!(seen["query"], "x=1&y=2");
     assert_eq!(seen["host"], gw.http.to_string());
@@ -329,25 +334,35 @@ async fn gw8_micro_error_replies_keep_their_status_and_go_replies_decode() {
         &nats.url(),
         r#"  - path: "/raw/"
     methods: ["POST"]
-    service: "raw""#,
+    service: "raw"
+    timeout: "2500ms""#,
         "",
     );
-    let r = http(gw.http, "POST", "/raw/error", &[], "x").await;
+    // A client's own deadline field is replaced by the gateway's.
+    let r = http(
+        gw.http,
+        "POST",
+        "/raw/error",
+        &[("Narun-Timeout-Ms", "1")],
+        "x",
+    )
+    .await;
     assert_eq!(
         (r.status, r.text().as_str()),
         (400, "Failed to decode BHTTP request\n")
     );
     let msg = seen_rx.recv().await.unwrap();
-    assert_eq!(
+    // No NATS headers (the Go gateway sets Content-Type, which consumers
+    // ignore): the deadline is a BHTTP field line, the route's timeout.
+    assert!(
+        msg.headers.as_ref().is_none_or(|h| h.is_empty()),
+        "{:?}",
         msg.headers
-            .as_ref()
-            .unwrap()
-            .get("Content-Type")
-            .unwrap()
-            .as_str(),
-        "application/bhttp"
     );
     assert_eq!(msg.payload[0], 0, "known-length request framing");
+    let req = narun::wire::decode_request(&msg.payload).unwrap();
+    let deadlines: Vec<_> = req.headers().get_all("narun-timeout-ms").iter().collect();
+    assert_eq!(deadlines, ["2500"]);
 
     let r = http(gw.http, "POST", "/raw/ok", &[], "").await;
     assert_eq!(r.status, 204);
@@ -1039,11 +1054,32 @@ async fn consumer_abandons_a_request_once_the_gateway_deadline_passes() {
     );
     let r = http(gw.http, "GET", "/p/", &[], "").await;
     assert_eq!(r.status, 504);
-    // The gateway sent Narun-Timeout-Ms: the handler is dropped, not left
-    // running for its 30 s.
+    // The gateway sent its deadline (the BHTTP field line
+    // narun-timeout-ms): the handler is dropped, not left running for its
+    // 30 s.
     tokio::time::timeout(Duration::from_secs(10), dropped.recv())
         .await
         .expect("the consumer drops the handler at the deadline");
+
+    // Earlier narun gateways sent the deadline as the NATS header
+    // Narun-Timeout-Ms: still honoured.
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(narun::wire::TIMEOUT_HEADER, "300");
+    let req = narun::wire::encode_request(
+        &http::Method::GET,
+        "x",
+        "/p/",
+        &http::HeaderMap::new(),
+        b"",
+    )
+    .unwrap();
+    nc.publish_with_reply_and_headers("patient", nc.new_inbox(), h, req.into())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+        .await
+        .expect("the consumer drops the handler at the NATS header's deadline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -643,12 +643,26 @@ impl Gateway {
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut timeout_ms = itoa::Buffer::new();
+        let [id, trace, forwarded_for, proto] = decorations.fields(&request_id);
+        let set = [
+            id,
+            trace,
+            forwarded_for,
+            proto,
+            (
+                wire::TIMEOUT_FIELD,
+                timeout_ms
+                    .format(wire::timeout_ms(route.timeout))
+                    .as_bytes(),
+            ),
+        ];
         let payload = wire::encode_request_with(
             &parts.method,
             authority,
             path,
             &parts.headers,
-            &decorations.fields(&request_id),
+            &set,
             &body,
         )
         .map_err(|e| {
@@ -665,12 +679,6 @@ impl Gateway {
             return Err(fail(Failure::Overloaded));
         };
 
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(wire::CONTENT_TYPE_HEADER, wire::CONTENT_TYPE_BHTTP);
-        headers.insert(
-            wire::TIMEOUT_HEADER,
-            wire::timeout_value(route.timeout).as_str(),
-        );
         // Lost while the body was read, or while waiting for the reply
         // (which then never comes): 503 now, not 504 at the timeout.
         let seen = self.disconnects.seen();
@@ -681,9 +689,10 @@ impl Gateway {
             biased;
             outcome = self.nats.send_request(
                 route.service.clone(),
+                // No NATS headers: the deadline travels in the BHTTP
+                // field lines (`wire::TIMEOUT_FIELD`).
                 async_nats::Request::new()
                     .payload(payload.into())
-                    .headers(headers)
                     .timeout(Some(route.timeout)),
             ) => outcome,
             () = self.disconnects.since(seen) => {
