@@ -9,8 +9,12 @@
 //! - `raw-responder`: a plain NATS subscriber answering `mini-gateway`;
 //! - `raw-service`: the `hello` consumer's work (BHTTP decode, JSON, BHTTP
 //!   encode) on a bare NATS Micro endpoint, without `narun::consumer`;
+//! - `library-service`: the same work as `raw-service` (the same
+//!   function), served by `narun::consumer` as a `tower::service_fn`: what
+//!   the library itself costs, without axum;
 //! - `nats-load`: a closed-loop NATS request generator sending the BHTTP
-//!   request curl would produce, printing req/s and p50/p99.
+//!   request curl would produce as the narun gateway sends it (deadline
+//!   field line, no NATS headers), printing req/s and p50/p99.
 //!
 //! ```text
 //! cargo run --release --example bench-baselines -- plain --addr 127.0.0.1:8080
@@ -80,6 +84,15 @@ enum Command {
     },
     /// The hello consumer's work on a bare NATS Micro endpoint (no narun::consumer).
     RawService {
+        #[arg(long)]
+        nats_url: String,
+        /// Micro service name, also the subject.
+        #[arg(long)]
+        service: String,
+    },
+    /// `raw-service`'s work (the same function) as a `tower::service_fn`
+    /// served by `narun::consumer`.
+    LibraryService {
         #[arg(long)]
         nats_url: String,
         /// Micro service name, also the subject.
@@ -175,6 +188,7 @@ async fn main() -> Result<(), BoxError> {
             bhttp,
         } => raw_responder(&nats_url, subject, bhttp).await,
         Command::RawService { nats_url, service } => raw_service(&nats_url, &service).await,
+        Command::LibraryService { nats_url, service } => library_service(nats_url, &service).await,
         Command::NatsLoad {
             nats_url,
             subject,
@@ -324,6 +338,27 @@ async fn raw_responder(nats_url: &str, subject: String, bhttp: bool) -> Result<(
     Ok(())
 }
 
+// ------------------------------------------------------ (e3) library service
+
+/// [`hello_answer`] as a tower service, served by `narun::consumer` with
+/// its defaults (concurrency 4 × cores, deadline, drain, panics caught).
+async fn library_service(nats_url: String, name: &str) -> Result<(), BoxError> {
+    let host: &'static str = Box::leak(hostname().into_boxed_str());
+    let svc = tower::service_fn(move |req: Request<Full<Bytes>>| async move {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let (status, headers, body) = hello_answer(host, &parts.method, parts.uri.path(), &body);
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        Ok::<_, Infallible>(resp)
+    });
+    let mut opts = narun::consumer::Options::new(name);
+    opts.nats_url = nats_url;
+    narun::consumer::serve(opts, svc).await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------- (e2) raw service
 
 /// What `examples/hello` answers to `method path` with `body`: status,
@@ -439,6 +474,12 @@ async fn nats_load(nats_url: &str, load: Load, body: Vec<u8>) -> Result<(), BoxE
         HeaderValue::from_static("application/json"),
     );
     http_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    // As the narun gateway sends it: the deadline as a field line, no NATS
+    // headers.
+    http_headers.insert(
+        narun::wire::TIMEOUT_FIELD,
+        HeaderValue::from(narun::wire::timeout_ms(Duration::from_secs(15))),
+    );
     let payload = Bytes::from(narun::wire::encode_request(
         &Method::POST,
         &load.authority,
@@ -446,16 +487,10 @@ async fn nats_load(nats_url: &str, load: Load, body: Vec<u8>) -> Result<(), BoxE
         &http_headers,
         &body,
     )?);
-    let mut nats_headers = async_nats::HeaderMap::new();
-    nats_headers.insert(
-        narun::wire::CONTENT_TYPE_HEADER,
-        narun::wire::CONTENT_TYPE_BHTTP,
-    );
     let subject = async_nats::Subject::from(load.subject.clone());
     let request = move || {
         async_nats::Request::new()
             .payload(payload.clone())
-            .headers(nats_headers.clone())
             .timeout(Some(Duration::from_secs(15)))
     };
 

@@ -12,7 +12,9 @@
 #   (f) narun gateway -> NATS -> narun bridge -> hyper server doing hello's work
 #   (proxy mode);
 # and with bench-baselines nats-load (BHTTP straight over NATS):
-#   (e1) hello consumer (narun::consumer), (e2) raw async-nats Micro service.
+#   (e1) hello consumer (narun::consumer + axum), (e2) raw async-nats Micro
+#   service, (e3) narun::consumer serving (e2)'s function (tower::service_fn).
+# The fair pair and (e) at 64 run in $ROUNDS (default 3) alternating rounds.
 # Prints a table and ratios against the targets, and writes them to
 # bench/last-run.txt. Exits 0 whatever the numbers, non-zero if something
 # failed to run (or any measured request was not a 200).
@@ -20,6 +22,7 @@ set -euo pipefail
 
 DURATION=10s
 WARMUP=2s
+ROUNDS=${ROUNDS:-3}
 BUILD=1
 CONNS=(16 64)
 WRK_THREADS=${WRK_THREADS:-1}
@@ -328,6 +331,39 @@ measure_nats() {
     ROWS+=("$key")
 }
 
+# Alternating rounds (fair pair and (e) at 64): KEY_rN_CONNS per round.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+# median VALUES...: the middle one (of an even count, the lower middle).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# rounds_ratios ARRAY A B CONNS: each round's ARRAY[A] / ARRAY[B].
+rounds_ratios() {
+    local -n arr=$1
+    local r out=()
+    for r in $(seq "$ROUNDS"); do out+=("$(ratio "${arr[$2_r${r}_$4]}" "${arr[$3_r${r}_$4]}")"); done
+    echo "${out[@]}"
+}
+# rounds_ratio ARRAY A B CONNS: the median of the rounds' ratios.
+rounds_ratio() {
+    local v
+    read -ra v <<<"$(rounds_ratios "$@")"
+    median "${v[@]}"
+}
+# rounds_summary BASE CONNS: BASE+CONNS (e.g. c64, e1_64) gets the median
+# of each figure over the rounds, peak RSS the last round's (cumulative).
+rounds_summary() {
+    local key=$1$2 r arr v
+    [[ $1 == e* ]] && key=$1_$2
+    for arr in RPS P50 P99 CPU; do
+        local -n a=$arr
+        v=()
+        for r in $(seq "$ROUNDS"); do v+=("${a[$1_r${r}_$2]}"); done
+        a[$key]=$(median "${v[@]}")
+        unset -n a
+    done
+    HWM[$key]=${HWM[$1_r${ROUNDS}_$2]}
+    RSS[$key]=${RSS[$1_r${ROUNDS}_$2]}
+}
+
 # --------------------------------------------------------------------- run
 NATS_PORT=$(free_port)
 NATS_URL=nats://127.0.0.1:$NATS_PORT
@@ -385,22 +421,21 @@ stop "$NGINX_PID"
 NGINX_WORKERS=()
 stop "$PLAIN_PID"
 
-# (c) minimal gateway -> raw responder.
+# (c) minimal gateway -> raw responder, and (g) its fair pair: narun
+# gateway -> raw responder answering fixed BHTTP bytes (nothing decoded):
+# the gateway's own cost against (c)'s. Both run side by side (the idle one
+# costs nothing); at 64 connections they are measured in $ROUNDS alternating
+# rounds, so that a machine getting slower or faster meanwhile (a VM's
+# neighbours) weighs on both alike: the targets are the medians of the
+# rounds' ratios.
 start responder "$BASE" raw-responder --nats-url "$NATS_URL" --subject bench.raw
 RESPONDER_PID=$LAST_PID
 MINI_PORT=$(free_port)
 start mini "$BASE" mini-gateway --addr "127.0.0.1:$MINI_PORT" --nats-url "$NATS_URL" --subject bench.raw
 MINI_PID=$LAST_PID
 wait_http "http://127.0.0.1:$MINI_PORT/hello/" "$MINI_PID" mini
-AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
-for c in "${CONNS[@]}"; do measure "c$c" "$c" "http://127.0.0.1:$MINI_PORT/hello/" "$MINI_PID"; done
-stop "$MINI_PID"
-stop "$RESPONDER_PID"
-
-# (g) the fair pair of (c): narun gateway -> raw responder answering fixed
-# BHTTP bytes (nothing decoded): the gateway's own cost against (c)'s.
-start responder "$BASE" raw-responder --nats-url "$NATS_URL" --subject rawbhttp --bhttp
-RESPONDER_PID=$LAST_PID
+start responder-bhttp "$BASE" raw-responder --nats-url "$NATS_URL" --subject rawbhttp --bhttp
+BRESPONDER_PID=$LAST_PID
 GGW_PORT=$(free_port)
 cat >"$WORK/gateway-g.yaml" <<EOF
 nats_url: "$NATS_URL"
@@ -416,9 +451,22 @@ EOF
 start gateway "$GATEWAY" --config "$WORK/gateway-g.yaml"
 GGW_PID=$LAST_PID
 wait_http "http://127.0.0.1:$GGW_PORT/hello/" "$GGW_PID" gateway
-AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
-for c in "${CONNS[@]}"; do measure "g$c" "$c" "http://127.0.0.1:$GGW_PORT/hello/" "$GGW_PID"; done
+C_URL=http://127.0.0.1:$MINI_PORT/hello/ G_URL=http://127.0.0.1:$GGW_PORT/hello/
+C_AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
+G_AUX=("nats-server:$NATS_PID" "responder:$BRESPONDER_PID")
+AUX=("${C_AUX[@]}"); measure c16 16 "$C_URL" "$MINI_PID"
+AUX=("${G_AUX[@]}"); measure g16 16 "$G_URL" "$GGW_PID"
+for r in $(seq "$ROUNDS"); do
+    AUX=("${C_AUX[@]}"); measure "c_r${r}_64" 64 "$C_URL" "$MINI_PID"
+    AUX=("${G_AUX[@]}"); measure "g_r${r}_64" 64 "$G_URL" "$GGW_PID"
+done
+rounds_summary c 64
+rounds_summary g 64
+stop "$MINI_PID"
+stop "$RESPONDER_PID"
 stop "$GGW_PID"
+RESPONDER_PID=$BRESPONDER_PID
+AUX=("${G_AUX[@]}")
 # (h) (g) with one runtime thread per core (the default above two cores).
 HGW_PORT=$(free_port)
 sed -e "s/127.0.0.1:$GGW_PORT/127.0.0.1:$HGW_PORT/" "$WORK/gateway-g.yaml" >"$WORK/gateway-h.yaml"
@@ -485,24 +533,40 @@ stop "$FGW_PID"
 stop "$BRIDGE_PID" # drains, then stops the app
 stop "$APP_PID"
 
-# (e1) hello consumer (still running) and (e2) raw Micro service, over NATS only.
-AUX=("nats-server:$NATS_PID")
-for c in "${CONNS[@]}"; do measure_nats "e1_$c" "$c" hello "$HELLO_PID"; done
-stop "$HELLO_PID"
+# Over NATS only: (e1) the hello consumer (still running), (e2) the raw
+# Micro service and (e3) the library serving the raw service's function;
+# side by side, at 64 in flight in $ROUNDS alternating rounds.
 start rawsvc "$BASE" raw-service --nats-url "$NATS_URL" --service hello_raw
 RAWSVC_PID=$LAST_PID
-for c in "${CONNS[@]}"; do measure_nats "e2_$c" "$c" hello_raw "$RAWSVC_PID"; done
+start libsvc "$BASE" library-service --nats-url "$NATS_URL" --service hello_lib
+LIBSVC_PID=$LAST_PID
+AUX=("nats-server:$NATS_PID")
+measure_nats e1_16 16 hello "$HELLO_PID"
+measure_nats e2_16 16 hello_raw "$RAWSVC_PID"
+measure_nats e3_16 16 hello_lib "$LIBSVC_PID"
+for r in $(seq "$ROUNDS"); do
+    measure_nats "e1_r${r}_64" 64 hello "$HELLO_PID"
+    measure_nats "e2_r${r}_64" 64 hello_raw "$RAWSVC_PID"
+    measure_nats "e3_r${r}_64" 64 hello_lib "$LIBSVC_PID"
+done
+for e in e1 e2 e3; do rounds_summary "$e" 64; done
+stop "$HELLO_PID"
 stop "$RAWSVC_PID"
+stop "$LIBSVC_PID"
 
 # ----------------------------------------------------------------- summary
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 ms() { awk -v u="$1" 'BEGIN {printf "%.2fms", u / 1000}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 verdict() { # verdict VALUE OP LIMIT
     awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {
         ok = (op == ">=" ? v >= l : v <= l); print (ok ? "PASS" : "MISS") }'
 }
 label() {
+    local round=""
+    [[ $1 =~ _r([0-9]+)_ ]] && round=" #${BASH_REMATCH[1]}"
+    echo "$(label_of "$1")$round"
+}
+label_of() {
     case $1 in
         a*) echo "(a) hyper direct" ;;
         b*) echo "(b) nginx -> hyper" ;;
@@ -511,8 +575,9 @@ label() {
         g*) echo "(g) narun gw + raw BHTTP" ;;
         h*) echo "(h) (g), threads per core" ;;
         f*) echo "(f) narun gw + bridge" ;;
-        e1*) echo "(e1) consumer lib (NATS)" ;;
+        e1*) echo "(e1) hello consumer (NATS)" ;;
         e2*) echo "(e2) raw Micro svc (NATS)" ;;
+        e3*) echo "(e3) library svc (NATS)" ;;
     esac
 }
 conns_of() { echo "${1##*[a-z_]}"; }
@@ -548,7 +613,9 @@ SUMMARY=$WORK/summary.txt
     fi
     echo "RSS and cpu/req are those of the process(es) under test: (a) plain, (b) nginx master+worker,"
     echo "(c) minimal gateway, (d), (f), (g) and (h) narun gateway (narun-gateway, default threads but (h)),"
-    echo "(e1) hello consumer, (e2) raw service."
+    echo "(e1) hello consumer, (e2) raw service, (e3) library service."
+    echo "#N = round N of $ROUNDS alternating rounds at 64 (fair pair and (e)); elsewhere (c) and (g) at"
+    echo "64 are the medians of the rounds."
     echo "(e) conns = requests in flight."
     echo "Peak RSS (VmHWM) is cumulative over the process' life (16c then 64c)."
     echo "cpu/req of the other processes on the path:"
@@ -575,21 +642,24 @@ SUMMARY=$WORK/summary.txt
     done
     echo "  (f) service side = bridge ${AUXCPU[f64:bridge]}us + app ${AUXCPU[f64:app]}us per request at 64c"
     echo
-    echo "ratios (the fair pair: (g) narun gateway vs (c) minimal gateway, both before a raw responder):"
+    echo "ratios (the fair pair: (g) narun gateway vs (c) minimal gateway, both before a raw responder;"
+    echo "at 64c the median of the $ROUNDS rounds' ratios, each round's in brackets):"
     echo "  fair pair req/s 16c       = $(ratio "${RPS[g16]}" "${RPS[c16]}")x"
-    r=$(ratio "${RPS[g64]}" "${RPS[c64]}")
-    echo "  fair pair req/s 64c       = ${r}x (target >= 1.0x: $(verdict "$r" '>=' 1.0))"
-    r=$(ratio "${CPU[g64]}" "${CPU[c64]}")
-    echo "  fair pair gw cpu/req 64c  = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
-    r=$(ratio "${P99[g64]}" "${P99[c64]}")
-    echo "  fair pair p99 64c         = ${r}x (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
+    r=$(rounds_ratio RPS g c 64)
+    echo "  fair pair req/s 64c       = ${r}x [$(rounds_ratios RPS g c 64)] (target >= 1.0x: $(verdict "$r" '>=' 1.0))"
+    r=$(rounds_ratio CPU g c 64)
+    echo "  fair pair gw cpu/req 64c  = ${r}x [$(rounds_ratios CPU g c 64)] (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
+    r=$(rounds_ratio P99 g c 64)
+    echo "  fair pair p99 64c         = ${r}x [$(rounds_ratios P99 g c 64)] (target <= 1.1x: $(verdict "$r" '<=' 1.1))"
     r=$(awk -v k="${HWM[g64]}" 'BEGIN {printf "%.1f", k / 1024}')
     echo "  narun gateway peak RSS    = ${r} MiB under (g) (target <= 10 MiB: $(verdict "$r" '<=' 10))"
     echo "  (h) per-core threads/(c)  = req/s $(ratio "${RPS[h64]}" "${RPS[c64]}")x, cpu/req $(ratio "${CPU[h64]}" "${CPU[c64]}")x, p99 $(ratio "${P99[h64]}" "${P99[c64]}")x at 64c, peak RSS $(mib "${HWM[h64]}") (reported)"
     echo "  full path (d)/(c) req/s   = $(ratio "${RPS[d16]}" "${RPS[c16]}")x 16c, $(ratio "${RPS[d64]}" "${RPS[c64]}")x 64c; p99 64c $(ratio "${P99[d64]}" "${P99[c64]}")x (reported)"
-    echo "  consumer/raw req/s 16c    = $(ratio "${RPS[e1_16]}" "${RPS[e2_16]}")x"
-    r=$(ratio "${RPS[e1_64]}" "${RPS[e2_64]}")
-    echo "  consumer/raw req/s 64c    = ${r}x (target >= 0.95x: $(verdict "$r" '>=' 0.95))"
+    echo "  library/raw req/s 16c     = $(ratio "${RPS[e3_16]}" "${RPS[e2_16]}")x ((e3) vs (e2): the same function)"
+    r=$(rounds_ratio RPS e3 e2 64)
+    echo "  library/raw req/s 64c     = ${r}x [$(rounds_ratios RPS e3 e2 64)] (target >= 0.95x: $(verdict "$r" '>=' 0.95))"
+    echo "  hello+axum/raw req/s 16c  = $(ratio "${RPS[e1_16]}" "${RPS[e2_16]}")x ((e1) vs (e2): axum and hello's own code included)"
+    echo "  hello+axum/raw req/s 64c  = $(rounds_ratio RPS e1 e2 64)x [$(rounds_ratios RPS e1 e2 64)] (reported)"
     echo "  nginx/hyper direct 64c    = $(ratio "${RPS[b64]}" "${RPS[a64]}")x (reference)"
     echo "  bridge/consumer req/s 64c = $(ratio "${RPS[f64]}" "${RPS[d64]}")x (proxy mode (f) vs (d); no target)"
     echo

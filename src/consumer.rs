@@ -324,10 +324,10 @@ where
     .await
 }
 
-/// What every request handler gets besides the request.
-#[derive(Clone)]
+/// What every request handler gets besides the request (whose
+/// [`micro::Request::client`] answers it).
+#[derive(Clone, Copy)]
 struct Ctx {
-    client: async_nats::Client,
     /// The NATS server's max payload.
     max_payload: usize,
 }
@@ -379,7 +379,9 @@ where
     // work belongs in `spawn_blocking`, and a service scales across cores
     // and machines with replicas (one queue group).
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
-    tokio::pin!(shutdown);
+    // Polled when it wakes, not on every turn of the loop (a turn per
+    // request; a signal future is not free to poll).
+    let mut shutdown = WokenOnly::new(shutdown);
     // The request stream ended without a stop being asked for (the client
     // closed): the process must fail, so its supervisor restarts it.
     let mut lost = false;
@@ -430,6 +432,73 @@ where
     Ok(())
 }
 
+/// A future polled only after its own wake-up (and once at first), however
+/// often the task that awaits it is polled for other reasons.
+struct WokenOnly<F> {
+    fut: std::pin::Pin<Box<F>>,
+    flag: std::sync::Arc<WakeFlag>,
+    done: bool,
+}
+
+/// Set by the inner future's waker, which then wakes the outer task.
+struct WakeFlag {
+    woken: std::sync::atomic::AtomicBool,
+    outer: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        self.outer.wake();
+    }
+}
+
+impl<F: Future> WokenOnly<F> {
+    fn new(fut: F) -> Self {
+        WokenOnly {
+            fut: Box::pin(fut),
+            flag: std::sync::Arc::new(WakeFlag {
+                woken: std::sync::atomic::AtomicBool::new(true),
+                outer: futures_util::task::AtomicWaker::new(),
+            }),
+            done: false,
+        }
+    }
+}
+
+impl<F: Future> Future for WokenOnly<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        if self.done {
+            return std::task::Poll::Pending; // like a fused future
+        }
+        self.flag.outer.register(cx.waker());
+        if !self
+            .flag
+            .woken
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return std::task::Poll::Pending;
+        }
+        let waker = std::task::Waker::from(self.flag.clone());
+        let out = self
+            .fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        if out.is_ready() {
+            self.done = true;
+        }
+        out
+    }
+}
+
 /// One request as a future of the serving task.
 fn run<H, Fut>(
     handler: &H,
@@ -442,15 +511,19 @@ where
 {
     let ctx = Ctx {
         max_payload: client.max_payload(),
-        client: client.clone(),
     };
-    let work = handler(request, ctx);
-    Box::pin(async move {
-        // Handlers answer their own panics; this is the last resort.
-        if AssertUnwindSafe(work).catch_unwind().await.is_err() {
-            tracing::error!("request handler panicked");
-        }
-    })
+    // Handlers answer their own panics; this is the last resort. (Built
+    // as a combinator, not an async block: the handler's future is moved
+    // into its box once.)
+    Box::pin(
+        AssertUnwindSafe(handler(request, ctx))
+            .catch_unwind()
+            .map(|r| {
+                if r.is_err() {
+                    tracing::error!("request handler panicked");
+                }
+            }),
+    )
 }
 
 /// What one request produced.
@@ -545,8 +618,8 @@ where
 {
     let Ok(resp) = svc.oneshot(req).await;
     let (parts, body) = resp.into_parts();
-    let body = match Limited::new(body, max_payload).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(body, max_payload).await {
+        Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "response body failed or exceeds the NATS max payload");
             return Outcome::Fail(500, "Response body too large or unreadable".into());
@@ -568,6 +641,40 @@ where
     }
 }
 
+/// A response body, at most `limit` bytes. A body of one data frame (what
+/// `Full`, `String` and most handlers give) is taken as it is.
+async fn read_body<B>(
+    body: B,
+    limit: usize,
+) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let first = match body.frame().await {
+        None => return Ok(Bytes::new()),
+        Some(frame) => frame.map_err(Into::into)?,
+    };
+    let mut first = match first.into_data() {
+        Ok(mut data) => {
+            let n = bytes::Buf::remaining(&data);
+            bytes::Buf::copy_to_bytes(&mut data, n)
+        }
+        Err(_trailers) => Bytes::new(),
+    };
+    if first.len() > limit {
+        return Err(format!("length limit of {limit} bytes exceeded").into());
+    }
+    if body.is_end_stream() {
+        return Ok(first);
+    }
+    let rest = Limited::new(body, limit - first.len()).collect().await?;
+    let mut all = bytes::BytesMut::from(std::mem::take(&mut first));
+    all.extend_from_slice(&rest.to_bytes());
+    Ok(all.freeze())
+}
+
 fn internal_error_response() -> Vec<u8> {
     let mut headers = http::HeaderMap::new();
     headers.insert(
@@ -585,6 +692,91 @@ fn internal_error_response() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts its polls; ready once `open` is set, and then woken by hand.
+    struct Gate {
+        polls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        waker: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+    }
+
+    impl Future for Gate {
+        type Output = ();
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return std::task::Poll::Ready(());
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_woken_only_future_is_polled_at_first_and_after_its_wake_ups_only() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let inner_waker = std::sync::Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+        let mut fut = WokenOnly::new(Gate {
+            polls: polls.clone(),
+            open: open.clone(),
+            waker: inner_waker.clone(),
+        });
+        let outer_woken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Count(outer_woken.clone())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut poll = || std::pin::Pin::new(&mut fut).poll(&mut cx);
+
+        // The loop turns 100 times for other reasons: one inner poll.
+        for _ in 0..100 {
+            assert!(poll().is_pending());
+        }
+        assert_eq!(polls.load(SeqCst), 1);
+        // Its own wake-up wakes the outer task and gets it polled again.
+        open.store(true, SeqCst);
+        inner_waker.lock().unwrap().take().unwrap().wake();
+        assert_eq!(outer_woken.load(SeqCst), 1);
+        assert!(poll().is_ready());
+        assert_eq!(polls.load(SeqCst), 2);
+        // Done: never polled again.
+        assert!(poll().is_pending());
+        assert_eq!(polls.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn response_bodies_are_read_whole_and_bounded() {
+        // One frame: the very bytes, not a copy.
+        let data = Bytes::from_static(b"hello world");
+        let got = read_body(Full::new(data.clone()), 64).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(got.as_ptr(), data.as_ptr());
+        assert!(read_body(Full::new(data.clone()), 10).await.is_err());
+        assert!(read_body(Full::new(data.clone()), 11).await.is_ok());
+        assert!(read_body(http_body_util::Empty::<Bytes>::new(), 0)
+            .await
+            .unwrap()
+            .is_empty());
+        // Several frames: joined, and the limit counts them all.
+        let frames = || {
+            http_body_util::StreamBody::new(futures_util::stream::iter(
+                ["ab", "cd", "e"]
+                    .map(|s| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(s)))),
+            ))
+        };
+        assert_eq!(read_body(frames(), 5).await.unwrap(), "abcde");
+        assert!(read_body(frames(), 4).await.is_err());
+        assert!(read_body(frames(), 1).await.is_err());
+    }
 
     #[test]
     fn service_names_follow_micro_rules() {

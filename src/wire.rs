@@ -640,7 +640,8 @@ pub fn take_request_timeout(
     nats_headers: Option<&async_nats::HeaderMap>,
     fields: &mut HeaderMap,
 ) -> Option<std::time::Duration> {
-    let field = fields.remove(TIMEOUT_FIELD);
+    const NAME: HeaderName = HeaderName::from_static(TIMEOUT_FIELD);
+    let field = fields.remove(NAME);
     request_timeout(nats_headers).or_else(|| {
         let ms: u64 = field?.to_str().ok()?.trim().parse().ok()?;
         Some(std::time::Duration::from_millis(ms))

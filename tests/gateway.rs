@@ -1066,14 +1066,9 @@ async fn consumer_abandons_a_request_once_the_gateway_deadline_passes() {
     let nc = async_nats::connect(nats.url()).await.unwrap();
     let mut h = async_nats::HeaderMap::new();
     h.insert(narun::wire::TIMEOUT_HEADER, "300");
-    let req = narun::wire::encode_request(
-        &http::Method::GET,
-        "x",
-        "/p/",
-        &http::HeaderMap::new(),
-        b"",
-    )
-    .unwrap();
+    let req =
+        narun::wire::encode_request(&http::Method::GET, "x", "/p/", &http::HeaderMap::new(), b"")
+            .unwrap();
     nc.publish_with_reply_and_headers("patient", nc.new_inbox(), h, req.into())
         .await
         .unwrap();

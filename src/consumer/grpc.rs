@@ -40,7 +40,7 @@ where
     let mut out = Responder {
         window: g::stream_window(h).map(u64::from),
         max_payload: ctx.max_payload,
-        client: ctx.client,
+        client: request.client().clone(),
         request,
         control: None,
         seq: 0,

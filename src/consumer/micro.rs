@@ -100,6 +100,11 @@ impl Request {
         r.map_err(|e| e.to_string())
     }
 
+    /// The client the request came on (and is answered on).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub async fn respond(&self, response: Result<Bytes, error::Error>) -> Result<(), String> {
         self.respond_with_headers(response, HeaderMap::new()).await
     }

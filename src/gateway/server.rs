@@ -657,18 +657,12 @@ impl Gateway {
                     .as_bytes(),
             ),
         ];
-        let payload = wire::encode_request_with(
-            &parts.method,
-            authority,
-            path,
-            &parts.headers,
-            &set,
-            &body,
-        )
-        .map_err(|e| {
-            tracing::debug!(error = %e, "cannot encode request");
-            fail(Failure::Unencodable)
-        })?;
+        let payload =
+            wire::encode_request_with(&parts.method, authority, path, &parts.headers, &set, &body)
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "cannot encode request");
+                    fail(Failure::Unencodable)
+                })?;
         if payload.len() > self.nats.max_payload() {
             return Err(fail(Failure::PayloadTooLarge));
         }
