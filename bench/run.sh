@@ -14,7 +14,7 @@
 # and with bench-baselines nats-load (BHTTP straight over NATS):
 #   (e1) hello consumer (narun::consumer + axum), (e2) raw async-nats Micro
 #   service, (e3) narun::consumer serving (e2)'s function (tower::service_fn).
-# The fair pair and (e) at 64 run in $ROUNDS (default 3) alternating rounds.
+# The fair pair and (e) at 64 run in $ROUNDS (default 5) alternating rounds.
 # Prints a table and ratios against the targets, and writes them to
 # bench/last-run.txt. Exits 0 whatever the numbers, non-zero if something
 # failed to run (or any measured request was not a 200).
@@ -22,7 +22,7 @@ set -euo pipefail
 
 DURATION=10s
 WARMUP=2s
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 BUILD=1
 CONNS=(16 64)
 WRK_THREADS=${WRK_THREADS:-1}
@@ -456,9 +456,14 @@ C_AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
 G_AUX=("nats-server:$NATS_PID" "responder:$BRESPONDER_PID")
 AUX=("${C_AUX[@]}"); measure c16 16 "$C_URL" "$MINI_PID"
 AUX=("${G_AUX[@]}"); measure g16 16 "$G_URL" "$GGW_PID"
-for r in $(seq "$ROUNDS"); do
-    AUX=("${C_AUX[@]}"); measure "c_r${r}_64" 64 "$C_URL" "$MINI_PID"
-    AUX=("${G_AUX[@]}"); measure "g_r${r}_64" 64 "$G_URL" "$GGW_PID"
+for r in $(seq "$ROUNDS"); do # c g, g c, c g, ...: a steady drift weighs on both alike
+    for side in $( ((r % 2)) && echo c g || echo g c); do
+        if [[ $side == c ]]; then
+            AUX=("${C_AUX[@]}"); measure "c_r${r}_64" 64 "$C_URL" "$MINI_PID"
+        else
+            AUX=("${G_AUX[@]}"); measure "g_r${r}_64" 64 "$G_URL" "$GGW_PID"
+        fi
+    done
 done
 rounds_summary c 64
 rounds_summary g 64
@@ -544,10 +549,14 @@ AUX=("nats-server:$NATS_PID")
 measure_nats e1_16 16 hello "$HELLO_PID"
 measure_nats e2_16 16 hello_raw "$RAWSVC_PID"
 measure_nats e3_16 16 hello_lib "$LIBSVC_PID"
-for r in $(seq "$ROUNDS"); do
-    measure_nats "e1_r${r}_64" 64 hello "$HELLO_PID"
-    measure_nats "e2_r${r}_64" 64 hello_raw "$RAWSVC_PID"
-    measure_nats "e3_r${r}_64" 64 hello_lib "$LIBSVC_PID"
+for r in $(seq "$ROUNDS"); do # e1 e2 e3, e3 e2 e1, ...
+    for e in $( ((r % 2)) && echo e1 e2 e3 || echo e3 e2 e1); do
+        case $e in
+            e1) measure_nats "e1_r${r}_64" 64 hello "$HELLO_PID" ;;
+            e2) measure_nats "e2_r${r}_64" 64 hello_raw "$RAWSVC_PID" ;;
+            e3) measure_nats "e3_r${r}_64" 64 hello_lib "$LIBSVC_PID" ;;
+        esac
+    done
 done
 for e in e1 e2 e3; do rounds_summary "$e" 64; done
 stop "$HELLO_PID"
