@@ -37,6 +37,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_nats::service;
@@ -435,23 +439,23 @@ where
 /// A future polled only after its own wake-up (and once at first), however
 /// often the task that awaits it is polled for other reasons.
 struct WokenOnly<F> {
-    fut: std::pin::Pin<Box<F>>,
-    flag: std::sync::Arc<WakeFlag>,
+    fut: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
     done: bool,
 }
 
 /// Set by the inner future's waker, which then wakes the outer task.
 struct WakeFlag {
-    woken: std::sync::atomic::AtomicBool,
+    woken: AtomicBool,
     outer: futures_util::task::AtomicWaker,
 }
 
-impl std::task::Wake for WakeFlag {
-    fn wake(self: std::sync::Arc<Self>) {
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
-    fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        self.woken.store(true, std::sync::atomic::Ordering::Release);
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
         self.outer.wake();
     }
 }
@@ -460,8 +464,8 @@ impl<F: Future> WokenOnly<F> {
     fn new(fut: F) -> Self {
         WokenOnly {
             fut: Box::pin(fut),
-            flag: std::sync::Arc::new(WakeFlag {
-                woken: std::sync::atomic::AtomicBool::new(true),
+            flag: Arc::new(WakeFlag {
+                woken: AtomicBool::new(true),
                 outer: futures_util::task::AtomicWaker::new(),
             }),
             done: false,
@@ -472,26 +476,16 @@ impl<F: Future> WokenOnly<F> {
 impl<F: Future> Future for WokenOnly<F> {
     type Output = F::Output;
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         if self.done {
-            return std::task::Poll::Pending; // like a fused future
+            return Poll::Pending; // like a fused future
         }
         self.flag.outer.register(cx.waker());
-        if !self
-            .flag
-            .woken
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            return std::task::Poll::Pending;
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
         }
-        let waker = std::task::Waker::from(self.flag.clone());
-        let out = self
-            .fut
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(&waker));
+        let waker = Waker::from(self.flag.clone());
+        let out = self.fut.as_mut().poll(&mut Context::from_waker(&waker));
         if out.is_ready() {
             self.done = true;
         }
@@ -692,50 +686,52 @@ fn internal_error_response() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Mutex;
 
     /// Counts its polls; ready once `open` is set, and then woken by hand.
     struct Gate {
-        polls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-        open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-        waker: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+        polls: Arc<AtomicUsize>,
+        open: Arc<AtomicBool>,
+        waker: Arc<Mutex<Option<Waker>>>,
     }
 
     impl Future for Gate {
         type Output = ();
-        fn poll(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<()> {
-            self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
-                return std::task::Poll::Ready(());
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, SeqCst);
+            if self.open.load(SeqCst) {
+                return Poll::Ready(());
             }
             *self.waker.lock().unwrap() = Some(cx.waker().clone());
-            std::task::Poll::Pending
+            Poll::Pending
+        }
+    }
+
+    /// Counts the outer task's wake-ups.
+    struct Count(Arc<AtomicUsize>);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
         }
     }
 
     #[test]
     fn a_woken_only_future_is_polled_at_first_and_after_its_wake_ups_only() {
-        use std::sync::atomic::Ordering::SeqCst;
-        let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let inner_waker = std::sync::Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicBool::new(false));
+        let inner_waker = Arc::new(Mutex::new(None::<Waker>));
         let mut fut = WokenOnly::new(Gate {
             polls: polls.clone(),
             open: open.clone(),
             waker: inner_waker.clone(),
         });
-        let outer_woken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-        impl std::task::Wake for Count {
-            fn wake(self: std::sync::Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let waker = std::task::Waker::from(std::sync::Arc::new(Count(outer_woken.clone())));
-        let mut cx = std::task::Context::from_waker(&waker);
-        let mut poll = || std::pin::Pin::new(&mut fut).poll(&mut cx);
+        let outer_woken = Arc::new(AtomicUsize::new(0));
+        let waker = Waker::from(Arc::new(Count(outer_woken.clone())));
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || Pin::new(&mut fut).poll(&mut cx);
 
         // The loop turns 100 times for other reasons: one inner poll.
         for _ in 0..100 {

@@ -56,12 +56,13 @@ use std::io::{Cursor, Read};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-/// NATS header set on every BHTTP request.
 /// Carried by every binary that links `narun::consumer`, which sends
 /// systemd `READY=1` once its endpoint is subscribed: the node agent looks
 /// for it to give the app's units `Type=notify`.
 pub const SD_NOTIFY_MARKER: &[u8] = b"narun-consumer:sd_notify-ready:v1";
 
+/// NATS header the Go gateway sets on every BHTTP request (consumers ignore
+/// it; the narun gateway does not send it).
 pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
 /// Value of [`CONTENT_TYPE_HEADER`].
 pub const CONTENT_TYPE_BHTTP: &str = "application/bhttp";
