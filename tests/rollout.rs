@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use common::agent::Agent;
@@ -24,6 +25,14 @@ struct Tally {
     samples: Vec<String>,
 }
 
+/// The time line a failure message places requests on: the deploys print
+/// their start and end on it too.
+static T0: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn at(i: Instant) -> String {
+    format!("+{:.3}s", i.saturating_duration_since(*T0).as_secs_f64())
+}
+
 fn tally(recs: &[Rec]) -> Tally {
     let mut t = Tally::default();
     for r in recs {
@@ -32,7 +41,12 @@ fn tally(recs: &[Rec]) -> Tally {
         } else {
             t.failed += 1;
             if t.samples.len() < 10 {
-                t.samples.push(r.label());
+                t.samples.push(format!(
+                    "{} (sent {}, done {})",
+                    r.label(),
+                    at(r.sent),
+                    at(r.done)
+                ));
             }
         }
     }
@@ -53,6 +67,15 @@ async fn finish(load: Load) -> (Tally, Duration) {
 /// how long it took.
 fn deploy(nats: &NatsServer, spec: &Path, binary: &Path) -> (i32, String, String, Duration) {
     let t = Instant::now();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "{} (unix {:.3}): narun deploy {}",
+        at(t),
+        unix.as_secs_f64(),
+        spec.display()
+    );
     let (code, out, err) = narun_cli(
         nats,
         &[
@@ -63,6 +86,7 @@ fn deploy(nats: &NatsServer, spec: &Path, binary: &Path) -> (i32, String, String
             "--wait=60s",
         ],
     );
+    eprintln!("{}: deploy exited {code}", at(Instant::now()));
     (code, out, err, t.elapsed())
 }
 

@@ -19,7 +19,6 @@
 //!   `$SRV.PING.<subject>`.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use super::body::Body;
 use super::config::GrpcRoute;
 use super::metrics::{Metrics, UNROUTED};
 use super::rescue::{grpc as code, rescue, Failure};
-use super::shared::{decorate_request, request_id, text, Gateway, REQUEST_ID};
+use super::shared::{decorate_request, request_id, text, Gateway, PeerIp, REQUEST_ID};
 use crate::wire::{self, grpc as g, ServiceError};
 
 /// How long the health check waits for a consumer's `$SRV.PING` answer.
@@ -63,7 +62,7 @@ impl Record {
 pub(super) async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: PeerIp,
 ) -> Response<Body> {
     let start = Instant::now();
     // Not a gRPC request at all: plain HTTP errors, as grpc-go answers.
@@ -266,7 +265,7 @@ async fn forward(
     gw: &Arc<Gateway>,
     route: &GrpcRoute,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: PeerIp,
     request_id: HeaderValue,
     record: Record,
 ) -> Response<Body> {
@@ -310,7 +309,7 @@ async fn forward(
         g::DEFAULT_STREAM_WINDOW.to_string().as_str(),
     );
     let mut metadata = parts.headers.clone();
-    decorate_request(&mut metadata, &request_id, peer);
+    decorate_request(&mut metadata, &request_id, &peer);
     g::metadata_to_nats(&metadata, g::METADATA_PREFIX, &mut headers);
 
     // Lost while the request was read, or before the first reply (which

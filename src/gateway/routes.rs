@@ -51,8 +51,10 @@ pub struct HttpRoute {
 /// What to do with a request, as decided by [`RouteTable::resolve`].
 #[derive(Debug, PartialEq)]
 pub enum Resolution<'a> {
-    /// Forward the request (with its full, original path) to this route.
-    Forward(&'a HttpRoute),
+    /// Forward the request (with its full, original path) to this route,
+    /// the `index`-th given to [`RouteTable::new`] (what its metrics are
+    /// cached under).
+    Forward { route: &'a HttpRoute, index: usize },
     /// Answer `301 Moved Permanently` with this `Location` path; the caller
     /// appends `?query` if the request had one.
     Redirect(String),
@@ -166,13 +168,13 @@ impl RouteTable {
         group
             .routes
             .iter()
-            .map(|&i| &self.routes[i])
-            .find(|route| route.methods.contains(method))
+            .map(|&index| (&self.routes[index], index))
+            .find(|(route, _)| route.methods.contains(method))
             .map_or_else(
                 || Resolution::MethodNotAllowed {
                     allow: group.allow.clone(),
                 },
-                Resolution::Forward,
+                |(route, index)| Resolution::Forward { route, index },
             )
     }
 
@@ -359,7 +361,7 @@ mod tests {
     /// `301 <location>`, `405 <allow>` or `404`.
     fn describe(resolution: Resolution<'_>) -> String {
         match resolution {
-            Resolution::Forward(route) => format!("forward {}", route.service),
+            Resolution::Forward { route, .. } => format!("forward {}", route.service),
             Resolution::Redirect(location) => format!("301 {location}"),
             Resolution::MethodNotAllowed { allow } => format!("405 {allow}"),
             Resolution::NotFound => "404".to_owned(),
@@ -613,11 +615,17 @@ mod tests {
 
     #[test]
     fn forward_returns_the_route_with_its_pattern() {
-        let table = RouteTable::new(vec![route("/hello/", &["POST"], "hello")]);
-        let Resolution::Forward(got) = table.resolve(&Method::POST, "/hello/world") else {
+        let table = RouteTable::new(vec![
+            route("/a", &["GET"], "a"),
+            route("/hello/", &["POST"], "hello"),
+        ]);
+        let Resolution::Forward { route: got, index } =
+            table.resolve(&Method::POST, "/hello/world")
+        else {
             panic!("expected a forward");
         };
-        assert_eq!(got, &table.routes()[0]);
+        assert_eq!(index, 1);
+        assert_eq!(got, &table.routes()[1]);
         assert_eq!(got.pattern, "/hello/");
     }
 

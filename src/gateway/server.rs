@@ -24,7 +24,7 @@ use super::config::Config;
 use super::metrics::{Metrics, UNMATCHED};
 use super::rescue::{rescue, Failure};
 use super::routes::{check_path, HttpRoute, Resolution, RouteTable};
-use super::shared::{request_id, text, Decorations, Gateway, REQUEST_ID};
+use super::shared::{request_id, text, Decorations, Gateway, PeerIp, REQUEST_ID};
 use crate::nats::{self as nats_conn, NatsOptions};
 use crate::{sd, wire};
 
@@ -140,7 +140,7 @@ pub async fn serve(
             .map(|r| (r.service_name.clone(), r.clone()))
             .collect(),
         permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
-        metrics: Metrics::new(),
+        metrics: Metrics::new(cfg.http_routes.len()),
         stopping: stopping_rx,
         nats,
         disconnects,
@@ -420,6 +420,7 @@ fn spawn_connection(
         .max_concurrent_streams(256);
     let svc_gw = gw.clone();
     let svc_activity = activity.clone();
+    let peer_ip = PeerIp::new(peer);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let gw = svc_gw.clone();
         let activity = svc_activity.clone();
@@ -436,9 +437,9 @@ fn spawn_connection(
                 }
             };
             let resp = if grpc {
-                super::grpc::handle(gw, req, peer).await
+                super::grpc::handle(gw, req, peer_ip).await
             } else {
-                gw.handle(req, peer).await
+                gw.handle(req, &peer_ip).await
             };
             Ok::<_, std::convert::Infallible>(resp.map(|b| b.guard(guard)))
         }
@@ -545,7 +546,7 @@ impl AsyncWrite for Tracked {
 }
 
 impl Gateway {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, peer: &PeerIp) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
         let version = req.version();
@@ -560,8 +561,8 @@ impl Gateway {
             );
             return resp;
         }
-        let (resp, label) = match self.routes.resolve(&method, req.uri().path()) {
-            Resolution::NotFound => (text(StatusCode::NOT_FOUND, "404 page not found"), UNMATCHED),
+        let resp = match self.routes.resolve(&method, req.uri().path()) {
+            Resolution::NotFound => text(StatusCode::NOT_FOUND, "404 page not found"),
             Resolution::Redirect(mut location) => {
                 if let Some(q) = req.uri().query() {
                     location.push('?');
@@ -571,26 +572,33 @@ impl Gateway {
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
-                (r, UNMATCHED)
+                r
             }
             Resolution::MethodNotAllowed { allow } => {
                 let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
                 if let Ok(v) = HeaderValue::from_str(&allow) {
                     r.headers_mut().insert(header::ALLOW, v);
                 }
-                (r, UNMATCHED)
+                r
             }
-            Resolution::Forward(route) => {
-                let resp = match self.forward(route, req, peer).await {
+            Resolution::Forward { route, index } => {
+                let resp = match self.forward(route, index, req, peer).await {
                     Ok(r) => r,
                     Err((failure, request_id)) => failure_response(&failure, request_id, version),
                 };
-                (resp, route.pattern.as_str())
+                self.metrics.http_routed(
+                    index,
+                    &method,
+                    &route.pattern,
+                    resp.status().as_u16(),
+                    start.elapsed().as_secs_f64(),
+                );
+                return resp;
             }
         };
         self.metrics.http(
             &method,
-            label,
+            UNMATCHED,
             resp.status().as_u16(),
             start.elapsed().as_secs_f64(),
         );
@@ -602,8 +610,9 @@ impl Gateway {
     async fn forward(
         &self,
         route: &HttpRoute,
+        index: usize,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &PeerIp,
     ) -> Result<Response<Body>, (Failure, Option<HeaderValue>)> {
         let _in_flight = self.metrics.in_flight();
         let (parts, body) = req.into_parts();
@@ -706,7 +715,7 @@ impl Gateway {
                 return Err(fail(failure));
             }
         };
-        self.metrics.nats(&route.service, "success");
+        self.metrics.nats_routed_success(index, &route.service);
         if let Some(err) = wire::service_error(reply.headers.as_ref()) {
             return Err(fail(Failure::Consumer(err)));
         }

@@ -99,21 +99,45 @@ pub fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
 /// The length of a version 00 `traceparent`.
 const TRACEPARENT_LEN: usize = 55;
 
+/// A client's IP address as text, for `x-forwarded-for`: written once per
+/// connection, not per request. IPv4-mapped IPv6 addresses are written as
+/// IPv4.
+#[derive(Clone, Copy)]
+pub(super) struct PeerIp {
+    /// At most 39 bytes (IPv6).
+    text: [u8; 48],
+    len: u8,
+}
+
+impl PeerIp {
+    pub(super) fn new(peer: SocketAddr) -> Self {
+        use std::io::Write;
+        let mut text = [0u8; 48];
+        let mut w = std::io::Cursor::new(&mut text[..]);
+        // At most 39 bytes: cannot fail.
+        let _ = write!(w, "{}", peer.ip().to_canonical());
+        let len = u8::try_from(w.position()).unwrap_or(0);
+        PeerIp { text, len }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+}
+
 /// The field lines the gateway sets on a request for the consumer: request
 /// id, W3C trace context (the client's trace continues with the gateway as
 /// a new parent), client address and scheme. Built on the stack: the HTTP
 /// path hands them to the BHTTP encoder as they are.
-pub(super) struct Decorations {
+pub(super) struct Decorations<'a> {
     traceparent: [u8; TRACEPARENT_LEN],
-    /// The client's address as text (at most 39 bytes for IPv6).
-    ip: [u8; 48],
-    ip_len: usize,
+    ip: &'a PeerIp,
     /// `x-forwarded-for` when the client sent one: theirs, then ours.
     forwarded_for: Option<Vec<u8>>,
 }
 
-impl Decorations {
-    pub(super) fn new(headers: &HeaderMap, peer: SocketAddr) -> Self {
+impl<'a> Decorations<'a> {
+    pub(super) fn new(headers: &HeaderMap, ip: &'a PeerIp) -> Self {
         let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
         match headers
             .get("traceparent")
@@ -123,48 +147,40 @@ impl Decorations {
             Some((trace, flags)) => {
                 traceparent[3..35].copy_from_slice(trace.as_bytes());
                 traceparent[53..55].copy_from_slice(flags.as_bytes());
+                random_hex(&mut traceparent[36..52]);
             }
-            None => random_hex(&mut traceparent[3..35]),
+            // Trace and parent id from one draw.
+            None => random_hex(&mut traceparent[3..52]),
         }
-        random_hex(&mut traceparent[36..52]);
-
-        let mut ip = [0u8; 48];
-        let ip_len = {
-            use std::io::Write;
-            let mut w = std::io::Cursor::new(&mut ip[..]);
-            // At most 39 bytes: cannot fail.
-            let _ = write!(w, "{}", peer.ip().to_canonical());
-            usize::try_from(w.position()).unwrap_or(0)
-        };
+        // The trace id is 32 digits, then '-': no digit there.
+        traceparent[35] = b'-';
         let forwarded_for = headers.get("x-forwarded-for").map(|prev| {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip_len);
+            let ours = ip.as_bytes();
+            let mut v = Vec::with_capacity(prev.len() + 2 + ours.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(&ip[..ip_len]);
+            v.extend_from_slice(ours);
             v
         });
         Decorations {
             traceparent,
             ip,
-            ip_len,
             forwarded_for,
         }
     }
 
     /// The field lines (lowercase names, valid values), each replacing the
     /// client's lines of that name.
-    pub(super) fn fields<'a>(
-        &'a self,
-        request_id: &'a HeaderValue,
-    ) -> [(&'static str, &'a [u8]); 4] {
+    pub(super) fn fields<'b>(
+        &'b self,
+        request_id: &'b HeaderValue,
+    ) -> [(&'static str, &'b [u8]); 4] {
         [
             (REQUEST_ID, request_id.as_bytes()),
             ("traceparent", &self.traceparent),
             (
                 "x-forwarded-for",
-                self.forwarded_for
-                    .as_deref()
-                    .unwrap_or(&self.ip[..self.ip_len]),
+                self.forwarded_for.as_deref().unwrap_or(self.ip.as_bytes()),
             ),
             ("x-forwarded-proto", b"http"),
         ]
@@ -173,11 +189,7 @@ impl Decorations {
 
 /// [`Decorations`] set in `headers` (the gRPC path, which forwards
 /// headers as NATS metadata).
-pub(super) fn decorate_request(
-    headers: &mut HeaderMap,
-    request_id: &HeaderValue,
-    peer: SocketAddr,
-) {
+pub(super) fn decorate_request(headers: &mut HeaderMap, request_id: &HeaderValue, peer: &PeerIp) {
     let decorations = Decorations::new(headers, peer);
     for (name, value) in decorations.fields(request_id) {
         // Always valid: the client's x-forwarded-for was a header value
@@ -195,8 +207,8 @@ mod tests {
     #[test]
     fn decorations_start_a_trace_and_name_the_client_when_the_request_has_none() {
         let id = HeaderValue::from_static("req-2");
-        let peer: SocketAddr = "[::ffff:10.1.2.3]:40000".parse().unwrap();
-        let d = Decorations::new(&HeaderMap::new(), peer);
+        let peer = PeerIp::new("[::ffff:10.1.2.3]:40000".parse().unwrap());
+        let d = Decorations::new(&HeaderMap::new(), &peer);
         let fields = d.fields(&id);
         let get = |name: &str| {
             let (_, v) = fields.iter().find(|(n, _)| *n == name).unwrap();
@@ -207,14 +219,15 @@ mod tests {
         let (trace, flags) = parse_traceparent(&tp).expect("a valid traceparent");
         assert_eq!(flags, "00");
         // A new trace each time, not a constant.
-        let again = Decorations::new(&HeaderMap::new(), peer);
+        let again = Decorations::new(&HeaderMap::new(), &peer);
         assert_ne!(again.fields(&id)[1].1, fields[1].1);
         assert_ne!(trace, "0".repeat(32));
         // IPv4-mapped IPv6 peers are named as IPv4.
         assert_eq!(get("x-forwarded-for"), "10.1.2.3");
         assert_eq!(get("x-forwarded-proto"), "http");
         assert_eq!(get(REQUEST_ID), "req-2");
-        let v6 = Decorations::new(&HeaderMap::new(), "[2001:db8::1]:1".parse().unwrap());
+        let v6 = PeerIp::new("[2001:db8::1]:1".parse().unwrap());
+        let v6 = Decorations::new(&HeaderMap::new(), &v6);
         assert_eq!(v6.fields(&id)[2].1, b"2001:db8::1");
     }
 
@@ -248,7 +261,7 @@ mod tests {
         );
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
         let id = HeaderValue::from_static("req-1");
-        decorate_request(&mut h, &id, "127.0.0.2:5000".parse().unwrap());
+        decorate_request(&mut h, &id, &PeerIp::new("127.0.0.2:5000".parse().unwrap()));
         let tp = h["traceparent"].to_str().unwrap();
         let (trace, flags) = parse_traceparent(tp).unwrap();
         assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");

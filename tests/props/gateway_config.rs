@@ -110,7 +110,7 @@ fn routes_are_reachable(routes: &[HttpRoute]) -> Result<(), TestCaseError> {
     for route in routes {
         for method in &route.methods {
             match table.resolve(method, &route.pattern) {
-                Resolution::Forward(r) => {
+                Resolution::Forward { route: r, .. } => {
                     prop_assert_eq!(key(&r.pattern), key(&route.pattern));
                     prop_assert!(r.methods.contains(method));
                 }

@@ -114,16 +114,17 @@ fn model<'a>(routes: &'a [HttpRoute], method: &Method, path: &str) -> Resolution
     let Some(best) = best else {
         return Resolution::NotFound;
     };
-    let group: Vec<&HttpRoute> = routes
+    let group: Vec<(usize, &HttpRoute)> = routes
         .iter()
-        .filter(|r| same_pattern(&r.pattern, &best.pattern))
+        .enumerate()
+        .filter(|(_, r)| same_pattern(&r.pattern, &best.pattern))
         .collect();
-    if let Some(r) = group.iter().find(|r| r.methods.contains(method)) {
-        return Resolution::Forward(r);
+    if let Some(&(index, route)) = group.iter().find(|(_, r)| r.methods.contains(method)) {
+        return Resolution::Forward { route, index };
     }
     let mut allow: Vec<&str> = group
         .iter()
-        .flat_map(|r| r.methods.iter().map(Method::as_str))
+        .flat_map(|(_, r)| r.methods.iter().map(Method::as_str))
         .collect();
     allow.sort_unstable();
     allow.dedup();
@@ -240,7 +241,8 @@ fn resolve_agrees_with_the_model() {
             // The same, stated as properties of the result.
             let k = key(&path);
             match got {
-                Resolution::Forward(route) => {
+                Resolution::Forward { route, index } => {
+                    prop_assert_eq!(&routes[index], route);
                     prop_assert!(route.methods.contains(&method));
                     prop_assert_eq!(clean_path(&path), path.clone());
                     let mine = specificity(&route.pattern, &k);
@@ -307,7 +309,7 @@ fn resolve_never_panics_on_arbitrary_tables() {
                 })
                 .collect();
             let table = RouteTable::new(routes);
-            if let Resolution::Forward(route) = table.resolve(&method, &path) {
+            if let Resolution::Forward { route, .. } = table.resolve(&method, &path) {
                 prop_assert!(route.methods.contains(&method));
             }
             Ok(())
