@@ -266,12 +266,37 @@ impl NatsCluster {
             }
             let client = async_nats::connect(s.url()).await.expect("connect");
             let js = async_nats::jetstream::new(client);
-            eventually(timeout, "JetStream meta leader", || {
-                let js = js.clone();
-                async move { js.query_account().await.is_ok() }
-            })
-            .await;
+            let deadline = Instant::now() + timeout;
+            loop {
+                let error = match js.query_account().await {
+                    Ok(_) => break,
+                    Err(e) => e,
+                };
+                if Instant::now() >= deadline {
+                    panic!(
+                        "timed out waiting for a JetStream meta leader through {} ({error}); the servers' logs:\n{}",
+                        s.url(),
+                        self.log_tails(30)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
         }
+    }
+
+    /// The last `lines` lines of every server's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let log = std::fs::read_to_string(s.log_path()).unwrap_or_default();
+            let all: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- server {i} ({}) ---\n", s.url()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
