@@ -258,12 +258,9 @@ impl Metrics {
         status: u16,
         seconds: f64,
     ) {
-        let Some(cache) = self.routes.get(index) else {
+        let Some(cache) = self.routes.get(index).filter(|_| status == 200) else {
             return self.http(method, pattern, status, seconds);
         };
-        if status != 200 {
-            return self.http(method, pattern, status, seconds);
-        }
         let m = method_index(method);
         let (duration, ok) = cache.http[m].get_or_init(|| {
             let method = METHOD_LABELS[m];
