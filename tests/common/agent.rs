@@ -103,9 +103,7 @@ impl Agent {
 
     /// The last lines of the agent's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let all = self.proc.stderr();
-        let v: Vec<&str> = all.lines().collect();
-        v[v.len().saturating_sub(lines)..].join("\n")
+        super::last_lines(&self.proc.stderr(), lines)
     }
 
     pub fn wait_notify(&self, needle: &str) {

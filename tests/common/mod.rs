@@ -266,21 +266,16 @@ impl NatsCluster {
             }
             let client = async_nats::connect(s.url()).await.expect("connect");
             let js = async_nats::jetstream::new(client);
-            let deadline = Instant::now() + timeout;
-            loop {
-                let error = match js.query_account().await {
-                    Ok(_) => break,
-                    Err(e) => e,
-                };
-                if Instant::now() >= deadline {
-                    panic!(
-                        "timed out waiting for a JetStream meta leader through {} ({error}); the servers' logs:\n{}",
-                        s.url(),
-                        self.log_tails(30)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            eventually_explained(
+                timeout,
+                &format!("a JetStream meta leader, asked through {}", s.url()),
+                || {
+                    let js = js.clone();
+                    async move { js.query_account().await.is_ok() }
+                },
+                || format!("the servers' logs:\n{}", self.log_tails(30)),
+            )
+            .await;
         }
     }
 
@@ -289,15 +284,20 @@ impl NatsCluster {
         let mut out = String::new();
         for (i, s) in self.servers.iter().enumerate() {
             let log = std::fs::read_to_string(s.log_path()).unwrap_or_default();
-            let all: Vec<&str> = log.lines().collect();
-            out.push_str(&format!("--- server {i} ({}) ---\n", s.url()));
-            for l in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
+            out.push_str(&format!(
+                "--- server {i} ({}) ---\n{}\n",
+                s.url(),
+                last_lines(&log, lines)
+            ));
         }
         out
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
 }
 
 /// Path of a binary built by cargo for the tests.
@@ -662,8 +662,22 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Poll `check` until it returns true, at most `timeout` (for state that has
 /// no event to await, such as a metric settling).
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, check: F)
 where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_explained(timeout, what, check, String::new).await
+}
+
+/// [`eventually`], with `explain` (e.g. a server's log) in the panic
+/// message when it times out.
+pub async fn eventually_explained<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+    explain: impl Fn() -> String,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
@@ -672,7 +686,11 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}\n{}",
+            explain()
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
