@@ -48,7 +48,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
-use tower::{Service, ServiceExt as _};
+use tower::Service;
 
 use crate::nats::{self as nats_conn, NatsOptions};
 use crate::wire;
@@ -393,14 +393,14 @@ where
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => finished(done),
             // Back-pressure: take a request from NATS only when a slot is free.
             r = endpoint.next(), if in_flight.len() < opts.concurrency => {
                 let Some(request) = r else {
                     lost = true;
                     break;
                 };
-                in_flight.push(run(&handler, &client, request));
+                start(&mut in_flight, &handler, ctx(&client), request);
             }
         }
     }
@@ -416,9 +416,9 @@ where
         let mut open = true;
         while open || !in_flight.is_empty() {
             tokio::select! {
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => finished(done),
                 r = endpoint.next(), if open && in_flight.len() < opts.concurrency => match r {
-                    Some(request) => in_flight.push(run(&handler, &client, request)),
+                    Some(request) => start(&mut in_flight, &handler, ctx(&client), request),
                     None => open = false,
                 },
             }
@@ -493,31 +493,48 @@ impl<F: Future> Future for WokenOnly<F> {
     }
 }
 
-/// One request as a future of the serving task.
-fn run<H, Fut>(
+/// The handler's context for the next request (the max payload can change
+/// on reconnect).
+fn ctx(client: &async_nats::Client) -> Ctx {
+    Ctx {
+        max_payload: client.max_payload(),
+    }
+}
+
+/// A request that had to wait: a future of the serving task, its panic
+/// caught at each poll (the box holds the handler's future, moved there
+/// once; what the set moves is the pointer).
+type InFlight =
+    futures_util::future::CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = ()> + Send>>>>;
+
+/// Start one request. It is polled here once, and joins `in_flight` only
+/// if it has to wait: a handler that answers at once (most do) costs no
+/// slot in the set and no second turn of the serving loop. (That first
+/// poll has a no-op waker; the set polls a future again as soon as it is
+/// pushed, with its own.)
+fn start<R, H, Fut>(
+    in_flight: &mut futures_util::stream::FuturesUnordered<InFlight>,
     handler: &H,
-    client: &async_nats::Client,
-    request: micro::Request,
-) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
-where
-    H: Fn(micro::Request, Ctx) -> Fut,
+    ctx: Ctx,
+    request: R,
+) where
+    H: Fn(R, Ctx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let ctx = Ctx {
-        max_payload: client.max_payload(),
-    };
-    // Handlers answer their own panics; this is the last resort. (Built
-    // as a combinator, not an async block: the handler's future is moved
-    // into its box once.)
-    Box::pin(
-        AssertUnwindSafe(handler(request, ctx))
-            .catch_unwind()
-            .map(|r| {
-                if r.is_err() {
-                    tracing::error!("request handler panicked");
-                }
-            }),
-    )
+    let fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(handler(request, ctx));
+    // Handlers answer their own panics; this is the last resort.
+    let mut fut = AssertUnwindSafe(fut).catch_unwind();
+    match (&mut fut).now_or_never() {
+        Some(done) => finished(done),
+        None => in_flight.push(fut),
+    }
+}
+
+/// A request's future has completed (or panicked past its own handler).
+fn finished(done: std::thread::Result<()>) {
+    if done.is_err() {
+        tracing::error!("request handler panicked");
+    }
 }
 
 /// What one request produced.
@@ -526,6 +543,11 @@ enum Outcome {
     Fail(u16, String),
 }
 
+/// Answer one request. Its futures are built in place and awaited
+/// through pinned references, not passed on by value, and the work's and
+/// the reply's storage do not overlap in time: the whole request is one
+/// future moved once, into its box (1.8 KB for bench/'s `service_fn`,
+/// 3.1 KB when the layers took the futures by value).
 async fn handle<S, B>(request: micro::Request, svc: S, ctx: Ctx)
 where
     S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>
@@ -536,30 +558,14 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let received = tokio::time::Instant::now();
-    let payload = request.message.payload.clone();
-    let headers = request.message.headers.as_ref();
-    let max_payload = ctx.max_payload;
-    let work = async move {
-        let mut req = match wire::decode_request_shared(payload) {
-            Ok(req) => req,
-            Err(e) => return Some(undecodable(&e)),
-        };
-        // The gateway stops waiting after this: so does the handler.
-        match wire::take_request_timeout(headers, req.headers_mut()) {
-            Some(left) => tokio::time::timeout_at(
-                received + left,
-                call_service(svc, req.map(Full::new), max_payload),
-            )
-            .await
-            .ok(),
-            None => Some(call_service(svc, req.map(Full::new), max_payload).await),
-        }
-    };
     // A panic while decoding or in the handler unwinds to here: answer 500
-    // and keep serving.
-    let result = AssertUnwindSafe(work).catch_unwind().await;
-    let outcome = match result {
+    // and keep serving. (The block ends the work's storage before the
+    // reply's begins.)
+    let outcome = {
+        let work = std::pin::pin!(work(&request, svc, ctx.max_payload));
+        AssertUnwindSafe(work).catch_unwind().await
+    };
+    let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
         Err(_) => {
             tracing::error!("request decoding or handler panicked");
@@ -593,6 +599,57 @@ where
     }
 }
 
+/// Decode `request`, call the service and read its response, all within
+/// the gateway's deadline when it sent one (`None`: the deadline passed).
+async fn work<S, B>(request: &micro::Request, svc: S, max_payload: usize) -> Option<Outcome>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>,
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut req = match wire::decode_request_shared(request.message.payload.clone()) {
+        Ok(req) => req,
+        Err(e) => return Some(undecodable(&e)),
+    };
+    // The gateway stops waiting after this: so does the handler.
+    let deadline = wire::take_request_timeout(request.message.headers.as_ref(), req.headers_mut())
+        .map(|left| request.received() + left);
+    let mut svc = svc;
+    let Ok(()) = within(
+        deadline,
+        std::pin::pin!(std::future::poll_fn(|cx| svc.poll_ready(cx))),
+    )
+    .await?;
+    let Ok(resp) = within(deadline, std::pin::pin!(svc.call(req.map(Full::new)))).await?;
+    let (parts, body) = resp.into_parts();
+    Some(
+        match within(deadline, std::pin::pin!(read_body(body, max_payload))).await? {
+            Ok(body) => encode(&parts, &body, max_payload),
+            Err(e) => {
+                tracing::warn!(error = %e, "response body failed or exceeds the NATS max payload");
+                Outcome::Fail(500, "Response body too large or unreadable".into())
+            }
+        },
+    )
+}
+
+/// `fut`'s output, or `None` once `deadline` (if any) has passed. The
+/// timer is set only when `fut` has to wait: a handler that answers at its
+/// first poll costs no timer entry. `fut` is pinned where its caller built
+/// it, not moved here.
+async fn within<F: Future>(
+    deadline: Option<tokio::time::Instant>,
+    mut fut: Pin<&mut F>,
+) -> Option<F::Output> {
+    let Some(deadline) = deadline else {
+        return Some(fut.await);
+    };
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => tokio::time::timeout_at(deadline, fut).await.ok(),
+    }
+}
+
 /// The Micro error answering a request that does not decode: 431 when its
 /// field lines exceed the wire limits, else 400 (as the Go consumer).
 fn undecodable(e: &wire::WireError) -> Outcome {
@@ -604,22 +661,10 @@ fn undecodable(e: &wire::WireError) -> Outcome {
     }
 }
 
-async fn call_service<S, B>(svc: S, req: http::Request<Full<Bytes>>, max_payload: usize) -> Outcome
-where
-    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible>,
-    B: Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let Ok(resp) = svc.oneshot(req).await;
-    let (parts, body) = resp.into_parts();
-    let body = match read_body(body, max_payload).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "response body failed or exceeds the NATS max payload");
-            return Outcome::Fail(500, "Response body too large or unreadable".into());
-        }
-    };
-    match wire::encode_response(parts.status, &parts.headers, &body) {
+/// The BHTTP reply to a response, or the error when it does not fit in a
+/// NATS message.
+fn encode(parts: &http::response::Parts, body: &[u8], max_payload: usize) -> Outcome {
+    match wire::encode_response(parts.status, &parts.headers, body) {
         Ok(bytes) if bytes.len() <= max_payload => Outcome::Reply(bytes),
         Ok(bytes) => Outcome::Fail(
             500,
@@ -747,6 +792,60 @@ mod tests {
         // Done: never polled again.
         assert!(poll().is_pending());
         assert_eq!(polls.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn only_requests_that_wait_take_a_slot_and_panics_are_caught() {
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let ctx = Ctx { max_payload: 1 };
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rx = Mutex::new(Some(rx));
+        let handler = |kind: &'static str, _ctx: Ctx| {
+            let answered = answered.clone();
+            let rx = (kind == "wait").then(|| rx.lock().unwrap().take().unwrap());
+            async move {
+                if let Some(rx) = rx {
+                    rx.await.unwrap();
+                }
+                if kind == "panic" {
+                    panic!("handler bug");
+                }
+                answered.fetch_add(1, SeqCst);
+            }
+        };
+        // Answers at its first poll: done, no slot taken.
+        start(&mut in_flight, &handler, ctx, "now");
+        assert_eq!((answered.load(SeqCst), in_flight.len()), (1, 0));
+        // Panics at its first poll: caught, no slot, the loop goes on.
+        start(&mut in_flight, &handler, ctx, "panic");
+        assert_eq!(in_flight.len(), 0);
+        // Has to wait: kept, and finished by the set once woken.
+        start(&mut in_flight, &handler, ctx, "wait");
+        assert_eq!((answered.load(SeqCst), in_flight.len()), (1, 1));
+        tx.send(()).unwrap();
+        assert!(in_flight.next().await.unwrap().is_ok());
+        assert_eq!((answered.load(SeqCst), in_flight.len()), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_abandons_only_work_that_has_to_wait() {
+        use tokio::time::{Duration, Instant};
+        let past = Instant::now() - Duration::from_millis(1);
+        let later = Instant::now() + Duration::from_secs(60);
+        // Ready at its first poll: answered, whatever the deadline.
+        assert_eq!(
+            within(Some(past), std::pin::pin!(async { 7 })).await,
+            Some(7)
+        );
+        // Waits past the deadline: abandoned.
+        let pending = std::pin::pin!(std::future::pending::<u8>());
+        assert_eq!(within(Some(past), pending).await, None);
+        // Waits, then answers before the deadline.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move { tx.send(9).unwrap() });
+        let answer = std::pin::pin!(async { rx.await.unwrap() });
+        assert_eq!(within(Some(later), answer).await, Some(9));
     }
 
     #[tokio::test]

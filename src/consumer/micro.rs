@@ -47,6 +47,12 @@ struct Counters {
 pub(crate) struct MicroService {
     requests: Subscriber,
     verbs: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// What every request of the service answers with: one reference per
+/// request (not a client clone and a counters clone).
+struct Shared {
     counters: Arc<Mutex<Counters>>,
     client: Client,
 }
@@ -55,8 +61,7 @@ pub(crate) struct MicroService {
 pub(crate) struct Request {
     pub message: Message,
     issued: Instant,
-    counters: Arc<Mutex<Counters>>,
-    client: Client,
+    shared: Arc<Shared>,
 }
 
 impl Request {
@@ -79,30 +84,36 @@ impl Request {
                     async_nats::service::NATS_SERVICE_ERROR_CODE,
                     e.code.to_string().as_str(),
                 );
-                if let Ok(mut c) = self.counters.lock() {
+                if let Ok(mut c) = self.shared.counters.lock() {
                     c.errors += 1;
                     c.last_error = Some(e);
                 }
                 Bytes::new()
             }
         };
-        if let Ok(mut c) = self.counters.lock() {
+        if let Ok(mut c) = self.shared.counters.lock() {
             c.requests += 1;
             c.processing += self.issued.elapsed();
         }
         let r = if headers.is_empty() {
-            self.client.publish(reply, payload).await
+            self.shared.client.publish(reply, payload).await
         } else {
-            self.client
+            self.shared
+                .client
                 .publish_with_headers(reply, headers, payload)
                 .await
         };
         r.map_err(|e| e.to_string())
     }
 
+    /// When the request was taken from the subscription.
+    pub fn received(&self) -> tokio::time::Instant {
+        self.issued.into()
+    }
+
     /// The client the request came on (and is answered on).
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.shared.client
     }
 
     pub async fn respond(&self, response: Result<Bytes, error::Error>) -> Result<(), String> {
@@ -112,7 +123,7 @@ impl Request {
     /// Count `e` in the endpoint's stats without replying (the requester
     /// has stopped waiting).
     pub fn abandon(&self, e: error::Error) {
-        if let Ok(mut c) = self.counters.lock() {
+        if let Ok(mut c) = self.shared.counters.lock() {
             c.requests += 1;
             c.errors += 1;
             c.processing += self.issued.elapsed();
@@ -165,8 +176,10 @@ impl MicroService {
         Ok(MicroService {
             requests,
             verbs,
-            counters,
-            client: client.clone(),
+            shared: Arc::new(Shared {
+                counters,
+                client: client.clone(),
+            }),
         })
     }
 
@@ -176,8 +189,7 @@ impl MicroService {
         Some(Request {
             message,
             issued: Instant::now(),
-            counters: self.counters.clone(),
-            client: self.client.clone(),
+            shared: self.shared.clone(),
         })
     }
 
