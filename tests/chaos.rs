@@ -577,13 +577,13 @@ async fn requests_waiting_when_nats_dies_answer_503_at_once() {
     let mut http_sub = hole.subscribe("ch-hole").await.unwrap();
     let mut grpc_sub = hole.subscribe("ch-hole-grpc").await.unwrap();
     hole.flush().await.unwrap();
-    let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut gw = GatewayProc::start(
         &nats.url(),
         "  - path: \"/hole/\"\n    methods: [\"POST\"]\n    service: \"ch-hole\"\n    timeout: \"30s\"\n\
          \x20 - grpc: \"hole.v1.Hole\"\n    service: \"ch-hole-grpc\"\n    timeout: \"30s\"",
-        &format!("grpc_addr: \"{grpc}\""),
+        "grpc_addr: \"{grpc_addr}\"",
     );
+    let grpc = gw.grpc.expect("a gRPC listener of its own");
     let h = tokio::spawn(http(gw.http, "POST", "/hole/", &[], "x"));
     let g = tokio::spawn(grpc_status(grpc, "/hole.v1.Hole/Call"));
     let wait = Duration::from_secs(10);

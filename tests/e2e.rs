@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::agent::Agent;
@@ -209,12 +208,12 @@ async fn the_seed_workflow_http_then_grpc() {
             "--wait=60s",
         ],
     );
-    let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let ggw = GatewayProc::start(
         &nats.url(),
         &format!("  - grpc: \"hello.v1.Greeter\"\n    service: \"{gapp}\""),
-        &format!("grpc_addr: \"{grpc_addr}\""),
+        "grpc_addr: \"{grpc_addr}\"",
     );
+    let grpc_addr = ggw.grpc.expect("a gRPC listener of its own");
     wait_service(&nats.url(), gapp).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
         .unwrap()

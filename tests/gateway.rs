@@ -592,7 +592,9 @@ async fn nats_restart_gives_503_then_recovers_without_gateway_restart() {
 async fn gateway_started_before_nats_serves_503_then_becomes_ready() {
     let mut nats = NatsServer::start();
     nats.stop();
-    let gw = GatewayProc::spawn(&nats.url(), HELLO_ROUTE, "");
+    // The gateway binds its configured address itself: the path without
+    // socket activation.
+    let gw = GatewayProc::spawn_configured(&nats.url(), HELLO_ROUTE, "");
     eventually(Duration::from_secs(10), "listener up", || async {
         tokio::net::TcpStream::connect(gw.http).await.is_ok()
     })
@@ -650,74 +652,19 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_activation_uses_the_passed_listener() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let nats = NatsServer::start();
     let _c = consumer(&nats.url(), "echo", echo_router(), 2).await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // server_addr points at a port nobody listens on: only the passed socket works.
-    let unused = free_port();
-    let cfg = dir.path().join("gw.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "nats_url: \"{}\"\nserver_addr: \"127.0.0.1:{unused}\"\nmetrics_addr: \"\"\nroutes:\n  - path: \"/e/\"\n    methods: [\"GET\"]\n    service: \"echo\"\n",
-            nats.url()
-        ),
-    )
-    .unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    let fd = listener.as_raw_fd();
-    let mut cmd = std::process::Command::new("/bin/sh");
-    // LISTEN_PID must be the gateway's pid: the shell's $$ survives exec.
-    cmd.arg("-c")
-        .arg("LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec \"$0\" gateway --config \"$1\"")
-        .arg(narun_binary())
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(std::fs::File::create(dir.path().join("gw.log")).unwrap());
-    // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3 as
-    // sd_listen_fds(3) expects, in the child only.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) // already there: keep it across exec
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().unwrap();
-    let mut proc = Proc {
-        child,
-        stderr_path: dir.path().join("gw.log"),
-    };
-    let mut buf = [0u8; 1024];
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    loop {
-        let n = notify
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no READY ({e}); stderr:\n{}", proc.stderr()));
-        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-            break;
-        }
-    }
-    drop(listener);
-    let r = http(addr, "GET", "/e/", &[], "").await;
-    assert_eq!(r.status, 200, "{}", proc.stderr());
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", unused))
+    let route = "  - path: \"/e/\"\n    methods: [\"GET\"]\n    service: \"echo\"";
+    let mut gw = GatewayProc::spawn_socket_activated(&nats.url(), route, "");
+    gw.wait_notify("READY=1", Duration::from_secs(20));
+    assert_ne!(gw.http, gw.server_addr);
+    let r = http(gw.http, "GET", "/e/", &[], "").await;
+    assert_eq!(r.status, 200, "{}", gw.proc.stderr());
+    assert!(tokio::net::TcpStream::connect(gw.server_addr)
         .await
         .is_err());
-    assert!(proc.is_running());
+    assert!(gw.proc.is_running());
 }
 
 #[test]
@@ -1381,7 +1328,7 @@ async fn max_connections_caps_bound_and_socket_activated_listeners() {
             gw.wait_notify("READY=1", Duration::from_secs(20));
             gw
         } else {
-            GatewayProc::start(&nats.url(), ECHO_POST_ROUTE, extra)
+            GatewayProc::start_configured(&nats.url(), ECHO_POST_ROUTE, extra)
         };
         let kind = if activated {
             "socket-activated"

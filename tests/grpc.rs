@@ -30,12 +30,12 @@ const GREETER_ROUTE: &str = r#"  - grpc: "hello.v1.Greeter"
 
 /// A gateway with a separate gRPC listener; returns it and the gRPC address.
 fn grpc_gateway(nats: &NatsServer, routes: &str, extra: &str) -> (GatewayProc, SocketAddr) {
-    let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw = GatewayProc::start(
         &nats.url(),
         routes,
-        &format!("grpc_addr: \"{grpc}\"\n{extra}"),
+        &format!("grpc_addr: \"{{grpc_addr}}\"\n{extra}"),
     );
+    let grpc = gw.grpc.expect("a gRPC listener of its own");
     (gw, grpc)
 }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::systemd::PrivateSystemd;
-use super::{free_port, narun_binary, NatsServer, Proc};
+use super::{free_ports, narun_binary, NatsServer, Proc};
 
 /// The agent process with its notify socket.
 pub struct Agent {
@@ -38,8 +38,9 @@ impl Agent {
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let log = dir.path().join("agent.log");
         let journalctl = format!("nsenter -t {} -m -p journalctl", sd.pid);
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let ports = free_ports(2);
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], ports[1]));
         // narun-exec where the apps' users can execute it (as the packages
         // put it in /usr/libexec/narun), unless the test chooses one.
         let mut wrapper_arg = Vec::new();

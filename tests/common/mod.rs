@@ -18,11 +18,23 @@ use http_body_util::{BodyExt, Full};
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: probed with listeners held open together, so
+/// the kernel cannot hand one out twice (a port probed and released at
+/// once can come back from the very next probe: two servers of one
+/// cluster were once given the same client port). A port can still be
+/// taken by another process before its user binds it; where the program
+/// can take a passed socket, pass one instead (`GatewayProc`).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let probes: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    probes
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn nats_server_binary() -> PathBuf {
@@ -185,9 +197,10 @@ impl NatsCluster {
     /// connections: JetStream may still be electing its leaders, as it is
     /// right after an operator brings a cluster up.
     pub fn start(n: usize) -> Self {
-        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let monitor_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut ports = free_ports(3 * n);
+        let monitor_ports = ports.split_off(2 * n);
+        let route_ports = ports.split_off(n);
+        let client_ports = ports;
         let routes: Vec<String> = route_ports
             .iter()
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
@@ -430,15 +443,55 @@ pub struct GatewayProc {
     pub proc: Proc,
     pub http: SocketAddr,
     pub metrics: SocketAddr,
+    /// The separate gRPC listener, when the extra YAML asked for one with
+    /// `grpc_addr: "{grpc_addr}"`.
+    pub grpc: Option<SocketAddr>,
+    /// The `server_addr` written in the configuration (= `http` unless
+    /// only the HTTP socket was passed and this names an unused port).
+    pub server_addr: SocketAddr,
     pub notify: UnixDatagram,
     pub dir: tempfile::TempDir,
 }
 
+/// How a test gateway gets its listening sockets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sockets {
+    /// Bound here on port 0 and passed as systemd passes them
+    /// (`LISTEN_FDS`, named `http`, `metrics` and `grpc`): no port is
+    /// guessed, and the listeners accept before the gateway runs.
+    Passed,
+    /// Only the HTTP socket passed; `server_addr` names a port nobody
+    /// listens on (it must not be bound).
+    HttpPassed,
+    /// The gateway binds the configured addresses itself (ports picked
+    /// free here): the path without socket activation.
+    Configured,
+}
+
+/// A test gateway's configuration before it starts.
+struct Config {
+    text: String,
+    http: SocketAddr,
+    metrics: SocketAddr,
+    grpc: Option<SocketAddr>,
+    server_addr: SocketAddr,
+    passed: Vec<(&'static str, TcpListener)>,
+}
+
 impl GatewayProc {
     /// Start with `routes_yaml` (the `routes:` list) and extra top-level YAML;
-    /// waits for READY=1 (listeners bound and NATS connected).
+    /// waits for READY=1 (listeners bound and NATS connected). The
+    /// listeners are passed in (see [`Sockets::Passed`]).
     pub fn start(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
         let gw = Self::spawn(nats_url, routes_yaml, extra_yaml);
+        gw.wait_notify("READY=1", Duration::from_secs(20));
+        gw
+    }
+
+    /// [`GatewayProc::start`] of a gateway that binds its configured
+    /// addresses itself.
+    pub fn start_configured(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let gw = Self::spawn_configured(nats_url, routes_yaml, extra_yaml);
         gw.wait_notify("READY=1", Duration::from_secs(20));
         gw
     }
@@ -448,14 +501,30 @@ impl GatewayProc {
         Self::spawn_with_env(nats_url, routes_yaml, extra_yaml, &[])
     }
 
+    /// [`GatewayProc::spawn`] of a gateway that binds its configured
+    /// addresses itself.
+    pub fn spawn_configured(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let config = Self::config(nats_url, routes_yaml, extra_yaml, Sockets::Configured);
+        Self::spawn_binary(narun_binary(), &["gateway"], config, &[])
+    }
+
+    /// Start as systemd socket activation does with the HTTP socket only:
+    /// it is bound here and passed as fd 3 (`LISTEN_FDS=1`,
+    /// `LISTEN_FDNAMES=http`), while `server_addr` names a port nobody
+    /// listens on. Does not wait for READY.
+    pub fn spawn_socket_activated(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let config = Self::config(nats_url, routes_yaml, extra_yaml, Sockets::HttpPassed);
+        Self::spawn_binary(narun_binary(), &["gateway"], config, &[])
+    }
+
     /// [`GatewayProc::start`] of `narun-gateway`, the gateway's own binary
     /// (what the packaged unit runs) instead of `narun gateway`.
     pub fn start_lean(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
+        let config = Self::config(nats_url, routes_yaml, extra_yaml, Sockets::Passed);
         let gw = Self::spawn_binary(
-            Command::new(env!("CARGO_BIN_EXE_narun-gateway")),
-            nats_url,
-            routes_yaml,
-            extra_yaml,
+            PathBuf::from(env!("CARGO_BIN_EXE_narun-gateway")),
+            &[],
+            config,
             &[],
         );
         gw.wait_notify("READY=1", Duration::from_secs(20));
@@ -469,33 +538,81 @@ impl GatewayProc {
         extra_yaml: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut cmd = Command::new(narun_binary());
-        cmd.arg("gateway");
-        Self::spawn_binary(cmd, nats_url, routes_yaml, extra_yaml, env)
+        let config = Self::config(nats_url, routes_yaml, extra_yaml, Sockets::Passed);
+        Self::spawn_binary(narun_binary(), &["gateway"], config, env)
     }
 
-    fn spawn_binary(
-        mut cmd: Command,
-        nats_url: &str,
-        routes_yaml: &str,
-        extra_yaml: &str,
-        env: &[(&str, &str)],
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    /// The configuration text, its addresses, and the sockets to pass.
+    fn config(nats_url: &str, routes_yaml: &str, extra_yaml: &str, sockets: Sockets) -> Config {
+        let all = sockets == Sockets::Passed;
+        let wants_grpc = extra_yaml.contains("{grpc_addr}");
+        let mut passed = Vec::new();
+        let mut pass = |name: &'static str| -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            passed.push((name, listener));
+            addr
+        };
+        let http = (sockets != Sockets::Configured).then(|| pass("http"));
+        let metrics = all.then(|| pass("metrics"));
+        let grpc = (all && wants_grpc).then(|| pass("grpc"));
+        // Ports for what the gateway binds itself (or must leave unbound),
+        // probed while the passed listeners are held: all distinct.
+        let mut spare = free_ports(4)
+            .into_iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+        let http = http.unwrap_or_else(|| spare.next().unwrap());
+        let metrics = metrics.unwrap_or_else(|| spare.next().unwrap());
+        let grpc = wants_grpc.then(|| grpc.unwrap_or_else(|| spare.next().unwrap()));
+        let server_addr = match sockets {
+            Sockets::HttpPassed => spare.next().unwrap(),
+            _ => http,
+        };
         // `{server_addr}` in the extra YAML stands for the HTTP address
-        // (e.g. `grpc_addr: "{server_addr}"` for one shared listener).
-        let extra_yaml = extra_yaml.replace("{server_addr}", &http.to_string());
-        let config = format!(
-            "nats_url: \"{nats_url}\"\nserver_addr: \"{http}\"\nmetrics_addr: \"{metrics}\"\n{extra_yaml}\nroutes:\n{routes_yaml}\n"
-        );
+        // (e.g. `grpc_addr: "{server_addr}"` for one shared listener),
+        // `{grpc_addr}` for a gRPC listener of its own.
+        let mut extra_yaml = extra_yaml.replace("{server_addr}", &http.to_string());
+        if let Some(grpc) = grpc {
+            extra_yaml = extra_yaml.replace("{grpc_addr}", &grpc.to_string());
+        }
+        Config {
+            text: format!(
+                "nats_url: \"{nats_url}\"\nserver_addr: \"{server_addr}\"\nmetrics_addr: \"{metrics}\"\n{extra_yaml}\nroutes:\n{routes_yaml}\n"
+            ),
+            http,
+            metrics,
+            grpc,
+            server_addr,
+            passed,
+        }
+    }
+
+    fn spawn_binary(program: PathBuf, args: &[&str], config: Config, env: &[(&str, &str)]) -> Self {
+        use std::os::fd::{AsRawFd, RawFd};
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("gateway.yaml");
-        std::fs::write(&cfg_path, config).unwrap();
+        std::fs::write(&cfg_path, &config.text).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let stderr_path = dir.path().join("gateway.log");
-        let child = cmd
+        let mut cmd = if config.passed.is_empty() {
+            Command::new(&program)
+        } else {
+            // LISTEN_PID must be the gateway's pid: the shell's $$
+            // survives exec.
+            let names: Vec<&str> = config.passed.iter().map(|(name, _)| *name).collect();
+            let mut sh = Command::new("/bin/sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "LISTEN_PID=$$ LISTEN_FDS={} LISTEN_FDNAMES={} exec \"$0\" \"$@\"",
+                    names.len(),
+                    names.join(":")
+                ))
+                .arg(&program);
+            sh
+        };
+        cmd.args(args)
             .arg("--config")
             .arg(&cfg_path)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -503,13 +620,45 @@ impl GatewayProc {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("start narun gateway");
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        let mut fds: [RawFd; 3] = [-1; 3];
+        let n = config.passed.len();
+        for (slot, (_, listener)) in fds.iter_mut().zip(&config.passed) {
+            *slot = listener.as_raw_fd();
+        }
+        if n > 0 {
+            // SAFETY: fcntl and dup2 are async-signal-safe and nothing here
+            // allocates. In the child only, the listeners move out of the
+            // way first (one may already sit in 3..3+n), then to 3, 4, ...
+            // as sd_listen_fds(3) expects; dup2 leaves the targets open
+            // across exec, the close-on-exec copies close.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut high: [RawFd; 3] = [-1; 3];
+                    for i in 0..n {
+                        high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 64);
+                        if high[i] < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    for (i, fd) in high.iter().enumerate().take(n) {
+                        if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start narun gateway");
+        // The gateway has its own copies now.
+        drop(config.passed);
         GatewayProc {
             proc: Proc { child, stderr_path },
-            http,
-            metrics,
+            http: config.http,
+            metrics: config.metrics,
+            grpc: config.grpc,
+            server_addr: config.server_addr,
             notify,
             dir,
         }
@@ -692,66 +841,6 @@ pub async fn eventually_explained<F, Fut>(
             explain()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-impl GatewayProc {
-    /// Start as systemd socket activation does: the HTTP listener is bound
-    /// here and passed as fd 3 (`LISTEN_FDS=1`, `LISTEN_FDNAMES=http`), while
-    /// `server_addr` names a port nobody listens on. Does not wait for READY.
-    pub fn spawn_socket_activated(nats_url: &str, routes_yaml: &str, extra_yaml: &str) -> Self {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let http = listener.local_addr().unwrap();
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let unused = free_port();
-        let config = format!(
-            "nats_url: \"{nats_url}\"\nserver_addr: \"127.0.0.1:{unused}\"\nmetrics_addr: \"{metrics}\"\n{extra_yaml}\nroutes:\n{routes_yaml}\n"
-        );
-        let cfg_path = dir.path().join("gateway.yaml");
-        std::fs::write(&cfg_path, config).unwrap();
-        let notify_path = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        let stderr_path = dir.path().join("gateway.log");
-        let fd = listener.as_raw_fd();
-        let mut cmd = Command::new("/bin/sh");
-        // LISTEN_PID must be the gateway's pid: the shell's $$ survives exec.
-        cmd.arg("-c")
-            .arg("LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec \"$0\" gateway --config \"$1\"")
-            .arg(narun_binary())
-            .arg(&cfg_path)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", "narun=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap());
-        // SAFETY: dup2 and fcntl are async-signal-safe; they put the
-        // listener at fd 3 as sd_listen_fds(3) expects, in the child only.
-        unsafe {
-            cmd.pre_exec(move || {
-                let rc = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) // already there: keep it across exec
-                } else {
-                    libc::dup2(fd, 3)
-                };
-                if rc < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start narun gateway");
-        // The gateway has its own copy now.
-        drop(listener);
-        GatewayProc {
-            proc: Proc { child, stderr_path },
-            http,
-            metrics,
-            notify,
-            dir,
-        }
     }
 }
 
