@@ -54,6 +54,9 @@ fn nats_server_binary() -> PathBuf {
 /// A nats-server with JetStream on a private port and store, killed on drop.
 pub struct NatsServer {
     child: Option<Child>,
+    /// The client port: one the server picked itself at its first start
+    /// (`-p -1`, read from its ports file: no port guessed), kept across
+    /// restarts; given in advance for the servers of a cluster.
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
@@ -69,7 +72,7 @@ impl NatsServer {
     pub fn start_without_jetstream() -> Self {
         let mut s = NatsServer {
             child: None,
-            port: free_port(),
+            port: 0,
             extra: Vec::new(),
             dir: tempfile::tempdir().expect("tempdir"),
             jetstream: false,
@@ -86,7 +89,7 @@ impl NatsServer {
         std::fs::write(&conf, config).expect("write nats.conf");
         let mut s = NatsServer {
             child: None,
-            port: free_port(),
+            port: 0,
             extra: vec!["-c".into(), conf.to_string_lossy().into_owned()],
             dir,
             jetstream: true,
@@ -120,8 +123,19 @@ impl NatsServer {
         } else {
             Vec::new()
         };
+        // Port 0: the server picks one (`-p -1`) and writes it to its ports
+        // file; a restart reuses it.
+        let port = match self.port {
+            0 => "-1".to_owned(),
+            p => p.to_string(),
+        };
+        let ports_dir = self.ports_dir();
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port])
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .args(&js)
             .arg("-l")
             .arg(&log)
@@ -134,12 +148,31 @@ impl NatsServer {
         self.child = Some(child);
     }
 
+    fn ports_dir(&self) -> PathBuf {
+        self.dir.path().join("ports")
+    }
+
+    /// The client port from the server's ports file, once it is written
+    /// (after the listeners are up).
+    fn written_port(&self) -> Option<u16> {
+        let file = std::fs::read_dir(self.ports_dir()).ok()?.flatten().next()?;
+        let ports: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()?;
+        let url = ports["nats"][0].as_str()?;
+        url.rsplit(':').next()?.parse().ok()
+    }
+
     fn wait_accepting(&mut self) {
         let log = self.log_path();
         // Ready when it greets a client with INFO.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if self.port == 0 {
+                self.port = self.written_port().unwrap_or(0);
+            }
+            if self.port == 0 {
+                // Not listening yet.
+            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let mut buf = [0u8; 4];
                 s.set_read_timeout(Some(Duration::from_secs(2))).ok();
                 if s.read_exact(&mut buf).is_ok() && &buf == b"INFO" {
