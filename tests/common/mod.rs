@@ -168,16 +168,17 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if self.port == 0 {
+                // Not listening until its ports file says where.
                 self.port = self.written_port().unwrap_or(0);
             }
-            if self.port == 0 {
-                // Not listening yet.
-            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut buf = [0u8; 4];
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                if s.read_exact(&mut buf).is_ok() && &buf == b"INFO" {
-                    return;
-                }
+            let greeted = self.port != 0
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
+                    let mut buf = [0u8; 4];
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                    s.read_exact(&mut buf).is_ok() && &buf == b"INFO"
+                });
+            if greeted {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -656,6 +657,7 @@ impl GatewayProc {
             .stderr(std::fs::File::create(&stderr_path).unwrap());
         let mut fds: [RawFd; 3] = [-1; 3];
         let n = config.passed.len();
+        assert!(n <= fds.len(), "at most http, metrics and grpc are passed");
         for (slot, (_, listener)) in fds.iter_mut().zip(&config.passed) {
             *slot = listener.as_raw_fd();
         }
@@ -668,14 +670,14 @@ impl GatewayProc {
             unsafe {
                 cmd.pre_exec(move || {
                     let mut high: [RawFd; 3] = [-1; 3];
-                    for i in 0..n {
-                        high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 64);
-                        if high[i] < 0 {
+                    for (copy, fd) in high[..n].iter_mut().zip(&fds[..n]) {
+                        *copy = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                        if *copy < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    for (i, fd) in high.iter().enumerate().take(n) {
-                        if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    for (target, copy) in (3..).zip(&high[..n]) {
+                        if libc::dup2(*copy, target) < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                     }
