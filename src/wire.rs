@@ -217,10 +217,11 @@ fn check_len(field: &'static str, value: &[u8], max: usize) -> Result<(), WireEr
     Ok(())
 }
 
-/// Check the field lines of one message and write them as a known-length
-/// field section, sorted by name (stably: repeated names keep their order;
-/// names are lowercase, as `http::HeaderName` guarantees).
-fn put_fields(out: &mut Vec<u8>, fields: &mut [(&str, &[u8])]) -> Result<(), WireError> {
+/// Check the field lines of one message and sort them by name (stably:
+/// repeated names keep their order; names are lowercase, as
+/// `http::HeaderName` guarantees); returns the length of their known-length
+/// field section.
+fn check_fields(fields: &mut [(&str, &[u8])]) -> Result<usize, WireError> {
     fields.sort_by(|a, b| a.0.cmp(b.0));
     let mut budget = FieldBudget::default();
     let mut len = 0;
@@ -233,14 +234,20 @@ fn put_fields(out: &mut Vec<u8>, fields: &mut [(&str, &[u8])]) -> Result<(), Wir
         budget.take(name.as_bytes(), value)?;
         len += known::vec_len(name.as_bytes()) + known::vec_len(value);
     }
-    out.reserve(known::varint_len(len) + len);
+    Ok(len)
+}
+
+/// Write the field section [`check_fields`] sorted and measured (`len`).
+fn put_fields(out: &mut Vec<u8>, fields: &[(&str, &[u8])], len: usize) {
     known::put_varint(out, len);
-    for (name, value) in fields.iter() {
+    for (name, value) in fields {
         known::put_vec(out, name.as_bytes());
         known::put_vec(out, value);
     }
-    Ok(())
 }
+
+/// The field lines of one message, on the stack for the common message.
+type FieldLines<'a> = smallvec::SmallVec<[(&'a str, &'a [u8]); 16]>;
 
 /// Encode a client request as a known-length BHTTP request, the way the Go
 /// gateway does. `authority` is the client's `Host`; `path` includes the query.
@@ -272,39 +279,43 @@ pub fn encode_request_with(
     if !path.starts_with('/') {
         return Err(WireError::Path(path.to_owned()));
     }
-    let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + set.len() + 1);
+    let mut length = itoa::Buffer::new();
+    let mut fields = FieldLines::new();
     for (name, value) in headers {
         if !is_excluded_request_header(name) && !set.iter().any(|(n, _)| *n == name.as_str()) {
             fields.push((name.as_str(), value.as_bytes()));
         }
     }
     fields.extend_from_slice(set);
-    let mut length = itoa::Buffer::new();
     if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         fields.push(("content-length", length.format(body.len()).as_bytes()));
     }
+    let fields_len = check_fields(&mut fields)?;
     let (method, authority, path) = (
         method.as_str().as_bytes(),
         authority.as_bytes(),
         path.as_bytes(),
     );
-    let mut out = Vec::with_capacity(
-        1 + known::vec_len(method)
-            + 1
-            + known::vec_len(authority)
-            + known::vec_len(path)
-            + known::varint_len(body.len())
-            + body.len()
-            + 1,
-    );
+    // Sized exactly: one allocation, and a `Bytes` made of it takes it as is.
+    let size = 1
+        + known::vec_len(method)
+        + known::vec_len(b"")
+        + known::vec_len(authority)
+        + known::vec_len(path)
+        + known::varint_len(fields_len)
+        + fields_len
+        + known::vec_len(body)
+        + 1;
+    let mut out = Vec::with_capacity(size);
     known::put_varint(&mut out, 0); // known-length request
     known::put_vec(&mut out, method);
     known::put_vec(&mut out, b""); // scheme, as the Go gateway sends it
     known::put_vec(&mut out, authority);
     known::put_vec(&mut out, path);
-    put_fields(&mut out, &mut fields)?;
+    put_fields(&mut out, &fields, fields_len);
     known::put_vec(&mut out, body);
     known::put_varint(&mut out, 0); // no trailers
+    debug_assert_eq!(out.len(), size);
     Ok(out)
 }
 
@@ -318,20 +329,29 @@ pub fn encode_response(
     if !(200..=599).contains(&code) {
         return Err(WireError::Status(code));
     }
-    let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + 1);
+    let mut length = itoa::Buffer::new();
+    let mut fields = FieldLines::new();
     for (name, value) in headers {
         if !is_excluded_response_header(name) {
             fields.push((name.as_str(), value.as_bytes()));
         }
     }
-    let mut length = itoa::Buffer::new();
     fields.push(("content-length", length.format(body.len()).as_bytes()));
-    let mut out = Vec::with_capacity(1 + 2 + known::varint_len(body.len()) + body.len() + 1);
+    let fields_len = check_fields(&mut fields)?;
+    // Sized exactly: one allocation, and a `Bytes` made of it takes it as is.
+    let size = 1
+        + known::varint_len(usize::from(code))
+        + known::varint_len(fields_len)
+        + fields_len
+        + known::vec_len(body)
+        + 1;
+    let mut out = Vec::with_capacity(size);
     known::put_varint(&mut out, 1); // known-length response
     known::put_varint(&mut out, usize::from(code));
-    put_fields(&mut out, &mut fields)?;
+    put_fields(&mut out, &fields, fields_len);
     known::put_vec(&mut out, body);
     known::put_varint(&mut out, 0); // no trailers
+    debug_assert_eq!(out.len(), size);
     Ok(out)
 }
 

@@ -9,14 +9,15 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 /// A response body.
 pub struct Body {
     kind: Kind,
-    _guards: Vec<Box<dyn Any + Send + Sync>>,
+    _guard: Option<Box<dyn Any + Send + Sync>>,
 }
 
 enum Kind {
@@ -49,17 +50,44 @@ impl Body {
     }
 
     fn with(kind: Kind) -> Self {
-        Body {
-            kind,
-            _guards: Vec::new(),
-        }
+        Body { kind, _guard: None }
     }
 
     /// Keep `guard` alive until the body is dropped (sent or abandoned).
     pub fn guard(mut self, guard: impl Any + Send + Sync) -> Self {
-        self._guards.push(Box::new(guard));
+        self._guard = Some(match self._guard.take() {
+            None => Box::new(guard),
+            Some(held) => Box::new((held, guard)),
+        });
         self
     }
+}
+
+/// A request body's bytes: the chunk it came in, as is, when it came in one
+/// (a small body), else the chunks joined. Trailers are dropped.
+pub async fn to_bytes<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if let Some(buf) = &mut joined {
+            buf.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let mut buf = BytesMut::with_capacity(head.len() + data.len());
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
 }
 
 impl http_body::Body for Body {
@@ -104,7 +132,6 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn full_and_frames_bodies() {
@@ -124,10 +151,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_in_one_chunk_is_taken_as_is_and_chunks_are_joined() {
+        let chunk = Bytes::from_static(b"one chunk");
+        let one = Body::frames(VecDeque::from([Frame::data(chunk.clone())]));
+        let got = to_bytes(one).await.unwrap();
+        assert_eq!(got, chunk);
+        assert_eq!(got.as_ptr(), chunk.as_ptr(), "not copied");
+
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", "1".parse().unwrap());
+        let three = Body::frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"a")),
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from_static(b"bc")),
+            Frame::data(Bytes::from_static(b"d")),
+            Frame::trailers(trailers),
+        ]));
+        assert_eq!(to_bytes(three).await.unwrap(), "abcd");
+        assert_eq!(to_bytes(Body::empty()).await.unwrap(), "");
+    }
+
+    #[tokio::test]
     async fn channel_body_ends_when_the_sender_drops_and_guards_drop_with_it() {
         let (tx, rx) = mpsc::channel(2);
         let guard = std::sync::Arc::new(());
-        let body = Body::channel(rx).guard(guard.clone());
+        let body = Body::channel(rx).guard(guard.clone()).guard(guard.clone());
+        assert_eq!(std::sync::Arc::strong_count(&guard), 3);
         tx.send(Frame::data(Bytes::from_static(b"a")))
             .await
             .unwrap();

@@ -34,7 +34,7 @@ use super::body::Body;
 use super::config::GrpcRoute;
 use super::metrics::{Metrics, UNROUTED};
 use super::rescue::{grpc as code, rescue, Failure};
-use super::shared::{decorate_request, request_id, text, Gateway, PeerIp, REQUEST_ID};
+use super::shared::{decorate_request, request_id, request_id_header, text, Gateway, PeerIp};
 use crate::wire::{self, grpc as g, ServiceError};
 
 /// How long the health check waits for a consumer's `$SRV.PING` answer.
@@ -159,7 +159,7 @@ fn grpc_headers(metadata: HeaderMap, request_id: &HeaderValue) -> HeaderMap {
         header::CONTENT_TYPE,
         HeaderValue::from_static(g::CONTENT_TYPE),
     );
-    h.insert(REQUEST_ID, request_id.clone());
+    h.insert(request_id_header(), request_id.clone());
     h
 }
 
@@ -763,7 +763,7 @@ mod tests {
         assert_eq!(r.headers()["grpc-status"], "3");
         assert_eq!(r.headers()["grpc-message"], "Name cannot be empty");
         assert_eq!(r.headers()["content-type"], "application/grpc");
-        assert_eq!(r.headers()[REQUEST_ID], "rid");
+        assert_eq!(r.headers()["x-request-id"], "rid");
         let r = status_response(code::INTERNAL, "100% \n", HeaderMap::new(), &id);
         assert_eq!(r.headers()["grpc-message"], "100%25 %0A");
     }

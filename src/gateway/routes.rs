@@ -158,7 +158,7 @@ impl RouteTable {
         };
 
         if cleaned != path {
-            return Resolution::Redirect(cleaned);
+            return Resolution::Redirect(cleaned.into_owned());
         }
 
         let Some(group) = group else {
@@ -246,8 +246,12 @@ pub fn check_path(path: &str) -> Result<(), BadPath> {
 /// Cleans a URL path the way Go's `ServeMux` does before matching: Go's
 /// `path.Clean` (collapse `//`, drop `.` segments, resolve `..` without going
 /// above the root), keeping a trailing `/`. `""` becomes `/`, and a missing
-/// leading `/` is added.
-pub fn clean_path(path: &str) -> String {
+/// leading `/` is added. A path that is already clean (nearly every
+/// request's) is returned borrowed.
+pub fn clean_path(path: &str) -> Cow<'_, str> {
+    if is_clean(path) {
+        return Cow::Borrowed(path);
+    }
     let mut segments: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -266,7 +270,23 @@ pub fn clean_path(path: &str) -> String {
     if cleaned.is_empty() || path.ends_with('/') {
         cleaned.push('/');
     }
-    cleaned
+    Cow::Owned(cleaned)
+}
+
+/// Whether [`clean_path`] leaves `path` as it is: a leading `/`, no empty,
+/// `.` or `..` segment (an empty last one is the trailing `/`).
+fn is_clean(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The form in which patterns and request paths are compared: every
@@ -675,9 +695,21 @@ mod tests {
             ("//a/../b", "/b"),
             ("/a/b/c/../../d", "/a/d"),
             ("/a/.../b", "/a/.../b"),
+            ("/a/b/.", "/a/b"),
+            ("/a/b/..", "/a"),
+            ("/./", "/"),
+            ("/a/.b/", "/a/.b/"),
+            ("/a/b//", "/a/b/"),
         ];
         for (input, want) in cases {
-            assert_eq!(clean_path(input), want, "clean_path({input:?})");
+            let cleaned = clean_path(input);
+            assert_eq!(cleaned, want, "clean_path({input:?})");
+            // Borrowed exactly when nothing changed.
+            assert_eq!(
+                matches!(cleaned, Cow::Borrowed(_)),
+                input == want,
+                "clean_path({input:?}) borrowed"
+            );
         }
     }
 }

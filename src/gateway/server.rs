@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,7 +24,7 @@ use super::config::Config;
 use super::metrics::{Metrics, UNMATCHED};
 use super::rescue::{rescue, Failure};
 use super::routes::{check_path, HttpRoute, Resolution, RouteTable};
-use super::shared::{request_id, text, Decorations, Gateway, PeerIp, REQUEST_ID};
+use super::shared::{request_id, request_id_header, text, Decorations, Gateway, PeerIp};
 use crate::nats::{self as nats_conn, NatsOptions};
 use crate::{sd, wire};
 
@@ -134,6 +134,11 @@ pub async fn serve(
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let gw = Arc::new(Gateway {
         routes: RouteTable::new(cfg.http_routes.clone()),
+        subjects: cfg
+            .http_routes
+            .iter()
+            .map(|r| async_nats::Subject::from(r.service.as_str()))
+            .collect(),
         grpc_routes: cfg
             .grpc_routes
             .iter()
@@ -631,10 +636,10 @@ impl Gateway {
             return Err(fail(Failure::BodyTooLarge));
         }
         let limit = usize::try_from(self.cfg.max_body_bytes).unwrap_or(usize::MAX);
-        let read = Limited::new(body, limit).collect();
+        let read = super::body::to_bytes(Limited::new(body, limit));
         let body = match tokio::time::timeout(self.cfg.body_read_timeout, read).await {
             Err(_) => return Err(fail(Failure::BodyTimeout)),
-            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Ok(b)) => b,
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(fail(Failure::BodyTooLarge))
             }
@@ -691,7 +696,7 @@ impl Gateway {
         let outcome = tokio::select! {
             biased;
             outcome = self.nats.send_request(
-                route.service.clone(),
+                self.subjects[index].clone(),
                 // No NATS headers: the deadline travels in the BHTTP
                 // field lines (`wire::TIMEOUT_FIELD`).
                 async_nats::Request::new()
@@ -731,7 +736,7 @@ impl Gateway {
         if parts.method == Method::HEAD {
             return Ok(Response::from_parts(rparts, Body::empty()));
         }
-        rparts.headers.insert(REQUEST_ID, request_id);
+        rparts.headers.insert(request_id_header(), request_id);
         Ok(Response::from_parts(rparts, Body::full(rbody)))
     }
 }
@@ -758,7 +763,7 @@ fn failure_response(
         _ => {}
     }
     if let Some(id) = request_id {
-        r.headers_mut().insert(REQUEST_ID, id);
+        r.headers_mut().insert(request_id_header(), id);
     }
     r
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::body::Body;
@@ -18,6 +18,9 @@ use crate::nats as nats_conn;
 pub(super) struct Gateway {
     pub(super) cfg: Config,
     pub(super) routes: RouteTable,
+    /// The NATS subject of each HTTP route, by route index (a clone is a
+    /// reference count, not a copy of the name).
+    pub(super) subjects: Vec<async_nats::Subject>,
     /// gRPC routes by fully-qualified service name.
     pub(super) grpc_routes: HashMap<String, GrpcRoute>,
     pub(super) nats: async_nats::Client,
@@ -48,6 +51,11 @@ pub(super) fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
+/// The request id header. A name, not a string: inserting a string name
+/// would allocate a copy of it on every response.
+pub(super) fn request_id_header() -> HeaderName {
+    HeaderName::from_static(REQUEST_ID)
+}
 pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// The client's `x-request-id` if it is sane, else a new random one.

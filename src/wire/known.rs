@@ -44,15 +44,19 @@ pub(super) fn vec_len(v: &[u8]) -> usize {
     varint_len(v.len()) + v.len()
 }
 
+/// The field lines of a section, (name, value) ranges of the input: on the
+/// stack for the common message.
+pub(super) type Lines = smallvec::SmallVec<[(Range<usize>, Range<usize>); 8]>;
+
 /// A known-length message whose sections are ranges of the input.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Known {
     pub control: Control,
     /// Field lines of the header section: (name, value) ranges.
-    pub header: Vec<(Range<usize>, Range<usize>)>,
+    pub header: Lines,
     pub content: Range<usize>,
     /// Field lines of the trailer section (empty when it is absent).
-    pub trailer: Vec<(Range<usize>, Range<usize>)>,
+    pub trailer: Lines,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -101,13 +105,13 @@ impl Reader<'_> {
 
     /// A known-length field section: its lines, or `None` for what the
     /// crate reads differently or refuses.
-    fn section(&mut self) -> Option<Vec<(Range<usize>, Range<usize>)>> {
+    fn section(&mut self) -> Option<Lines> {
         let section = self.vec()?;
         let mut inner = Reader {
             buf: &self.buf[..section.end],
             pos: section.start,
         };
-        let mut lines = Vec::with_capacity(16);
+        let mut lines = Lines::new();
         let mut cookie = false;
         while !inner.at_end() {
             let name = inner.vec()?;
@@ -152,7 +156,11 @@ pub(super) fn read(buf: &[u8]) -> Option<Known> {
     };
     let header = r.section()?;
     let content = r.vec()?;
-    let trailer = if r.at_end() { Vec::new() } else { r.section()? };
+    let trailer = if r.at_end() {
+        Lines::new()
+    } else {
+        r.section()?
+    };
     if buf[r.pos..].iter().any(|b| *b != 0) {
         return None;
     }

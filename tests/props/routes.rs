@@ -109,7 +109,7 @@ fn model<'a>(routes: &'a [HttpRoute], method: &Method, path: &str) -> Resolution
         }
     };
     if cleaned != path {
-        return Resolution::Redirect(cleaned);
+        return Resolution::Redirect(cleaned.into_owned());
     }
     let Some(best) = best else {
         return Resolution::NotFound;
@@ -384,6 +384,11 @@ fn clean_path_is_clean_and_idempotent() {
             if is_clean(&path) {
                 prop_assert_eq!(&cleaned, &path);
             }
+            // A copy only when something changed.
+            prop_assert_eq!(
+                matches!(cleaned, std::borrow::Cow::Borrowed(_)),
+                cleaned == path.as_str()
+            );
             if !path.split('/').any(|s| s == "..") {
                 // Without `..`, cleaning only drops empty and `.` segments.
                 let kept = |p: &str| -> Vec<String> {
