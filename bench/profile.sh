@@ -10,6 +10,11 @@
 # `perf record -g` and writes the top symbols (self time) and the top
 # inclusive ones to FILE (default bench/profile-last.txt). --threads 0 is
 # the gateway's default (one thread up to two cores).
+#
+# Then it counts, per request, the calls the gateway makes (malloc, free
+# and realloc through uprobes on libc; syscalls; context switches) next to
+# those of the minimal gateway (c) of bench/run.sh behind the raw
+# responder, each over its own wrk run.
 set -euo pipefail
 
 DURATION=10
@@ -68,6 +73,10 @@ for _ in $(seq 100); do
 done
 NATS_URL=nats://127.0.0.1:$NATS_PORT
 start "$BASE" raw-responder --nats-url "$NATS_URL" --subject rawbhttp --bhttp
+start "$BASE" raw-responder --nats-url "$NATS_URL" --subject bench.raw
+MINI_PORT=$(port)
+start "$BASE" mini-gateway --addr "127.0.0.1:$MINI_PORT" --nats-url "$NATS_URL" --subject bench.raw
+MINI_PID=$LAST
 GW_PORT=$(port)
 cat >"$WORK/gateway.yaml" <<EOF
 nats_url: "$NATS_URL"
@@ -84,10 +93,14 @@ EOF
 start "$GATEWAY" --config "$WORK/gateway.yaml"
 GW_PID=$LAST
 URL=http://127.0.0.1:$GW_PORT/hello/
-for _ in $(seq 200); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{"name":"NATS User"}' "$URL" || true) == 200 ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited: $(cat "$WORK/narun-gateway.log")"
-    sleep 0.05
+MINI_URL=http://127.0.0.1:$MINI_PORT/hello/
+for u in "$URL" "$MINI_URL"; do
+    for _ in $(seq 200); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{"name":"NATS User"}' "$u" || true) == 200 ]] && break
+        kill -0 "$GW_PID" 2>/dev/null || die "gateway exited: $(cat "$WORK/narun-gateway.log")"
+        kill -0 "$MINI_PID" 2>/dev/null || die "mini gateway exited: $(cat "$WORK/bench-baselines.log")"
+        sleep 0.05
+    done
 done
 
 cat >"$WORK/post.lua" <<'EOF'
@@ -101,6 +114,33 @@ WRK=$!
 sleep 1
 perf record -q -F 1999 -g -p "$GW_PID" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null
 wait "$WRK"
+
+# Calls per request: uprobes on libc's allocator (added here if missing,
+# removed at the end), syscalls and scheduler events, over a wrk run each.
+LIBC=$(ldd "$GATEWAY" | awk '/libc\.so/ {print $3}')
+ADDED=()
+for f in malloc free realloc; do
+    perf probe -l 2>/dev/null | grep -q "probe_libc:$f " && continue
+    perf probe -q -x "$LIBC" --add "$f" 2>/dev/null && ADDED+=("probe_libc:$f")
+done
+EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,context-switches
+perf probe -l 2>/dev/null | grep -q "probe_libc:malloc " \
+    && EVENTS=probe_libc:malloc,probe_libc:free,probe_libc:realloc,$EVENTS
+# calls NAME PID URL: per-request counts of EVENTS in PID over a wrk run.
+calls() {
+    wrk -t1 -c64 -d2s -s "$WORK/post.lua" "$3" >/dev/null 2>&1
+    perf stat -x, -e "$EVENTS" -p "$2" -o "$WORK/$1.stat" &
+    local stat=$! n
+    sleep 0.2
+    wrk -t1 -c64 -d"${DURATION}s" -s "$WORK/post.lua" "$3" >"$WORK/$1.wrk" 2>&1
+    kill -INT "$stat"
+    wait "$stat" || true
+    n=$(awk '/requests in/ {print $1}' "$WORK/$1.wrk")
+    awk -F, -v n="$n" -v who="$1" '$1 ~ /^[0-9]+$/ {printf "  %-28s %-34s %8.2f\n", who, $3, $1 / n}' "$WORK/$1.stat"
+}
+log "counting calls per request: (g) narun gateway, then (c) minimal gateway (${DURATION}s each)"
+CALLS=$(calls "(g) narun gateway" "$GW_PID" "$URL"; calls "(c) minimal gateway" "$MINI_PID" "$MINI_URL")
+for e in "${ADDED[@]}"; do perf probe -q -d "$e" >/dev/null 2>&1 || true; done
 {
     echo "narun gateway profile $(date -u +%FT%TZ), $(nproc) cores, threads: $THREADS, fair pair (g), wrk -c64"
     grep -E 'Requests/sec|Latency ' "$WORK/wrk.txt"
@@ -116,6 +156,9 @@ wait "$WRK"
     echo "## inclusive time by symbol (top 40)"
     perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none --percent-limit 1 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -40 || true
+    echo
+    echo "## calls per request (wrk -c64, ${DURATION}s each; probe_libc: uprobes on libc)"
+    echo "$CALLS"
 } >"$OUT"
 log "written to $OUT"
 cat "$OUT"
