@@ -690,28 +690,34 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    body_bytes(Limited::new(body, limit)).await
+}
+
+/// A body's bytes: the chunk it came in, as is, when it came in one (most
+/// bodies), else the chunks joined. Trailers are dropped. Shared with the
+/// gateway, which reads request bodies with it.
+pub(crate) async fn body_bytes<B: Body>(body: B) -> Result<Bytes, B::Error> {
     let mut body = std::pin::pin!(body);
-    let first = match body.frame().await {
-        None => return Ok(Bytes::new()),
-        Some(frame) => frame.map_err(Into::into)?,
-    };
-    let mut first = match first.into_data() {
-        Ok(mut data) => {
-            let n = bytes::Buf::remaining(&data);
-            bytes::Buf::copy_to_bytes(&mut data, n)
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(mut data) = frame?.into_data() else {
+            continue;
+        };
+        let n = bytes::Buf::remaining(&data);
+        let data = bytes::Buf::copy_to_bytes(&mut data, n); // no copy for `Bytes`
+        if let Some(buf) = &mut joined {
+            buf.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let mut buf = bytes::BytesMut::with_capacity(head.len() + data.len());
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
         }
-        Err(_trailers) => Bytes::new(),
-    };
-    if first.len() > limit {
-        return Err(format!("length limit of {limit} bytes exceeded").into());
     }
-    if body.is_end_stream() {
-        return Ok(first);
-    }
-    let rest = Limited::new(body, limit - first.len()).collect().await?;
-    let mut all = bytes::BytesMut::from(std::mem::take(&mut first));
-    all.extend_from_slice(&rest.to_bytes());
-    Ok(all.freeze())
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), bytes::BytesMut::freeze))
 }
 
 fn internal_error_response() -> Vec<u8> {
@@ -871,6 +877,34 @@ mod tests {
         assert_eq!(read_body(frames(), 5).await.unwrap(), "abcde");
         assert!(read_body(frames(), 4).await.is_err());
         assert!(read_body(frames(), 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_chunk_is_taken_as_is_and_chunks_are_joined() {
+        use http_body::Frame;
+        let frames = |f: Vec<Frame<Bytes>>| {
+            http_body_util::StreamBody::new(futures_util::stream::iter(
+                f.into_iter().map(Ok::<_, Infallible>),
+            ))
+        };
+        let chunk = Bytes::from_static(b"one chunk");
+        let got = body_bytes(frames(vec![Frame::data(chunk.clone())]))
+            .await
+            .unwrap();
+        assert_eq!(got, chunk);
+        assert_eq!(got.as_ptr(), chunk.as_ptr(), "not copied");
+
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", "1".parse().unwrap());
+        let four = frames(vec![
+            Frame::data(Bytes::from_static(b"a")),
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from_static(b"bc")),
+            Frame::data(Bytes::from_static(b"d")),
+            Frame::trailers(trailers),
+        ]);
+        assert_eq!(body_bytes(four).await.unwrap(), "abcd");
+        assert_eq!(body_bytes(frames(vec![])).await.unwrap(), "");
     }
 
     #[test]

@@ -9,9 +9,8 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 /// A response body.
@@ -63,33 +62,6 @@ impl Body {
     }
 }
 
-/// A request body's bytes: the chunk it came in, as is, when it came in one
-/// (a small body), else the chunks joined. Trailers are dropped.
-pub async fn to_bytes<B>(body: B) -> Result<Bytes, B::Error>
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        if let Some(buf) = &mut joined {
-            buf.extend_from_slice(&data);
-        } else if let Some(head) = first.take() {
-            let mut buf = BytesMut::with_capacity(head.len() + data.len());
-            buf.extend_from_slice(&head);
-            buf.extend_from_slice(&data);
-            joined = Some(buf);
-        } else {
-            first = Some(data);
-        }
-    }
-    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
-}
-
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
@@ -132,6 +104,7 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn full_and_frames_bodies() {
@@ -148,27 +121,6 @@ mod tests {
         ]);
         let collected = Body::frames(frames).collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
-    }
-
-    #[tokio::test]
-    async fn a_body_in_one_chunk_is_taken_as_is_and_chunks_are_joined() {
-        let chunk = Bytes::from_static(b"one chunk");
-        let one = Body::frames(VecDeque::from([Frame::data(chunk.clone())]));
-        let got = to_bytes(one).await.unwrap();
-        assert_eq!(got, chunk);
-        assert_eq!(got.as_ptr(), chunk.as_ptr(), "not copied");
-
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("x-t", "1".parse().unwrap());
-        let three = Body::frames(VecDeque::from([
-            Frame::data(Bytes::from_static(b"a")),
-            Frame::data(Bytes::new()),
-            Frame::data(Bytes::from_static(b"bc")),
-            Frame::data(Bytes::from_static(b"d")),
-            Frame::trailers(trailers),
-        ]));
-        assert_eq!(to_bytes(three).await.unwrap(), "abcd");
-        assert_eq!(to_bytes(Body::empty()).await.unwrap(), "");
     }
 
     #[tokio::test]

@@ -636,7 +636,7 @@ impl Gateway {
             return Err(fail(Failure::BodyTooLarge));
         }
         let limit = usize::try_from(self.cfg.max_body_bytes).unwrap_or(usize::MAX);
-        let read = super::body::to_bytes(Limited::new(body, limit));
+        let read = crate::consumer::body_bytes(Limited::new(body, limit));
         let body = match tokio::time::timeout(self.cfg.body_read_timeout, read).await {
             Err(_) => return Err(fail(Failure::BodyTimeout)),
             Ok(Ok(b)) => b,

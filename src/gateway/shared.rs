@@ -56,6 +56,8 @@ pub(super) fn text(status: StatusCode, msg: &str) -> Response<Body> {
 pub(super) fn request_id_header() -> HeaderName {
     HeaderName::from_static(REQUEST_ID)
 }
+
+/// The request id's name, as a BHTTP field and a header.
 pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// The client's `x-request-id` if it is sane, else a new random one.
