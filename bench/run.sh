@@ -14,7 +14,8 @@
 # and with bench-baselines nats-load (BHTTP straight over NATS):
 #   (e1) hello consumer (narun::consumer + axum), (e2) raw async-nats Micro
 #   service, (e3) narun::consumer serving (e2)'s function (tower::service_fn).
-# The fair pair and (e) at 64 run in $ROUNDS (default 5) alternating rounds.
+# The fair pair and (e) at 64 run in $ROUNDS (default 10) alternating rounds
+# of $ROUND_DURATION (default 5s, after a 1s warm-up each).
 # Prints a table and ratios against the targets, and writes them to
 # bench/last-run.txt. Exits 0 whatever the numbers, non-zero if something
 # failed to run (or any measured request was not a 200).
@@ -22,7 +23,9 @@ set -euo pipefail
 
 DURATION=10s
 WARMUP=2s
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-10}
+ROUND_DURATION=${ROUND_DURATION:-5s}
+ROUND_WARMUP=1s
 BUILD=1
 CONNS=(16 64)
 WRK_THREADS=${WRK_THREADS:-1}
@@ -42,6 +45,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $DURATION =~ ^[0-9]+(ms|s|m)?$ ]] || { echo "invalid --duration $DURATION (e.g. 10s)" >&2; exit 2; }
 [[ $DURATION =~ ^[0-9]+$ ]] && DURATION=${DURATION}s
+[[ $ROUND_DURATION =~ ^[0-9]+(ms|s|m)?$ ]] || { echo "invalid ROUND_DURATION $ROUND_DURATION (e.g. 5s)" >&2; exit 2; }
+[[ $ROUND_DURATION =~ ^[0-9]+$ ]] && ROUND_DURATION=${ROUND_DURATION}s
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "invalid ROUNDS $ROUNDS (a positive number)" >&2; exit 2; }
 to_ms() {
     case $1 in
         *ms) echo "${1%ms}" ;;
@@ -51,6 +57,15 @@ to_ms() {
 }
 DURATION_MS=$(to_ms "$DURATION")
 WARMUP_MS=$(to_ms "$WARMUP")
+# window single|round: the measurement window of what follows; the
+# alternating rounds are shorter and more numerous, so that the machine's
+# drift (a VM's neighbours) is sampled finely and weighs on both sides alike.
+SINGLE_WINDOW=("$DURATION" "$WARMUP")
+window() {
+    if [[ $1 == round ]]; then DURATION=$ROUND_DURATION WARMUP=$ROUND_WARMUP
+    else DURATION=${SINGLE_WINDOW[0]} WARMUP=${SINGLE_WINDOW[1]}; fi
+    DURATION_MS=$(to_ms "$DURATION") WARMUP_MS=$(to_ms "$WARMUP")
+}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -333,8 +348,8 @@ measure_nats() {
 
 # Alternating rounds (fair pair and (e) at 64): KEY_rN_CONNS per round.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
-# median VALUES...: the middle one (of an even count, the lower middle).
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# median: the middle value, or the mean of the two middle ones (an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2)}'; }
 # rounds_ratios ARRAY A B CONNS: each round's ARRAY[A] / ARRAY[B].
 rounds_ratios() {
     local -n arr=$1
@@ -456,6 +471,7 @@ C_AUX=("nats-server:$NATS_PID" "responder:$RESPONDER_PID")
 G_AUX=("nats-server:$NATS_PID" "responder:$BRESPONDER_PID")
 AUX=("${C_AUX[@]}"); measure c16 16 "$C_URL" "$MINI_PID"
 AUX=("${G_AUX[@]}"); measure g16 16 "$G_URL" "$GGW_PID"
+window round
 for r in $(seq "$ROUNDS"); do # c g, g c, c g, ...: a steady drift weighs on both alike
     for side in $( ((r % 2)) && echo c g || echo g c); do
         if [[ $side == c ]]; then
@@ -465,6 +481,7 @@ for r in $(seq "$ROUNDS"); do # c g, g c, c g, ...: a steady drift weighs on bot
         fi
     done
 done
+window single
 rounds_summary c 64
 rounds_summary g 64
 stop "$MINI_PID"
@@ -549,6 +566,7 @@ AUX=("nats-server:$NATS_PID")
 measure_nats e1_16 16 hello "$HELLO_PID"
 measure_nats e2_16 16 hello_raw "$RAWSVC_PID"
 measure_nats e3_16 16 hello_lib "$LIBSVC_PID"
+window round
 for r in $(seq "$ROUNDS"); do # e1 e2 e3, e3 e2 e1, ...
     for e in $( ((r % 2)) && echo e1 e2 e3 || echo e3 e2 e1); do
         case $e in
@@ -558,6 +576,7 @@ for r in $(seq "$ROUNDS"); do # e1 e2 e3, e3 e2 e1, ...
         esac
     done
 done
+window single
 for e in e1 e2 e3; do rounds_summary "$e" 64; done
 stop "$HELLO_PID"
 stop "$RAWSVC_PID"
@@ -603,7 +622,8 @@ proxy_row() {
 
 SUMMARY=$WORK/summary.txt
 {
-    echo "narun bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $DURATION per measurement after a $WARMUP warm-up"
+    echo "narun bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $DURATION per measurement after a $WARMUP warm-up,"
+    echo "$ROUND_DURATION (after $ROUND_WARMUP) per round of the $ROUNDS alternating rounds at 64 (fair pair and (e))"
     echo "wrk -t$WRK_THREADS (a-d), bench-baselines nats-load (e); nginx worker_processes 1; $(nats-server --version 2>&1 | head -n1)"
     echo
     printf '%-28s %5s %10s %9s %9s %10s %10s %9s %6s\n' target conns "req/s" p50 p99 "peak RSS" "end RSS" "cpu/req" other
