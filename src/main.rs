@@ -91,7 +91,8 @@ struct DevArgs {
     /// Use this NATS server instead of starting one.
     #[arg(long)]
     nats_url: Option<String>,
-    /// Gateway HTTP port on 127.0.0.1 (the next free one if taken).
+    /// Gateway HTTP port on 127.0.0.1 (any free one if taken, or if 0;
+    /// the port taken is printed).
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
     /// Do not deploy the hello demo.
@@ -100,7 +101,8 @@ struct DevArgs {
     /// The hello demo binary (default: examples/hello beside this binary).
     #[arg(long)]
     demo_binary: Option<PathBuf>,
-    /// Gateway gRPC port on 127.0.0.1 (the next free one if taken).
+    /// Gateway gRPC port on 127.0.0.1 (any free one if taken, or if 0;
+    /// the port taken is printed).
     #[arg(long, default_value_t = 50051)]
     grpc_port: u16,
     /// The gRPC hello.v1.Greeter demo binary (default: examples/grpc-hello

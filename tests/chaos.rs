@@ -404,8 +404,8 @@ async fn restarted(sd: &PrivateSystemd, unit: &str, old: &str) -> String {
 async fn app_sigkill_is_restarted_and_reported() {
     let app = "ch-kill";
     cleanup_state(app);
-    let monitor: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let nats = NatsServer::start_with_config(&format!("http: \"{monitor}\""));
+    let nats = NatsServer::start_with_config("http: \"127.0.0.1:-1\"");
+    let monitor = SocketAddr::from(([127, 0, 0, 1], nats.monitor_port()));
     let sd = PrivateSystemd::boot();
     let data = VarLibDir::new("narun-chaos");
     let agent = Agent::start(&nats, &sd, "node-1", &data.0);

@@ -55,16 +55,27 @@ fn root_dev_lock() -> tokio::sync::MutexGuard<'static, ()> {
     ROOT_DEV.blocking_lock()
 }
 
+/// The gateway's HTTP port, from narun dev's "gateway on http://…" line
+/// (the tests pass `--http-port 0`: no port is guessed before it binds).
+fn announced_http_port(lines: &[String]) -> u16 {
+    lines
+        .iter()
+        .find_map(|l| l.split("gateway on http://127.0.0.1:").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no gateway port announced:\n{}", lines.join("\n")))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
     let _one_at_a_time = ROOT_DEV.lock().await;
-    let port = free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
+    // Port 0: narun dev binds any free port and announces it.
     let mut child = Command::new(narun_binary())
-        .args(["dev", "--http-port", &port.to_string()])
+        .args(["dev", "--http-port", "0"])
         .arg("--demo-binary")
         .arg(example_binary("hello"))
-        .args(["--grpc-port", &free_port().to_string()])
+        .args(["--grpc-port", "0"])
         .arg("--demo-grpc-binary")
         .arg(example_binary("grpc-hello"))
         .stdin(Stdio::null())
@@ -84,6 +95,7 @@ async fn narun_dev_serves_the_demo_and_ctrl_c_leaves_nothing_behind() {
     let systemd_pid = after("private systemd (pid ", ')');
     let nats_port = after("narun dev: NATS at nats://127.0.0.1:", ' ').map(|p| p as u16);
     let grpc_port = after("gRPC on 127.0.0.1:", ' ').map(|p| p as u16);
+    let port = announced_http_port(&lines);
     let all = lines.join("\n");
     assert!(
         all.contains("Hello, NATS User! (processed by POST)"),
@@ -205,7 +217,6 @@ async fn narun_dev_without_root_uses_the_user_manager() {
     ] {
         std::fs::copy(&from, bin.0.join(to)).unwrap();
     }
-    let port = free_port();
     let as_nobody = |program: &str| {
         let mut c = Command::new("nsenter");
         c.args(["-t", &sd.pid.to_string(), "-m", "-p"])
@@ -232,7 +243,9 @@ async fn narun_dev_without_root_uses_the_user_manager() {
             "--nats-url",
             &nats.url(),
             "--http-port",
-            &port.to_string(),
+            "0",
+            "--grpc-port",
+            "0",
         ])
         .arg("--demo-binary")
         .arg(bin.0.join("hello"))
@@ -249,6 +262,7 @@ async fn narun_dev_without_root_uses_the_user_manager() {
             sd.journal(&["--no-pager", "-n", "60", "-o", "cat"])
         )
     });
+    let port = announced_http_port(&lines);
     let all = lines.join("\n");
     assert!(all.contains("systemd user manager"), "{all}");
     assert!(all.contains("Hello, NATS User!"), "{all}");
@@ -379,13 +393,12 @@ struct TerminalDev {
 impl TerminalDev {
     fn start() -> Self {
         use std::os::unix::process::CommandExt;
-        let http_port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = Command::new(narun_binary());
-        cmd.args(["dev", "--http-port", &http_port.to_string()])
+        cmd.args(["dev", "--http-port", "0"])
             .arg("--demo-binary")
             .arg(example_binary("hello"))
-            .args(["--grpc-port", &free_port().to_string()])
+            .args(["--grpc-port", "0"])
             .arg("--demo-grpc-binary")
             .arg(example_binary("grpc-hello"))
             .stdin(Stdio::null())
@@ -410,6 +423,7 @@ impl TerminalDev {
         let systemd_pid = after("private systemd (pid ", ')');
         let nats_port =
             after("narun dev: NATS at nats://127.0.0.1:", ' ').expect("NATS port announced") as u16;
+        let http_port = announced_http_port(&out);
         TerminalDev {
             child,
             pid,

@@ -27,7 +27,8 @@ struct Auth {
 }
 
 impl Auth {
-    fn new(monitor_port: u16) -> Auth {
+    /// Monitoring on any free port (`NatsServer::monitor_port`).
+    fn new() -> Auth {
         let operator = KeyPair::new_operator();
         let system = KeyPair::new_account();
         let account = KeyPair::new_account();
@@ -67,7 +68,7 @@ impl Auth {
         let config = format!(
             "operator: \"{operator_jwt}\"\nsystem_account: \"{sys}\"\nresolver: MEMORY\n\
              resolver_preload: {{\n  \"{sys}\": \"{sys_jwt}\"\n  \"{acc}\": \"{acc_jwt}\"\n}}\n\
-             http: \"127.0.0.1:{monitor_port}\"\n",
+             http: \"127.0.0.1:-1\"\n",
             sys = system.public_key(),
             sys_jwt = account_jwt(&system, "SYS", sys_limits, vec![]),
             acc = account.public_key(),
@@ -212,9 +213,9 @@ async fn each_app_serves_only_its_own_subject() {
     let (a, b) = ("id-a", "id-b");
     cleanup_state(a);
     cleanup_state(b);
-    let monitor = free_port();
-    let auth = Auth::new(monitor);
+    let auth = Auth::new();
     let nats = NatsServer::start_with_config(&auth.config);
+    let monitor = nats.monitor_port();
     let admin = auth.user_creds("admin");
     let agent_creds = auth.user_creds("node-n1");
     let sd = PrivateSystemd::boot();

@@ -76,9 +76,9 @@ json\t''"
 complete -c narun -n "__fish_narun_using_subcommand node" -l allow-root-apps -d 'Allow apps that run as root (`user: root`, or a name the user database maps to uid 0 or group 0)'
 complete -c narun -n "__fish_narun_using_subcommand node" -s h -l help -d 'Print help'
 complete -c narun -n "__fish_narun_using_subcommand dev" -l nats-url -d 'Use this NATS server instead of starting one' -r
-complete -c narun -n "__fish_narun_using_subcommand dev" -l http-port -d 'Gateway HTTP port on 127.0.0.1 (the next free one if taken)' -r
+complete -c narun -n "__fish_narun_using_subcommand dev" -l http-port -d 'Gateway HTTP port on 127.0.0.1 (any free one if taken, or if 0; the port taken is printed)' -r
 complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-binary -d 'The hello demo binary (default: examples/hello beside this binary)' -r -F
-complete -c narun -n "__fish_narun_using_subcommand dev" -l grpc-port -d 'Gateway gRPC port on 127.0.0.1 (the next free one if taken)' -r
+complete -c narun -n "__fish_narun_using_subcommand dev" -l grpc-port -d 'Gateway gRPC port on 127.0.0.1 (any free one if taken, or if 0; the port taken is printed)' -r
 complete -c narun -n "__fish_narun_using_subcommand dev" -l demo-grpc-binary -d 'The gRPC hello.v1.Greeter demo binary (default: examples/grpc-hello beside this binary; the gRPC demo is skipped without it)' -r -F
 complete -c narun -n "__fish_narun_using_subcommand dev" -l log-format -d 'Log format: `text` for people (colours only on a terminal and without NO_COLOR; under systemd, journald\'s native fields) or `json` for log shippers' -r -f -a "text\t''
 json\t''"

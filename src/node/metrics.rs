@@ -70,13 +70,12 @@ use super::snapshot::NodeSnapshot;
 /// The `job` label of discovered targets (as in Go).
 pub const DISCOVERY_JOB: &str = "narun-workload";
 
-/// Serve `/metrics` and `/discovery` on `addr` from `snapshots`. Returns
-/// only if the address cannot be bound (logged).
-pub async fn serve(addr: SocketAddr, snapshots: watch::Receiver<NodeSnapshot>) {
-    let Some(listener) = admin::bind(addr, "metrics").await else {
-        return;
-    };
-    let host = discovery_host(addr);
+/// Serve `/metrics` and `/discovery` on `listener` (see [`admin::bind`])
+/// from `snapshots`.
+pub async fn serve(listener: tokio::net::TcpListener, snapshots: watch::Receiver<NodeSnapshot>) {
+    let host = listener
+        .local_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), discovery_host);
     let snapshots = Arc::new(snapshots);
     admin::serve_requests(listener, move |req| {
         let snapshots = snapshots.clone();

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::systemd::PrivateSystemd;
-use super::{free_ports, narun_binary, NatsServer, Proc};
+use super::{narun_binary, NatsServer, Proc};
 
 /// The agent process with its notify socket.
 pub struct Agent {
@@ -38,9 +38,6 @@ impl Agent {
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let log = dir.path().join("agent.log");
         let journalctl = format!("nsenter -t {} -m -p journalctl", sd.pid);
-        let ports = free_ports(2);
-        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ports[0]));
-        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], ports[1]));
         // narun-exec where the apps' users can execute it (as the packages
         // put it in /usr/libexec/narun), unless the test chooses one.
         let mut wrapper_arg = Vec::new();
@@ -77,8 +74,10 @@ impl Agent {
             // systemd's /run is private: runtime files go where it can see them.
             .arg("--runtime-dir")
             .arg(data.join("run"))
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--metrics-addr", &metrics.to_string()])
+            // Port 0: the agent binds any free port and logs it (no port
+            // is guessed before the agent binds it).
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .args(wrapper_arg)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -88,17 +87,22 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start narun node");
-        let agent = Agent {
+        let unbound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut agent = Agent {
             proc: Proc {
                 child,
                 stderr_path: log,
             },
             notify,
-            admin,
-            metrics,
+            admin: unbound,
+            metrics: unbound,
             _dir: dir,
         };
         agent.wait_notify("READY=1");
+        // Both are bound and logged before READY=1.
+        let log = agent.proc.stderr();
+        agent.admin = listening(&log, "admin UI");
+        agent.metrics = listening(&log, "metrics");
         agent
     }
 
@@ -134,4 +138,15 @@ impl Drop for Agent {
             );
         }
     }
+}
+
+/// The address `what` listens on, from the agent's log line
+/// "`what` listening on http://ADDR/".
+fn listening(log: &str, what: &str) -> std::net::SocketAddr {
+    let marker = format!("{what} listening on http://");
+    log.lines()
+        .find_map(|l| l.split(&marker).nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no \"{marker}\" in the agent's log:\n{log}"))
 }

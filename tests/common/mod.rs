@@ -155,11 +155,25 @@ impl NatsServer {
     /// The client port from the server's ports file, once it is written
     /// (after the listeners are up).
     fn written_port(&self) -> Option<u16> {
+        self.ports_file_port("nats")
+    }
+
+    /// The port of `listener` ("nats", "monitoring", ...) in the server's
+    /// ports file.
+    fn ports_file_port(&self, listener: &str) -> Option<u16> {
         let file = std::fs::read_dir(self.ports_dir()).ok()?.flatten().next()?;
         let ports: serde_json::Value =
             serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()?;
-        let url = ports["nats"][0].as_str()?;
+        let url = ports[listener][0].as_str()?;
         url.rsplit(':').next()?.parse().ok()
+    }
+
+    /// The monitoring port of a server started (by
+    /// [`NatsServer::start_with_config`]) with `http: "127.0.0.1:-1"`: any
+    /// free port, which the server picks and writes to its ports file.
+    pub fn monitor_port(&self) -> u16 {
+        self.ports_file_port("monitoring")
+            .expect("no monitoring port in the ports file (config without http: ...?)")
     }
 
     fn wait_accepting(&mut self) {

@@ -263,15 +263,23 @@ pub async fn run<M: UnitManager>(
     // e.g. `narun dev`, is left with nothing running).
     let mut tasks = tokio::task::JoinSet::new();
     // The admin UI and metrics read snapshots; they never reach the loop.
-    if let Some(addr) = agent.cfg.admin_addr {
+    // Bound before READY=1 (a port 0 is logged as the port taken); an
+    // address that cannot be bound is logged, the agent runs without it.
+    let bind = |addr: Option<std::net::SocketAddr>, what: &'static str| async move {
+        match addr {
+            Some(addr) => super::admin::bind(addr, what).await,
+            None => None,
+        }
+    };
+    if let Some(l) = bind(agent.cfg.admin_addr, "admin UI").await {
         tasks.spawn(super::admin::serve(
-            addr,
+            l,
             agent.snapshot.subscribe(),
             agent.cfg.journalctl.clone(),
         ));
     }
-    if let Some(addr) = agent.cfg.metrics_addr {
-        tasks.spawn(super::metrics::serve(addr, agent.snapshot.subscribe()));
+    if let Some(l) = bind(agent.cfg.metrics_addr, "metrics").await {
+        tasks.spawn(super::metrics::serve(l, agent.snapshot.subscribe()));
     }
     // NATS side: wait for a connection in the background, then register,
     // heartbeat and watch specs (the node is visible to the fleet while a
