@@ -15,7 +15,7 @@
 #   (e1) hello consumer (narun::consumer + axum), (e2) raw async-nats Micro
 #   service, (e3) narun::consumer serving (e2)'s function (tower::service_fn).
 # The fair pair and (e) at 64 run in $ROUNDS (default 10) alternating rounds
-# of $ROUND_DURATION (default 5s, after a 1s warm-up each).
+# of $ROUND_DURATION (default 5s, after a 2s warm-up each).
 # Prints a table and ratios against the targets, and writes them to
 # bench/last-run.txt. Exits 0 whatever the numbers, non-zero if something
 # failed to run (or any measured request was not a 200).
@@ -25,7 +25,7 @@ DURATION=10s
 WARMUP=2s
 ROUNDS=${ROUNDS:-10}
 ROUND_DURATION=${ROUND_DURATION:-5s}
-ROUND_WARMUP=1s
+ROUND_WARMUP=2s
 BUILD=1
 CONNS=(16 64)
 WRK_THREADS=${WRK_THREADS:-1}
