@@ -168,9 +168,9 @@ impl NatsServer {
         url.rsplit(':').next()?.parse().ok()
     }
 
-    /// The monitoring port of a server started (by
-    /// [`NatsServer::start_with_config`]) with `http: "127.0.0.1:-1"`: any
-    /// free port, which the server picks and writes to its ports file.
+    /// The monitoring port of a server configured with
+    /// `http: "127.0.0.1:-1"` (any free port, which the server picks and
+    /// writes to its ports file).
     pub fn monitor_port(&self) -> u16 {
         self.ports_file_port("monitoring")
             .expect("no monitoring port in the ports file (config without http: ...?)")
@@ -245,10 +245,11 @@ impl NatsCluster {
     /// connections: JetStream may still be electing its leaders, as it is
     /// right after an operator brings a cluster up.
     pub fn start(n: usize) -> Self {
-        let mut ports = free_ports(3 * n);
-        let monitor_ports = ports.split_off(2 * n);
-        let route_ports = ports.split_off(n);
-        let client_ports = ports;
+        // The route ports are chosen here: every member's configuration
+        // names them all (a JetStream cluster refuses to start without
+        // routes). Client and monitoring ports are the servers' own pick
+        // (-1), read from their ports files.
+        let route_ports = free_ports(n);
         let routes: Vec<String> = route_ports
             .iter()
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
@@ -258,15 +259,14 @@ impl NatsCluster {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let conf = dir.path().join("nats.conf");
                 let config = format!(
-                    "server_name: n{i}\nhttp: \"127.0.0.1:{}\"\ncluster {{\n  name: narun-test\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
-                    monitor_ports[i],
+                    "server_name: n{i}\nhttp: \"127.0.0.1:-1\"\ncluster {{\n  name: narun-test\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
                     route_ports[i],
                     routes.join(", ")
                 );
                 std::fs::write(&conf, config).expect("write nats.conf");
                 NatsServer {
                     child: None,
-                    port: client_ports[i],
+                    port: 0,
                     extra: vec!["-c".into(), conf.to_string_lossy().into_owned()],
                     dir,
                     jetstream: true,
@@ -280,6 +280,7 @@ impl NatsCluster {
         for s in &mut servers {
             s.wait_accepting();
         }
+        let monitor_ports = servers.iter().map(NatsServer::monitor_port).collect();
         NatsCluster {
             servers,
             monitor_ports,
