@@ -894,12 +894,12 @@ mod tests {
         assert!(js.contains("new EventSource(\"/events\")"), "{js}");
     }
 
+    /// (That a port 0 is logged as the port bound, every agent test
+    /// relies on: tests/common/agent.rs reads both addresses from the log.)
     #[tokio::test]
-    async fn an_address_in_use_is_a_none_and_port_0_any_free_port() {
+    async fn an_address_in_use_is_a_none_not_a_failure() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         assert!(bind(addr, "admin UI").await.is_none());
-        let (_, any) = listener().await;
-        assert_ne!(any.port(), 0);
     }
 }
